@@ -1,0 +1,318 @@
+"""The TSPO temporal agent (the paper's event-aware selector), read top to bottom.
+
+Given per-frame embeddings x[T, D] and a question embedding q[M, D]:
+
+    e = x + PE                      sinusoidal over channels, position t / T
+    a = WindowAttn(e)               multi-head, q/k/v projections, no output projection;
+                                    frame j sees clamp(j - w//2 + k, 0, T-1), k < w
+    z = MLP(a) + x                  event features: question-independent (index time)
+    s = (cos(z, q) + cos(x, q)) / tau                                       (ask time)
+
+The published implementation builds a dense T x T mask; here each frame attends to its
+w clamped neighbours directly (a clamped duplicate counts once), so time and memory are
+O(T * w) and a 3-hour video at 1 fps fits on a Jetson. The numbers are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+TAU = 0.025
+EPS = 1e-6  # added to the product of norms, as the reference does
+
+# Prefixes under which the selector's tensors are stored.
+OFFICIAL_PREFIX = "selector."  # TSPO-0.4B release (a CLIP ViT-L/14 checkpoint + selector)
+TRAINING_PREFIX = "multiModal_align."  # the paper's training checkpoints
+AGENT_FILE = "agent.safetensors"
+CONFIG_FILE = "agent.json"
+FORMAT = "tspo-edge-agent"
+FORMAT_VERSION = 1
+
+# Tensor names after the prefix, with shapes as functions of the width D.
+_SHAPES = {
+    "temporal.Self_q.weight": lambda d: (d, d),
+    "temporal.Self_q.bias": lambda d: (d,),
+    "temporal.Self_k.weight": lambda d: (d, d),
+    "temporal.Self_k.bias": lambda d: (d,),
+    "temporal.Self_v.weight": lambda d: (d, d),
+    "temporal.Self_v.bias": lambda d: (d,),
+    "mlp.0.weight": lambda d: (d, d),
+    "mlp.0.bias": lambda d: (d,),
+    "mlp.2.weight": lambda d: (d, d),
+    "mlp.2.bias": lambda d: (d,),
+}
+_IGNORED = ("temporal.ffn_o.weight", "temporal.ffn_o.bias")  # present in checkpoints, never used
+
+
+def positional_encoding(T: int, D: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Sinusoidal encoding over channels at positions t / T (not t), shape [T, D]."""
+    pos = torch.arange(T, dtype=torch.float32, device=device)[:, None] / T
+    freq = torch.exp(torch.arange(0, D, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / D))
+    pe = torch.zeros(T, D, dtype=torch.float32, device=device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)[:, : D // 2]
+    return pe.to(dtype)
+
+
+def window_index(T: int, w: int, *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns each frame attends to, [T, w], and a mask of their first occurrences.
+
+    Row j holds clamp(j - w//2 + k, 0, T-1) for k < w. The clamped indices are
+    non-decreasing along k, so a repeat is always equal to its left neighbour.
+    """
+    j = torch.arange(T, device=device)[:, None]
+    k = torch.arange(w, device=device)[None, :]
+    cols = (j - w // 2 + k).clamp(0, T - 1)
+    first = torch.ones_like(cols, dtype=torch.bool)
+    first[:, 1:] = cols[:, 1:] != cols[:, :-1]
+    return cols, first
+
+
+class WindowedSelfAttention(nn.Module):
+    """Multi-head self-attention restricted to a clamped temporal window (banded)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.Self_q = nn.Linear(dim, dim)
+        self.Self_k = nn.Linear(dim, dim)
+        self.Self_v = nn.Linear(dim, dim)
+
+    def forward(self, e: torch.Tensor, window: int) -> torch.Tensor:
+        T, D = e.shape
+        H, dh = self.heads, D // self.heads
+        q = self.Self_q(e).view(T, H, dh)
+        k = self.Self_k(e).view(T, H, dh)
+        v = self.Self_v(e).view(T, H, dh)
+        cols, first = window_index(T, window, device=e.device)
+        # logits[t, h, k] = <q_t, k_cols[t,k]> / sqrt(dh), one window offset at a time:
+        # never more than a [T, D] gather alive at once.
+        logits = torch.stack([(q * k[cols[:, i]]).sum(-1) for i in range(window)], dim=-1)
+        logits = logits / math.sqrt(dh)
+        logits = logits.masked_fill(~first[:, None, :], float("-inf"))
+        p = torch.softmax(logits, dim=-1)  # [T, H, w]
+        a = sum(p[:, :, i, None] * v[cols[:, i]] for i in range(window))
+        return a.reshape(T, D)
+
+
+class TemporalAgent(nn.Module):
+    """TSPO's temporal agent. `events` runs at index time, `scores` at ask time."""
+
+    def __init__(self, dim: int = 768, heads: int = 8, window: int = 12) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.dim, self.heads, self.window = dim, heads, window
+        self.temporal = WindowedSelfAttention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.source = "random"
+
+    def zero_residual_branch(self) -> "TemporalAgent":
+        """z = x exactly: the untrained agent then ranks frames by cos(x, q)."""
+        with torch.no_grad():
+            self.mlp[2].weight.zero_()
+            self.mlp[2].bias.zero_()
+        self.source = f"similarity:{self.dim}"
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = x + positional_encoding(x.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+        return self.mlp(self.temporal(e, self.window)) + x
+
+    def events(self, x):
+        """Event features z[T, D] of frame embeddings x[T, D] (NumPy in -> NumPy out)."""
+        if isinstance(x, torch.Tensor):
+            return self(x)
+        p = next(self.parameters())
+        with torch.inference_mode():
+            z = self(torch.as_tensor(np.asarray(x), dtype=p.dtype, device=p.device))
+        return z.float().cpu().numpy()
+
+    def scores(self, z, x, q, tau: float = TAU):
+        """Logits s[T] = (mean_m cos(z, q_m) + cos(x, mean q)) / tau (NumPy or torch)."""
+        if isinstance(z, torch.Tensor):
+            return _torch_scores(z, x, torch.as_tensor(q, dtype=z.dtype, device=z.device), tau)
+        return score_frames(z, x, q, tau)
+
+    @property
+    def id(self) -> str:
+        """Stable id of config and weights: the store records which agent made its features."""
+        h = hashlib.sha256(f"{self.dim}/{self.heads}/{self.window}".encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return f"tspo-agent:d{self.dim}:w{self.window}:{h.hexdigest()[:12]}"
+
+
+def _torch_scores(z: torch.Tensor, x: torch.Tensor, q: torch.Tensor, tau: float) -> torch.Tensor:
+    q = q.reshape(-1, z.shape[-1])
+    event = (z @ q.T) / (z.norm(dim=-1, keepdim=True) * q.norm(dim=-1)[None, :] + EPS)
+    qm = q.mean(0)
+    clip = (x @ qm) / (x.norm(dim=-1) * qm.norm() + EPS)
+    return (event.mean(-1) + clip) / tau
+
+
+def score_frames(z: np.ndarray, x: np.ndarray, q: np.ndarray, tau: float = TAU,
+                 z_norm: np.ndarray | None = None, x_norm: np.ndarray | None = None) -> np.ndarray:
+    """Ask-time logits in NumPy from stored features; pass the stored norms to skip a pass."""
+    q = np.asarray(q, dtype=np.float32).reshape(-1, z.shape[-1])
+    if z_norm is None:
+        z_norm = np.linalg.norm(z, axis=-1)
+    if x_norm is None:
+        x_norm = np.linalg.norm(x, axis=-1)
+    q_norm = np.linalg.norm(q, axis=-1)
+    event = (z @ q.T) / (z_norm[:, None] * q_norm[None, :] + EPS)
+    qm = q.mean(0)
+    clip = (x @ qm) / (x_norm * np.linalg.norm(qm) + EPS)
+    return ((event.mean(-1) + clip) / tau).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _strip_prefix(tensors: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The selector's tensors without their prefix, and which format they came in."""
+    for prefix, kind in ((OFFICIAL_PREFIX, "tspo-0.4b"), (TRAINING_PREFIX, "training"), ("", "tspo-edge")):
+        found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if any(k in _SHAPES for k in found):
+            return {k: torch.as_tensor(v) for k, v in found.items()}, kind
+    raise CheckpointError("no agent tensors found (expected keys like 'selector.temporal.Self_q.weight', "
+                          "'multiModal_align.temporal.Self_q.weight' or 'temporal.Self_q.weight')")
+
+
+def agent_from_tensors(tensors: Mapping[str, Any], *, heads: int = 8, window: int = 12,
+                       where: str = "checkpoint") -> TemporalAgent:
+    """Build an agent from a dict of tensors with any known prefix; shapes are checked."""
+    state, kind = _strip_prefix(tensors)
+    if "temporal.Self_q.weight" not in state:
+        raise CheckpointError(f"{where}: missing key 'temporal.Self_q.weight'")
+    dim = int(state["temporal.Self_q.weight"].shape[0])
+    for name, shape_of in _SHAPES.items():
+        if name not in state:
+            raise CheckpointError(f"{where}: missing key '{name}'")
+        want, got = shape_of(dim), tuple(state[name].shape)
+        if got != want:
+            raise CheckpointError(f"{where}: '{name}' has shape {got}, expected {want} (width {dim})")
+    unknown = sorted(set(state) - set(_SHAPES) - set(_IGNORED))
+    if unknown:
+        raise CheckpointError(f"{where}: unexpected agent keys {unknown[:3]}")
+    agent = TemporalAgent(dim, heads, window)
+    agent.load_state_dict({k: state[k].float() for k in _SHAPES})
+    agent.source = f"{kind}:{where}"
+    return agent.eval()
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix in (".bin", ".pt", ".pth"):
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path}: not a dict of tensors")
+        return obj
+    raise CheckpointError(f"{path}: unknown checkpoint file type (expected .safetensors, .bin, .pt)")
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    """The weight files of a folder: ours, a (sharded) HF checkpoint, or any single file."""
+    if (folder / AGENT_FILE).exists():
+        return [folder / AGENT_FILE]
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        idx = folder / index_name
+        if idx.exists():
+            shards = sorted(set(json.loads(idx.read_text())["weight_map"].values()))
+            return [folder / s for s in shards]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).exists():
+            return [folder / name]
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not files:
+        raise CheckpointError(f"{folder}: no checkpoint files (*.safetensors, *.bin) in folder")
+    return files
+
+
+def _saved_config(path: Path, cfg_path: Path) -> dict:
+    """heads/window saved with a tspo-edge checkpoint (agent.json, or the safetensors metadata)."""
+    if cfg_path.exists() and (path.is_dir() or path.name == AGENT_FILE):
+        return json.loads(cfg_path.read_text())
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") == FORMAT:
+            return meta
+    return {}
+
+
+def load_agent(source, *, heads: int = 8, window: int = 12, init: str | None = None) -> TemporalAgent:
+    """Load a temporal agent.
+
+    `source`: a folder or file of the official TSPO-0.4B checkpoint (`selector.*`), a
+    training checkpoint (`multiModal_align.*`), a tspo-edge checkpoint (agent.safetensors
+    + agent.json), a dict of tensors with any of those prefixes, or "similarity:<dim>"
+    for an untrained agent whose residual branch is zero (ranks by cos(x, q)).
+    `init="similarity"` zeroes the residual branch of whatever was loaded.
+    """
+    if isinstance(source, Mapping):
+        agent = agent_from_tensors(source, heads=heads, window=window, where="dict")
+    elif isinstance(source, str) and source.startswith("similarity:"):
+        try:
+            dim = int(source.split(":", 1)[1])
+        except ValueError:
+            raise CheckpointError(f"{source}: expected 'similarity:<width>'") from None
+        with torch.random.fork_rng(devices=[]):  # deterministic, without touching the caller's RNG
+            torch.manual_seed(0)
+            agent = TemporalAgent(dim, heads, window).eval()
+        init = "similarity"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such agent checkpoint")
+        folder = path if path.is_dir() else path.parent
+        cfg_path = folder / CONFIG_FILE
+        cfg = _saved_config(path, cfg_path)
+        heads, window = int(cfg.get("heads", heads)), int(cfg.get("window", window))
+        files = _checkpoint_files(path) if path.is_dir() else [path]
+        tensors: dict[str, torch.Tensor] = {}
+        for f in files:
+            tensors.update(_read_tensors(f))
+        agent = agent_from_tensors(tensors, heads=heads, window=window, where=str(path))
+    if init == "similarity":
+        agent.zero_residual_branch()
+    elif init is not None:
+        raise ValueError(f"unknown init {init!r} (expected 'similarity')")
+    return agent
+
+
+def save_agent(agent: TemporalAgent, out_dir, *, encoder_id: str | None = None,
+               official_layout: bool = False) -> Path:
+    """Write agent.safetensors + agent.json; with `official_layout`, keys get the `selector.` prefix."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = OFFICIAL_PREFIX if official_layout else ""
+    tensors = {prefix + k: v.detach().float().cpu().contiguous() for k, v in agent.state_dict().items()}
+    cfg = {"format": FORMAT, "version": FORMAT_VERSION, "dim": agent.dim, "heads": agent.heads,
+           "window": agent.window, "encoder_id": encoder_id, "agent_id": agent.id}
+    name = "model.safetensors" if official_layout else AGENT_FILE
+    save_file(tensors, str(out / name), metadata={k: str(v) for k, v in cfg.items()})
+    if not official_layout:
+        (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    return out / name
