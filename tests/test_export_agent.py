@@ -1,0 +1,168 @@
+"""The exported event encoder against torch: goldens, a long random video, no T x T tensor, manifest checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.agent_export import export_agent
+from export.manifest import ManifestError, file_entry, write_manifest
+from export.runtime import OnnxAgent
+from tspo_edge.agent import load_agent, score_frames
+from tspo_edge.select import select_frames
+
+GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
+CASES = {1: "case02_d64_T1_w12.npz", 13: "case04_d64_T13_w12.npz", 1024: "case01_d768_T1024_w12.npz"}
+
+
+def _golden(name: str) -> dict:
+    path = GOLDENS / name
+    if not path.exists():
+        pytest.skip(f"{path} missing (reference data lives outside the repo)")
+    return dict(np.load(path))
+
+
+def _export(agent, out: Path, *, fp16: bool = False) -> Path:
+    section = export_agent(agent, out, fp16=fp16)
+    write_manifest(out, models={"agent": file_entry(out, "agent.onnx")}, agent=section, encoder=None,
+                   opset=17, precision="fp16" if fp16 else "fp32")
+    return out
+
+
+def _golden_agent(g: dict):
+    tensors = {k[2:]: g[k] for k in g if k.startswith("w.")}
+    return load_agent(tensors, heads=int(g["heads"]), window=int(g["window"]))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(torch agent, OnnxAgent) per golden case, exported once for the module."""
+    out = {}
+    for T, name in CASES.items():
+        g = _golden(name)
+        agent = _golden_agent(g)
+        d = _export(agent, tmp_path_factory.mktemp(f"agent{T}"))
+        out[T] = (g, agent, OnnxAgent(d, agent_id=agent.id, quiet=True))
+    return out
+
+
+@pytest.mark.parametrize("T", sorted(CASES))
+def test_goldens(exported, T):
+    g, agent, onnx_agent = exported[T]
+    z = onnx_agent.events(g["image_features"])
+    assert z.shape == (T, int(g["dim"]))
+    scale = np.abs(g["event_features"]).max()
+    assert np.abs(z - g["event_features"]).max() <= 1e-4 * scale
+    s = score_frames(z, g["image_features"], g["text_features"], float(g["tau"]))
+    assert np.abs(s - g["score"]).max() <= 1e-4 * np.abs(g["score"]).max()
+    n = int(g["n_select"])
+    for method, key in (("topk", "select_topk"), ("bin-max", "select_bin_max"), ("aks", "select_aks")):
+        assert select_frames(s, n, method).tolist() == g[key].tolist(), method
+
+
+def test_long_random_video_matches_torch(exported):
+    """T = 10 800 (3 h at 1 fps) with the d=768 golden weights: same scores and picks as torch."""
+    g, agent, onnx_agent = exported[1024]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((10_800, 768)).astype(np.float32)
+    q = rng.standard_normal((1, 768)).astype(np.float32)
+    z_onnx, z_torch = onnx_agent.events(x), agent.events(x)
+    assert np.abs(z_onnx - z_torch).max() <= 1e-4 * np.abs(z_torch).max()
+    s_onnx, s_torch = score_frames(z_onnx, x, q), score_frames(z_torch, x, q)
+    assert np.abs(s_onnx - s_torch).max() <= 1e-4 * np.abs(s_torch).max()
+    for method in ("topk", "bin-max", "aks"):
+        assert select_frames(s_onnx, 64, method).tolist() == select_frames(s_torch, 64, method).tolist()
+
+
+@pytest.mark.parametrize("window", [1, 7, 24])
+def test_any_window_and_length(tmp_path, window):
+    """Traced once, the graph is right at every T (shorter and longer than the window)."""
+    import torch
+
+    torch.manual_seed(window)
+    agent = load_agent({"temporal.Self_q.weight": torch.randn(32, 32) * 0.2, **_random_rest(32)},
+                       heads=4, window=window)
+    onnx_agent = OnnxAgent(_export(agent, tmp_path), quiet=True)
+    for T in (1, 2, window, window + 1, 257):
+        x = np.random.default_rng(T).standard_normal((T, 32)).astype(np.float32)
+        np.testing.assert_allclose(onnx_agent.events(x), agent.events(x), rtol=1e-4, atol=1e-5)
+
+
+def _random_rest(d: int) -> dict:
+    import torch
+
+    names = ["temporal.Self_q.bias", "temporal.Self_k.weight", "temporal.Self_k.bias", "temporal.Self_v.weight",
+             "temporal.Self_v.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    return {n: torch.randn(d, d) * 0.2 if n.endswith("weight") else torch.randn(d) * 0.1 for n in names}
+
+
+def _intermediate_shapes(path: Path, T: int, D: int) -> list[tuple]:
+    """Shapes of every value the graph computes for x[T, D] (all node outputs exposed)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    names = [o for node in model.graph.node for o in node.output if o]
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in {"z", "y"})
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.shape(v) for v in sess.run(None, {"x": np.ones((T, D), np.float32)})]
+
+
+def _has_quadratic(shapes: list[tuple], T: int) -> bool:
+    return any(int(np.prod(s)) >= T * T or list(s).count(T) >= 2 for s in shapes)
+
+
+def test_no_quadratic_tensor_in_graph(tmp_path):
+    """Run the graph with every intermediate value exposed: none holds T x T (or more) elements."""
+    import onnx
+    import torch
+
+    from export.onnx_utils import to_onnx
+
+    agent = load_agent("similarity:32", heads=4, window=12)
+    _export(agent, tmp_path)
+    T = 401  # a prime far from D, w and H, so a T x T shape cannot hide among them
+    shapes = _intermediate_shapes(tmp_path / "agent.onnx", T, 32)
+    assert len(shapes) > 50  # the exposed intermediates really came back
+    assert not _has_quadratic(shapes, T), max(shapes, key=lambda s: int(np.prod(s)))
+    assert not {n.op_type for n in onnx.load(str(tmp_path / "agent.onnx")).graph.node} & {"Loop", "Scan"}
+
+    class Dense(torch.nn.Module):  # the reference's dense T x T attention: the check must see it
+        def forward(self, x):
+            return torch.softmax(x @ x.T, -1) @ x
+
+    to_onnx(Dense(), (torch.randn(20, 32),), tmp_path / "dense.onnx", input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": {0: "T"}, "y": {0: "T"}}, opset=17)
+    assert _has_quadratic(_intermediate_shapes(tmp_path / "dense.onnx", T, 32), T)
+
+
+def test_fp16_export_close(tmp_path):
+    g = _golden(CASES[13])
+    agent = _golden_agent(g)
+    onnx_agent = OnnxAgent(_export(agent, tmp_path, fp16=True), quiet=True)
+    z = onnx_agent.events(g["image_features"])
+    assert z.dtype == np.float32
+    assert np.abs(z - g["event_features"]).max() <= 1e-2 * np.abs(g["event_features"]).max()
+
+
+def test_manifest_refusals(tmp_path):
+    agent = load_agent("similarity:32", heads=4)
+    d = _export(agent, tmp_path)
+    OnnxAgent(d, agent_id=agent.id, quiet=True)  # the right id loads
+    with pytest.raises(ManifestError, match="does not match the requested"):
+        OnnxAgent(d, agent_id="tspo-agent:d32:w12:000000000000", quiet=True)
+    onnx_file = d / "agent.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(ManifestError, match="sha256 differs"):
+        OnnxAgent(d, quiet=True)
+    onnx_file.unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        OnnxAgent(d, quiet=True)
+    (d / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ManifestError, match="not a tspo-edge-export"):
+        OnnxAgent(d, quiet=True)
+    with pytest.raises(ManifestError, match="no manifest"):
+        OnnxAgent(tmp_path / "nowhere", quiet=True)
