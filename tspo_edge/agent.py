@@ -96,14 +96,19 @@ class WindowedSelfAttention(nn.Module):
         q = self.Self_q(e).view(T, H, dh)
         k = self.Self_k(e).view(T, H, dh)
         v = self.Self_v(e).view(T, H, dh)
-        cols, first = window_index(T, window, device=e.device)
-        # logits[t, h, k] = <q_t, k_cols[t,k]> / sqrt(dh), one window offset at a time:
-        # never more than a [T, D] gather alive at once.
-        logits = torch.stack([(q * k[cols[:, i]]).sum(-1) for i in range(window)], dim=-1)
+        _, first = window_index(T, window, device=e.device)
+        # Edge-padding by w//2 rows in front and w-1-w//2 behind makes row j's window the
+        # contiguous slice j..j+w-1 of the padded sequence: offset i is one slice (a view).
+        left, right = window // 2, window - 1 - window // 2
+        kp = torch.cat([k[:1].expand(left, H, dh), k, k[-1:].expand(right, H, dh)])
+        vp = torch.cat([v[:1].expand(left, H, dh), v, v[-1:].expand(right, H, dh)])
+        logits = torch.stack([(q * kp[i:i + T]).sum(-1) for i in range(window)], dim=-1)
         logits = logits / math.sqrt(dh)
         logits = logits.masked_fill(~first[:, None, :], float("-inf"))
         p = torch.softmax(logits, dim=-1)  # [T, H, w]
-        a = sum(p[:, :, i, None] * v[cols[:, i]] for i in range(window))
+        a = p[:, :, 0, None] * vp[:T]
+        for i in range(1, window):
+            a = a + p[:, :, i, None] * vp[i:i + T]
         return a.reshape(T, D)
 
 
