@@ -1,0 +1,41 @@
+"""Frame and text encoders: one protocol, `load_encoder(spec)`.
+
+Specs: "lite" (default; embedded, offline), or a Hugging Face CLIP / SigLIP checkpoint by hub
+id ("openai/clip-vit-large-patch14", optionally "@revision") or local folder.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ModelLoadError
+
+__all__ = ["Encoder", "load_encoder", "ModelLoadError"]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    id: str          # model, revision and preprocessing; an index is bound to it
+    dim: int         # embedding width D
+    image_size: int  # short side frames should be decoded at
+
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 N×H×W×3 -> float32 N×D raw projected embeddings (not normalised)."""
+        ...
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """list of M strings -> float32 M×D raw projected embeddings."""
+        ...
+
+
+def load_encoder(spec: str | None = "lite", *, device=None, dtype=None, batch_size: int = 32) -> Encoder:
+    """Load an encoder by spec: "lite" (or None) or a CLIP/SigLIP hub id / folder."""
+    if spec is None or str(spec).strip().lower() in ("", "lite"):
+        from .lite import LiteEncoder
+
+        return LiteEncoder(device=device, batch_size=batch_size)
+    from .hf import HFEncoder
+
+    return HFEncoder(str(spec), device=device, dtype=dtype, batch_size=batch_size)

@@ -1,0 +1,60 @@
+"""Frame preprocessing on tensors (batched, no per-frame PIL round trip)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+INTERPOLATIONS = {
+    "nearest": InterpolationMode.NEAREST,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+}
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Validate a uint8 N×H×W×3 batch (a single H×W×3 frame is promoted to N = 1)."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 N×H×W×3, got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    return frames
+
+
+def to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 N×H×W×3 numpy -> uint8 N×3×H×W tensor on `device` (resizing happens there)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
+
+
+def resize_crop(
+    x: torch.Tensor,
+    *,
+    shortest_edge: int | None = None,
+    size_hw: tuple[int, int] | None = None,
+    crop_hw: tuple[int, int] | None = None,
+    interpolation: str = "bicubic",
+) -> torch.Tensor:
+    """Resize a uint8/float N×3×H×W batch (short side to `shortest_edge`, or to exactly
+    `size_hw`), then center-crop to `crop_hw`. Returns float32 in [0, 1]."""
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    mode = INTERPOLATIONS[interpolation]
+    h, w = x.shape[-2:]
+    if size_hw is not None and (h, w) != tuple(size_hw):
+        x = TF.resize(x, list(size_hw), interpolation=mode, antialias=True)
+    elif shortest_edge is not None and min(h, w) != shortest_edge:
+        x = TF.resize(x, [shortest_edge], interpolation=mode, antialias=True)
+    if crop_hw is not None and tuple(x.shape[-2:]) != tuple(crop_hw):
+        x = TF.center_crop(x, list(crop_hw))
+    # bicubic overshoots; keep the range the reference processors see after rescaling
+    return x.clamp_(0.0, 1.0)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    return TF.normalize(x, list(map(float, mean)), list(map(float, std)))
