@@ -40,5 +40,59 @@ def fail(e: Exception, code: int = 2) -> None:
     raise typer.Exit(getattr(e, "exit_code", code))
 
 
+@app.command("index")
+def index_cmd(
+    paths: List[Path] = typer.Argument(..., exists=True, help="Video files and/or folders (searched recursively by video extension)."),
+    db: Path = DbOpt,
+    encoder: str = EncoderOpt,
+    agent: Optional[str] = AgentOpt,
+    fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TSPO: 1)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly."),
+    decoder: str = typer.Option("pyav", "--decoder", help="pyav, or decord where installed."),
+    force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
+    import json
+
+    from index import index_paths
+    from index.report import IndexProgress, print_summary
+
+    try:
+        with IndexProgress(err) as progress:
+            summary = index_paths(paths, db=db, encoder=encoder, agent=agent, fps=fps, max_frames=max_frames,
+                                  decoder=decoder, force=force, progress=progress)
+    except KeyboardInterrupt:
+        err.print("interrupted: the videos finished so far are saved; run the same command to resume")
+        raise typer.Exit(130)
+    except TspoError as e:
+        fail(e)
+    print_summary(err, summary)
+    if json_out:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command("info")
+def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
+    """List the videos in an index: path, duration, frames, status, encoder."""
+    import dataclasses
+    import json
+
+    from index.report import videos_table
+    from tspo_edge.store import Store
+
+    try:
+        with Store(db, readonly=True) as store:
+            rows, meta = store.videos(), {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        typer.echo(json.dumps({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]}, indent=2))
+    else:
+        err.print(f"encoder: {meta['encoder_id']}  agent: {meta['agent_id']}  schema: {meta['schema_version']}", highlight=False)
+        out.print(videos_table(rows, db=str(db)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

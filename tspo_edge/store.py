@@ -54,6 +54,7 @@ class VideoRow:
     error: str | None
     indexed_at: str | None
     dim: int | None = None
+    max_frames: int | None = None      # the --max-frames cap the video was indexed with
     index_seconds: float | None = None
 
 
@@ -173,7 +174,8 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return None if row is None else row[0]
 
-    def _set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str) -> None:
+        self._writable()
         self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
     def close(self) -> None:
@@ -205,7 +207,7 @@ class Store:
         if self.encoder_id is not None and self.videos(status="indexed"):
             self.check_encoder(encoder_id)
         with self.db.atomic():
-            self._set_meta("encoder_id", encoder_id)
+            self.set_meta("encoder_id", encoder_id)
 
     # ---- reading ----------------------------------------------------------------------------
     def _row(self, d: dict) -> VideoRow:
@@ -257,7 +259,7 @@ class Store:
                   times: np.ndarray, x: np.ndarray, z: np.ndarray, encoder_id: str, agent_id: str,
                   duration: float | None = None, fps: float | None = None, width: int | None = None,
                   height: int | None = None, sample_fps: float | None = None,
-                  index_seconds: float | None = None) -> VideoRow:
+                  max_frames: int | None = None, index_seconds: float | None = None) -> VideoRow:
         """Insert or replace one indexed video and its features in a single transaction."""
         self._writable()
         times = np.asarray(times, dtype=np.float64)
@@ -270,8 +272,8 @@ class Store:
         t, d = x16.shape
         row = dict(path=canonical_path(path), size=int(size), mtime=float(mtime), fingerprint=fingerprint,
                    duration=duration, fps=fps, width=width, height=height, sample_fps=sample_fps,
-                   frame_count=t, dim=d, encoder_id=encoder_id, agent_id=agent_id, status="indexed",
-                   error=None, indexed_at=_now(), index_seconds=index_seconds)
+                   frame_count=t, dim=d, max_frames=max_frames, encoder_id=encoder_id, agent_id=agent_id,
+                   status="indexed", error=None, indexed_at=_now(), index_seconds=index_seconds)
         with self.db.atomic():
             self.bind_encoder(encoder_id)
             vid = self._upsert_video(row)
@@ -290,7 +292,7 @@ class Store:
         self._writable()
         row = dict(path=canonical_path(path), size=size, mtime=mtime, fingerprint=fingerprint,
                    duration=None, fps=None, width=None, height=None, sample_fps=sample_fps,
-                   frame_count=None, dim=None, encoder_id=encoder_id, agent_id=agent_id,
+                   frame_count=None, dim=None, max_frames=None, encoder_id=encoder_id, agent_id=agent_id,
                    status="failed", error=error, indexed_at=_now(), index_seconds=None)
         with self.db.atomic():
             vid = self._upsert_video(row)

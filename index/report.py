@@ -1,0 +1,92 @@
+"""How `tspo-edge index` and `tspo-edge info` show themselves: rich progress and tables (stderr)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .indexer import IndexEvent, IndexSummary
+
+
+class IndexProgress:
+    """A progress callback for `index_paths` drawing files, frames and frames/s on a console."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            console=console, transient=False)
+        self.files = self.frames = None
+        self.n_frames = 0
+        self.t0 = time.perf_counter()
+
+    def __enter__(self) -> "IndexProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, ev: IndexEvent) -> None:
+        p = self.progress
+        if ev.kind == "start":
+            self.console.print(f"encoder: {escape(ev.encoder_id or '?')}\nagent:   {escape(ev.agent or '?')} "
+                               f"[dim]({escape(ev.agent_id or '?')})[/]", highlight=False)
+            self.files = p.add_task("files", total=ev.total_files, rate="")
+            self.frames = p.add_task("frames", total=None, rate="")
+            self.t0 = time.perf_counter()
+        elif ev.kind == "file":
+            name = ev.path.rsplit("/", 1)[-1] if ev.path else ""
+            p.reset(self.frames, total=ev.expected_frames, description=f"frames {escape(name[:40])}",
+                    rate=self._rate())
+        elif ev.kind == "frames":
+            self.n_frames += ev.frames
+            p.advance(self.frames, ev.frames)
+            p.update(self.frames, rate=self._rate())
+        elif ev.kind == "done":
+            p.advance(self.files, 1)
+            r = ev.result
+            if r is not None and r.status == "failed":
+                p.console.print(f"[red]failed[/] {escape(r.error or '')}", highlight=False)
+
+    def _rate(self) -> str:
+        dt = time.perf_counter() - self.t0
+        return f"{self.n_frames / dt:6.1f} frames/s" if dt > 0 and self.n_frames else ""
+
+
+def print_summary(console: Console, s: IndexSummary) -> None:
+    t = Table(title=f"index {s.db}", title_justify="left")
+    for col in ("indexed", "events recomputed", "skipped", "failed", "frames", "frames/s", "seconds"):
+        t.add_column(col, justify="right")
+    fps = f"{s.frames_per_s:.1f}" if s.frames_per_s else "-"
+    t.add_row(str(s.count("indexed")), str(s.count("events")), str(s.count("skipped")),
+              str(len(s.failed)), str(s.frames), fps, f"{s.seconds:.1f}")
+    console.print(t)
+    if s.failed:
+        f = Table(title="failed files", title_justify="left", show_lines=False)
+        f.add_column("file", overflow="fold")
+        f.add_column("error", overflow="fold")
+        for r in s.failed:
+            err = r.error or ""
+            if err.startswith(r.path + ": "):
+                err = err[len(r.path) + 2:]
+            f.add_row(escape(r.path), escape(err))
+        console.print(f)
+
+
+def videos_table(rows, *, db: str) -> Table:
+    t = Table(title=f"{db}: {len(rows)} videos", title_justify="left")
+    for col, j in (("id", "right"), ("path", "left"), ("duration", "right"), ("frames", "right"),
+                   ("status", "left"), ("encoder", "left"), ("agent", "left")):
+        t.add_column(col, justify=j, overflow="fold")
+    for r in rows:
+        status = "[green]indexed[/]" if r.status == "indexed" else f"[red]{escape(r.status)}[/]"
+        t.add_row(str(r.id), escape(r.path), "-" if r.duration is None else f"{r.duration:.1f}s",
+                  "-" if r.frame_count is None else str(r.frame_count), status,
+                  escape(r.encoder_id or "-"), escape(r.agent_id or "-"))
+    return t
