@@ -31,30 +31,36 @@ def real_clips() -> dict[str, Path]:
 
 
 def write_test_video(path: Path, *, seconds: float = 5.0, fps: float = 10.0, size=(160, 90),
-                     codec: str = "libx264", seed: int = 0) -> Path:
-    """A small video whose frames change colour over time (so frames are distinguishable)."""
-    import av
+                     codec: str = "libx264", seed: int = 0, gop: int | None = None,
+                     rotation: int = 0, times=None) -> Path:
+    """A small video whose frames change colour over time (so frames are distinguishable).
+
+    size is (width, height), both even. gop: keyframe interval in frames (codec default if None).
+    rotation: display-matrix rotation (degrees counter-clockwise). times: per-frame timestamps in
+    seconds (variable frame rate; their count overrides seconds * fps).
+    """
+    from tspo_edge.video import write_video
 
     rng = np.random.default_rng(seed)
     w, h = size
-    n = max(1, int(round(seconds * fps)))
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=int(fps) if float(fps).is_integer() else fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        base = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+    n = len(times) if times is not None else max(1, int(round(seconds * fps)))
+    base = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+
+    def frames():
         for i in range(n):
             img = base.copy()
             img[..., i % 3] = (i * 255 // max(1, n - 1))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-    return path
+            yield img
+
+    options = {"g": str(gop)} if gop else None
+    return write_video(path, frames(), fps=fps, codec=codec, times=times, rotation=rotation,
+                       options=options)
 
 
 @pytest.fixture
 def make_video(tmp_path):
-    """make_video(name="v.mp4", seconds=5, fps=10, size=(160, 90), codec="libx264") -> Path"""
+    """make_video(name="v.mp4", seconds=5, fps=10, size=(160, 90), codec="libx264",
+    gop=None, rotation=0, times=None) -> Path (see write_test_video)"""
 
     def _make(name: str = "v.mp4", **kw) -> Path:
         return write_test_video(tmp_path / name, **kw)

@@ -1,0 +1,619 @@
+"""Video decoding: probe, streamed sampling at a target fps, frames at given times, writing.
+
+PyAV is the default decoder; decord (the ``decord`` or ``decord2`` wheel) is used when asked
+for and installed. Frames come out as uint8 RGB, upright (display-matrix rotation applied),
+resized while decoding so that their short side is ``size`` (aspect kept, even dimensions).
+Times are seconds from the start of the video stream, taken from frame timestamps (pts), so
+variable frame rate works.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from tspo_edge.errors import TspoError, VideoError
+
+__all__ = [
+    "VideoInfo", "FrameChunk", "VideoError", "probe", "iter_frames", "read_frames_at",
+    "write_video", "available_decoders", "output_size", "rotate_frames",
+]
+
+EPS = 1e-6                 # seconds: tolerance when comparing a frame time with a target time
+_MAX_BAD_PACKETS = 16      # corrupt packets skipped before a video is declared undecodable
+_NO_INDEX_SEEK_GAP = 2.0   # seconds: without a keyframe index, seek only across gaps this long
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    duration: float | None      # seconds, of the video stream (estimated when not stored)
+    fps: float | None           # native (average) frame rate
+    width: int                  # display size: sample aspect ratio and rotation applied
+    height: int
+    rotation: int               # degrees counter-clockwise applied to decoded frames
+    frame_count: int | None
+    codec: str
+
+
+@dataclass
+class FrameChunk:
+    times: np.ndarray           # float64[N], seconds
+    frames: np.ndarray          # uint8[N,H,W,3], RGB
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def available_decoders() -> list[str]:
+    names = ["pyav"]
+    if importlib.util.find_spec("decord") is not None:
+        names.append("decord")
+    return names
+
+
+def _check_decoder(decoder: str) -> None:
+    if decoder == "pyav":
+        return
+    if decoder == "decord":
+        if importlib.util.find_spec("decord") is None:
+            raise TspoError("decoder 'decord' is not installed: pip install decord2 (or decord)")
+        return
+    raise TspoError(f"unknown decoder {decoder!r}: choose one of {', '.join(available_decoders())}")
+
+
+# ---------------------------------------------------------------- geometry
+
+def _even(x: float) -> int:
+    return max(2, 2 * int(round(x / 2)))
+
+
+def output_size(width: int, height: int, size: int | None) -> tuple[int, int]:
+    """Display (width, height) after resizing so the short side is `size` (None: unchanged)."""
+    if size is None:
+        return width, height
+    if width <= height:
+        return _even(size), _even(size * height / width)
+    return _even(size * width / height), _even(size)
+
+
+def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Rotate H×W×C frames (or N×H×W×C) counter-clockwise by `rotation` degrees (multiple of 90)."""
+    k = (int(round(rotation / 90.0))) % 4
+    if k == 0:
+        return frames
+    axes = (0, 1) if frames.ndim == 3 else (1, 2)
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=axes))
+
+
+def _rotation_of(frame) -> int:
+    """Display rotation of a decoded frame, degrees counter-clockwise in (-180, 180]."""
+    r = int(round(getattr(frame, "rotation", 0) or 0))
+    return (r + 179) % 360 - 179
+
+
+def _quarter_turn(rotation: int) -> bool:
+    return (int(round(rotation / 90.0))) % 2 == 1
+
+
+# ---------------------------------------------------------------- opening
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+
+
+def _open_pyav(path: Path):
+    """Open with PyAV; return (container, video stream) or raise VideoError."""
+    import av
+
+    _check_path(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        cause = e.strerror or str(e)
+        raise VideoError(f"{path}: not a readable video ({cause}; truncated, corrupt or not a video file)") from e
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        raise VideoError(f"{path}: no video stream (contains {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+class _Clock:
+    """Converts a stream's timestamps to seconds from the start of the stream."""
+
+    def __init__(self, stream):
+        self.tb = float(stream.time_base) if stream.time_base else None
+        self.start = stream.start_time if stream.start_time is not None else 0
+
+    def seconds(self, pts: int | None) -> float | None:
+        if pts is None or self.tb is None:
+            return None
+        return (pts - self.start) * self.tb
+
+    def pts(self, seconds: float) -> int:
+        return self.start + int(math.floor(seconds / self.tb))
+
+
+def _native_fps(stream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return None
+
+
+def _display_dims(stream, frame) -> tuple[int, int]:
+    w, h = frame.width, frame.height
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if sar and sar != 1:
+        w = _even(w * float(sar))
+    return w, h
+
+
+def _scan_duration(container, stream, clock: _Clock, fps: float | None) -> tuple[float | None, int]:
+    """Demux (no decoding) to the end: duration from the last packet, and the packet count."""
+    last, count = None, 0
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        count += 1
+        t = clock.seconds(packet.pts)
+        if t is not None:
+            end = t + (packet.duration or 0) * clock.tb
+            last = end if last is None else max(last, end)
+    if last is None and count and fps:
+        last = count / fps
+    return last, count
+
+
+def _probe_pyav(path: Path) -> VideoInfo:
+    import av
+
+    container, stream = _open_pyav(path)
+    with container:
+        clock = _Clock(stream)
+        fps = _native_fps(stream)
+        try:
+            first = next(_decode_all(container, stream, path), None)
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: cannot decode ({e.strerror or e})") from e
+        if first is None:
+            raise VideoError(f"{path}: no decodable video frames (truncated or corrupt)")
+        rotation = _rotation_of(first)
+        w, h = _display_dims(stream, first)
+        if _quarter_turn(rotation):
+            w, h = h, w
+        frames = stream.frames or None
+        duration = None
+        if stream.duration:
+            duration = stream.duration * clock.tb
+        elif container.duration:
+            duration = container.duration / av.time_base
+        elif frames and fps:
+            duration = frames / fps
+        else:  # raw streams store no duration: read the packets (no decoding) once
+            scan, scan_stream = _open_pyav(path)
+            with scan:
+                duration, count = _scan_duration(scan, scan_stream, clock, fps)
+            frames = frames or count or None
+        return VideoInfo(path=path, duration=duration, fps=fps, width=w, height=h,
+                         rotation=rotation, frame_count=frames, codec=stream.codec_context.name)
+
+
+def probe(path: str | os.PathLike, decoder: str = "pyav") -> VideoInfo:
+    """Describe a video: duration, native fps, display size, rotation, frame count, codec."""
+    _check_decoder(decoder)
+    path = Path(path)
+    if decoder == "decord" and _decord_usable(path):
+        return _probe_decord(path)
+    return _probe_pyav(path)
+
+
+# ---------------------------------------------------------------- PyAV decoding
+
+def _decode_all(container, stream, path: Path):
+    """Decode every frame in order, skipping up to _MAX_BAD_PACKETS corrupt packets."""
+    import av
+
+    bad = 0
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as e:
+            bad += 1
+            if bad > _MAX_BAD_PACKETS:
+                raise VideoError(f"{path}: too many corrupt packets ({e.strerror or e})") from e
+
+
+class _Converter:
+    """av.VideoFrame -> upright uint8 RGB array at a fixed output size."""
+
+    def __init__(self, stream, first_frame, size: int | None):
+        self.rotation = _rotation_of(first_frame)
+        w, h = _display_dims(stream, first_frame)
+        if _quarter_turn(self.rotation):
+            w, h = h, w
+        self.out_w, self.out_h = output_size(w, h, size)
+        # reformat works in stored orientation; rotation is applied after scaling
+        self.w, self.h = (self.out_h, self.out_w) if _quarter_turn(self.rotation) else (self.out_w, self.out_h)
+
+    def __call__(self, frame) -> np.ndarray:
+        rgb = frame.reformat(width=self.w, height=self.h, format="rgb24").to_ndarray()
+        return rotate_frames(rgb, self.rotation)
+
+
+def _targets(duration: float | None, fps: float, max_frames: int | None) -> np.ndarray | None:
+    """Either a finite array of target times (spread by max_frames) or None (k / fps, open-ended)."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if max_frames is not None and duration:
+        n_at_fps = math.ceil(duration * fps - EPS)
+        if n_at_fps > max_frames:
+            return np.arange(max_frames, dtype=np.float64) * (duration / max_frames)
+    return None
+
+
+def _truncation_check(path: Path, stream, clock: _Clock, last_packet_t: float | None) -> None:
+    if not stream.duration or last_packet_t is None:
+        return
+    duration = stream.duration * clock.tb
+    if duration - last_packet_t > max(2.0, 0.02 * duration):
+        raise VideoError(f"{path}: truncated: stream data ends at {last_packet_t:.1f} s of {duration:.1f} s")
+
+
+def _iter_pyav(path: Path, info: VideoInfo, spread: np.ndarray | None, fps: float,
+               max_frames: int | None, size: int | None, chunk: int) -> Iterator[FrameChunk]:
+    import av
+
+    limit = max_frames if spread is None else len(spread)
+
+    def target(i: int) -> float:
+        return float(spread[i]) if spread is not None else i / fps
+
+    container, stream = _open_pyav(path)
+    with container:
+        clock = _Clock(stream)
+        cc = stream.codec_context
+        native = info.fps or fps
+        convert = None
+        times: list[float] = []
+        frames: list[np.ndarray] = []
+        i, emitted, decoded, bad = 0, 0, 0, 0
+        last_packet_t = None
+        done = False
+        try:
+            for packet in container.demux(stream):
+                pt = clock.seconds(packet.pts)
+                if pt is not None and packet.size:
+                    last_packet_t = pt if last_packet_t is None else max(last_packet_t, pt)
+                # A frame whose pts is before the next target is never sampled: let the decoder
+                # drop it when nothing references it (b-frames), which saves most of the work.
+                cc.skip_frame = "NONREF" if (pt is not None and pt < target(i) - EPS) else "DEFAULT"
+                try:
+                    out = packet.decode()
+                except av.error.InvalidDataError as e:
+                    bad += 1
+                    if bad > _MAX_BAD_PACKETS:
+                        raise VideoError(f"{path}: too many corrupt packets ({e.strerror or e})") from e
+                    continue
+                for frame in out:
+                    t = clock.seconds(frame.pts)
+                    if t is None:  # no timestamps (raw elementary streams): count frames
+                        t = decoded / native
+                    decoded += 1
+                    if t < target(i) - EPS:
+                        continue
+                    if convert is None:
+                        convert = _Converter(stream, frame, size)
+                    times.append(t)
+                    frames.append(convert(frame))
+                    emitted += 1
+                    while (limit is None or i < limit) and target(i) <= t + EPS:
+                        i += 1
+                    if len(frames) == chunk:
+                        yield FrameChunk(np.asarray(times, np.float64), np.stack(frames))
+                        times, frames = [], []
+                    if (limit is not None and (i >= limit or emitted >= limit)):
+                        done = True
+                        break
+                if done:
+                    break
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: decoding failed ({e.strerror or e})") from e
+        if frames:
+            yield FrameChunk(np.asarray(times, np.float64), np.stack(frames))
+        if not done:
+            if decoded == 0:
+                raise VideoError(f"{path}: no decodable video frames (truncated or corrupt)")
+            _truncation_check(path, stream, clock, last_packet_t)
+
+
+def _keyframe_times(stream, clock: _Clock) -> np.ndarray:
+    try:
+        entries = stream.index_entries
+        ts = [clock.seconds(e.timestamp) for e in entries if e.is_keyframe]
+    except Exception:  # containers without an index (or older PyAV)
+        return np.empty(0)
+    return np.asarray(sorted(t for t in ts if t is not None), np.float64)
+
+
+def _read_pyav(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
+    import av
+
+    container, stream = _open_pyav(path)
+    with container:
+        clock = _Clock(stream)
+        cc = stream.codec_context
+        keys = _keyframe_times(stream, clock)
+        order = np.argsort(times, kind="stable")
+        result: list[np.ndarray | None] = [None] * len(times)
+        convert = None
+        state = {"frames": None, "pos": -math.inf, "last": None, "last_t": -math.inf}
+
+        def frames_from(seek_t: float | None):
+            """Decoded (time, frame) from a seek point (None: continue from the file start)."""
+            if seek_t is not None:
+                container.seek(clock.pts(max(seek_t, 0.0)), stream=stream, backward=True)
+            bad, decoded = 0, 0
+            for packet in container.demux(stream):
+                pt = clock.seconds(packet.pts)
+                yield ("packet", pt)
+                cc.skip_frame = "NONREF" if (pt is not None and pt < state["want"] - EPS) else "DEFAULT"
+                try:
+                    out = packet.decode()
+                except av.error.InvalidDataError as e:
+                    bad += 1
+                    if bad > _MAX_BAD_PACKETS:
+                        raise VideoError(f"{path}: too many corrupt packets ({e.strerror or e})") from e
+                    continue
+                for frame in out:
+                    t = clock.seconds(frame.pts)
+                    if t is None:
+                        t = decoded / (_native_fps(stream) or 25.0)
+                    decoded += 1
+                    yield ("frame", t, frame)
+
+        def find(t: float):
+            """First frame at or after t (the last frame of the video when t is past the end)."""
+            state["want"] = t
+            if state["last"] is not None and state["last_t"] >= t - EPS:
+                return state["last"]
+            # a fresh reader sits at the start of the file
+            pos = state["pos"] if state["frames"] is not None else (min(keys[0], 0.0) if len(keys) else 0.0)
+            if len(keys):
+                k = np.searchsorted(keys, t + EPS, side="right") - 1
+                need_seek = k >= 0 and keys[k] > pos + EPS
+            else:
+                need_seek = t - pos > _NO_INDEX_SEEK_GAP
+            backoff = 1.0
+            seek_t = t if need_seek else None
+            while True:
+                if state["frames"] is None or seek_t is not None:
+                    state["frames"] = frames_from(seek_t)
+                    state["pos"] = -math.inf
+                    first_packet = seek_t is not None
+                else:
+                    first_packet = False
+                restart = False
+                for item in state["frames"]:
+                    if item[0] == "packet":
+                        pt = item[1]
+                        if first_packet and pt is not None and pt > t + EPS and seek_t > 0:
+                            # the demuxer landed after the target: seek further back
+                            seek_t = max(0.0, seek_t - backoff)
+                            backoff *= 2
+                            restart = True
+                            break
+                        first_packet = False
+                        continue
+                    _, ft, frame = item
+                    state["pos"] = ft
+                    state["last"], state["last_t"] = frame, ft
+                    if ft >= t - EPS:
+                        return frame
+                if restart:
+                    continue
+                state["frames"] = iter(())  # end of stream: the last frame stands in
+                if state["last"] is None:
+                    raise VideoError(f"{path}: no decodable video frames (truncated or corrupt)")
+                return state["last"]
+
+        try:
+            cached = (None, None)  # (frame, rgb): targets served by the same frame convert once
+            for j in order:
+                frame = find(float(times[j]))
+                if convert is None:
+                    convert = _Converter(stream, frame, size)
+                if cached[0] is not frame:
+                    cached = (frame, convert(frame))
+                result[j] = cached[1]
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: decoding failed ({e.strerror or e})") from e
+    return np.stack(result)
+
+
+# ---------------------------------------------------------------- decord
+
+def _decord_reader(path: Path, width: int = -1, height: int = -1):
+    import decord
+
+    try:
+        return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=0)
+    except Exception as e:  # decord raises its own DECORDError / RuntimeError
+        _probe_pyav(path)  # names the cause plainly when the file itself is bad
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VideoError(f"{path}: not readable by decord ({cause[:200]})") from e
+
+
+def _decord_usable(path: Path) -> bool:
+    """False for videos with a display rotation: decord2 3.4 rotates 180° itself but returns
+    garbled arrays for 90°, decord 0.6 ignores the rotation; PyAV decodes those instead."""
+    _check_path(path)
+    rotation = _probe_pyav(path).rotation  # also gives the plain cause for a bad file
+    if rotation % 360:
+        warnings.warn(f"{path}: rotated video ({rotation}°) decoded with PyAV, not decord", stacklevel=3)
+        return False
+    return True
+
+
+def _probe_decord(path: Path) -> VideoInfo:
+    vr = _decord_reader(path)
+    n = len(vr)
+    if n == 0:
+        raise VideoError(f"{path}: no decodable video frames")
+    end = float(vr.get_frame_timestamp([n - 1])[0, 1])
+    h, w = vr[0].shape[:2]
+    return VideoInfo(path=path, duration=round(end, 6), fps=float(vr.get_avg_fps()), width=w, height=h,
+                     rotation=0, frame_count=n, codec="unknown (decord)")
+
+
+def _decord_setup(path: Path, size: int | None):
+    vr = _decord_reader(path)
+    n = len(vr)
+    if n == 0:
+        raise VideoError(f"{path}: no decodable video frames")
+    h, w = vr[0].shape[:2]
+    ow, oh = output_size(w, h, size)
+    if (ow, oh) != (w, h):
+        vr = _decord_reader(path, ow, oh)  # decord resizes while decoding
+    # decord keeps float32 seconds: round back to the microsecond
+    starts = np.round(vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64), 6)
+    return vr, starts
+
+
+def _decord_batch(path: Path, vr, idx: np.ndarray) -> np.ndarray:
+    try:
+        return vr.get_batch(idx.tolist()).asnumpy()
+    except Exception as e:
+        raise VideoError(f"{path}: decoding failed in decord ({str(e).strip()[:200]})") from e
+
+
+def _decord_indices(vr, starts: np.ndarray, fps: float, max_frames: int | None) -> np.ndarray:
+    duration = float(vr.get_frame_timestamp([len(starts) - 1])[0, 1])
+    spread = _targets(duration, fps, max_frames)
+    if spread is None:
+        spread = np.arange(math.ceil(duration * fps - EPS) + 1, dtype=np.float64) / fps
+    idx = np.searchsorted(starts, spread - EPS, side="left")
+    idx = np.unique(idx[idx < len(starts)])
+    return idx if max_frames is None else idx[:max_frames]
+
+
+def _iter_decord(path: Path, vr, starts: np.ndarray, idx: np.ndarray, chunk: int) -> Iterator[FrameChunk]:
+    for a in range(0, len(idx), chunk):
+        sel = idx[a:a + chunk]
+        yield FrameChunk(starts[sel].copy(), _decord_batch(path, vr, sel))
+
+
+def _read_decord(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
+    vr, starts = _decord_setup(path, size)
+    idx = np.minimum(np.searchsorted(starts, times - EPS, side="left"), len(starts) - 1)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    return _decord_batch(path, vr, uniq)[inverse]
+
+
+# ---------------------------------------------------------------- public API
+
+def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | None = None,
+                size: int | None = 224, chunk: int = 32, decoder: str = "pyav") -> Iterator[FrameChunk]:
+    """Stream frames sampled at `fps`, in chunks of at most `chunk` frames.
+
+    Target times are k / fps; each is served by the first frame at or after it (one frame is
+    never emitted twice, so times strictly increase). When the video holds more than
+    `max_frames` targets, `max_frames` targets are spread uniformly over the duration instead.
+    """
+    _check_decoder(decoder)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    path = Path(path)
+    # probe and plan now, so that a bad file fails here rather than at the first next()
+    if decoder == "decord" and _decord_usable(path):
+        vr, starts = _decord_setup(path, size)
+        return _iter_decord(path, vr, starts, _decord_indices(vr, starts, fps, max_frames), chunk)
+    info = _probe_pyav(path)
+    spread = _targets(info.duration, fps, max_frames)
+    return _iter_pyav(path, info, spread, fps, max_frames, size, chunk)
+
+
+def read_frames_at(path: str | os.PathLike, times: Sequence[float] | np.ndarray, *,
+                   size: int | None = None, decoder: str = "pyav") -> np.ndarray:
+    """Frames at the given times (first frame at or after each), in the order of `times`.
+
+    Seeks to the keyframe before a target only when that skips decoding (a keyframe lies
+    between the current position and the target); nearby targets share one seek. Times past
+    the end give the last frame.
+    """
+    _check_decoder(decoder)
+    path = Path(path)
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(t)):
+        raise ValueError("times must be finite")
+    if len(t) == 0:
+        info = probe(path, decoder)
+        w, h = output_size(info.width, info.height, size)
+        return np.empty((0, h, w, 3), np.uint8)
+    t = np.maximum(t, 0.0)
+    if decoder == "decord" and _decord_usable(path):
+        return _read_decord(path, t, size)
+    return _read_pyav(path, t, size)
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: float,
+                codec: str = "libx264", times: Sequence[float] | None = None, rotation: int = 0,
+                options: dict[str, str] | None = None) -> Path:
+    """Encode uint8 RGB frames (H×W×3, even H and W) to a video file.
+
+    `times` (seconds, increasing) gives each frame its own timestamp (variable frame rate);
+    `rotation` stores a display matrix (degrees counter-clockwise, as readers apply it).
+    """
+    import av
+
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001 * 1000)
+    tb = Fraction(1, 90000) if times is not None else None
+    count = 0
+    with av.open(str(path), "w") as container:
+        stream = None
+        for img in frames:
+            img = np.asarray(img)
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"{path}: frames must be uint8 H×W×3, got {img.dtype} {img.shape}")
+            if stream is None:
+                h, w = img.shape[:2]
+                if h % 2 or w % 2:
+                    raise ValueError(f"{path}: frame size {w}x{h} must be even for yuv420p")
+                stream = container.add_stream(codec, rate=rate, options=options or {})
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                if tb is not None:
+                    stream.codec_context.time_base = tb
+                if rotation:
+                    stream.set_display_rotation(rotation)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            if times is not None:
+                if count >= len(times):
+                    raise ValueError(f"{path}: more frames than times")
+                frame.pts, frame.time_base = int(round(times[count] / tb)), tb
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            count += 1
+        if stream is None:
+            raise ValueError(f"{path}: no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
