@@ -576,11 +576,14 @@ def read_frames_at(path: str | os.PathLike, times: Sequence[float] | np.ndarray,
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: float,
                 codec: str = "libx264", times: Sequence[float] | None = None, rotation: int = 0,
-                options: dict[str, str] | None = None) -> Path:
+                options: dict[str, str] | None = None,
+                container_options: dict[str, str] | None = None) -> Path:
     """Encode uint8 RGB frames (H×W×3, even H and W) to a video file.
 
     `times` (seconds, increasing) gives each frame its own timestamp (variable frame rate);
     `rotation` stores a display matrix (degrees counter-clockwise, as readers apply it).
+    `options` go to the encoder (e.g. {"preset": "veryfast", "g": "30"}), `container_options`
+    to the muxer (e.g. {"movflags": "faststart"}).
     """
     import av
 
@@ -588,7 +591,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: f
     rate = Fraction(fps).limit_denominator(1001 * 1000)
     tb = Fraction(1, 90000) if times is not None else None
     count = 0
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
         stream = None
         for img in frames:
             img = np.asarray(img)
