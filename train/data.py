@@ -1,0 +1,128 @@
+"""TSPO-10K training rows: read, validate (file:line errors), resolve videos.
+
+One JSON object a line, as the paper's data:
+  video              path relative to --videos
+  original_question  "<image>\\nQuestion?\\nA. ...\\nB. ..." (the MLLM sees all of it)
+  problem            the question without options (used when the stem cannot be parsed)
+  solution           "<answer>a</answer>"
+  type               "general" | "specific"
+The agent sees the question stem (the text before the options), the MLLM the stem and options.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tspo_edge.errors import TspoError
+from tspo_edge.questions import parse_question
+
+KINDS = ("general", "specific")
+REQUIRED = ("video", "original_question", "solution", "type")
+_SOLUTION = re.compile(r"^\s*<answer>\s*\(?([A-Ha-h])\)?[.)]?\s*(?:.*?)</answer>\s*$", re.DOTALL)
+# Instructions the paper's data appends to questions; neither the agent nor the MLLM needs them twice.
+_PROMPTS = ("Please provide your answer by stating the letter followed by the full option.",
+            "Please respond with only the letter of the correct answer.")
+
+
+class DataError(TspoError):
+    """A training file is malformed ("<file>:<line>: <cause>")."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One validated training row."""
+
+    line: int
+    video: str            # absolute path (the key for features and decoding)
+    question: str         # stem: what the agent's text encoder sees
+    options: tuple[str, ...]
+    answer: str           # upper-case letter
+    kind: str             # general | specific
+
+
+@dataclass
+class Dataset:
+    rows: list[Row]
+    missing: list[str]    # videos named by rows but not found (each once)
+    skipped: int          # rows skipped because their video is missing
+
+    @property
+    def videos(self) -> list[str]:
+        """Distinct videos, in first-seen order."""
+        return list(dict.fromkeys(r.video for r in self.rows))
+
+
+def _clean(text: str) -> str:
+    text = text.replace("<image>\n", "").replace("<image>", "").replace("<video>", "")
+    for p in _PROMPTS:
+        text = text.replace(p, "")
+    return text.strip()
+
+
+def parse_row(obj: object, where: str, videos_dir: Path, line: int) -> Row:
+    """Validate one decoded JSON line; raise DataError naming `where` (file:line)."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in REQUIRED:
+        if key not in obj:
+            raise DataError(f"{where}: missing key '{key}'")
+        if not isinstance(obj[key], str) or not obj[key].strip():
+            raise DataError(f"{where}: '{key}' must be a non-empty string")
+    kind = obj["type"].strip().lower()
+    if kind not in KINDS:
+        raise DataError(f"{where}: 'type' is {obj['type']!r}, expected 'general' or 'specific'")
+    m = _SOLUTION.match(obj["solution"])
+    if not m:
+        raise DataError(f"{where}: 'solution' {obj['solution'][:40]!r} is not like '<answer>a</answer>'")
+    answer = m.group(1).upper()
+    q = parse_question(_clean(obj["original_question"]))
+    if len(q.options) < 2:
+        raise DataError(f"{where}: 'original_question' has no answer options (expected 'A. ...' lines)")
+    if ord(answer) - ord("A") >= len(q.options):
+        raise DataError(f"{where}: solution '{answer.lower()}' but only {len(q.options)} options")
+    stem = q.stem
+    if stem == q.text and isinstance(obj.get("problem"), str) and obj["problem"].strip():
+        stem = _clean(obj["problem"])
+    video = Path(obj["video"])
+    path = video if video.is_absolute() else videos_dir / video
+    return Row(line=line, video=str(path.resolve()), question=stem, options=tuple(q.options),
+               answer=answer, kind=kind)
+
+
+def load_rows(path: str | Path, videos_dir: str | Path, *, strict: bool = False) -> Dataset:
+    """Read and validate every row up front. Rows whose video is missing are skipped
+    (each missing video reported once in `missing`); with `strict` they are an error."""
+    path, videos_dir = Path(path), Path(videos_dir)
+    if not path.is_file():
+        raise DataError(f"{path}: no such training file")
+    if not videos_dir.is_dir():
+        raise DataError(f"{videos_dir}: --videos is not a folder")
+    rows: list[Row] = []
+    missing: dict[str, None] = {}
+    skipped = 0
+    exists: dict[str, bool] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            row = parse_row(obj, where, videos_dir, line_no)
+            if row.video not in exists:
+                exists[row.video] = Path(row.video).is_file()
+            if not exists[row.video]:
+                if strict:
+                    raise DataError(f"{where}: video not found: {row.video}")
+                missing[row.video] = None
+                skipped += 1
+                continue
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no usable rows" + (f" ({skipped} skipped: videos missing)" if skipped else ""))
+    return Dataset(rows=rows, missing=list(missing), skipped=skipped)

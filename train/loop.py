@@ -1,0 +1,239 @@
+"""The TSPO training loop over an environment (features + frames + frozen MLLM).
+
+Every random choice of step k is seeded from (seed, global sample number), not drawn
+from a running generator: the data order, the dual-style splicing and the Gumbel draws
+of a resumed run are those of the uninterrupted run, on any number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import Row
+from .dist import Dist
+from .features import FeatureSource
+from .logs import MetricsLog, plot_run, read_log
+from .rl import accuracy_rewards, advantages, policy_entropy, tau_at, temporal_rewards, tspo_loss
+from .rollout import FrameSource, answer_rollouts, concurrency_for, draw
+from .samples import Sample, SampleSpec, build_sample
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None          # optimizer steps; default: `epochs` over the data
+    epochs: float = 1.0
+    group: int = 8                    # G rollouts per sample
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "linear"       # linear (to 0, as the paper's trainer) | constant
+    grad_accum: int = 1               # samples per process per optimizer step
+    max_grad_norm: float | None = 1.0
+    tau0: float = 0.025
+    tau1: float = 0.01
+    save_every: int = 100
+    keep: int | None = 3              # checkpoints kept (None: all)
+    seed: int = 0
+    bf16: bool = True                 # autocast on CUDA only
+    workers: int | None = None        # concurrent MLLM requests (default: by answerer kind)
+    spec: SampleSpec = field(default_factory=SampleSpec)
+
+
+@dataclass
+class Env:
+    """What the agent learns from. `questions` maps a row's question stem to its text
+    embedding(s) [M, D]; `pool` is where specific samples draw foreign clips from."""
+
+    rows: list[Row]
+    features: FeatureSource
+    frames: FrameSource
+    answerer: Any
+    questions: dict[str, np.ndarray]
+    pool: list[str] | None = None
+
+    def __post_init__(self):
+        if self.pool is None:
+            self.pool = list(dict.fromkeys(r.video for r in self.rows))
+
+
+def total_steps(cfg: TrainConfig, n_rows: int, world: int = 1) -> int:
+    if cfg.steps:
+        return int(cfg.steps)
+    return max(1, math.ceil(cfg.epochs * n_rows / (cfg.grad_accum * world)))
+
+
+class Trainer:
+    def __init__(self, agent, env: Env, cfg: TrainConfig, out: str | Path, *, dist: Dist | None = None,
+                 encoder_id: str | None = None, on_step: Callable[[dict, int], None] | None = None,
+                 tensorboard: bool = True):
+        self.env, self.cfg, self.out = env, cfg, Path(out)
+        self.dist = dist or Dist(device="cpu")
+        self.agent = agent.to(self.dist.device).train()
+        self.encoder_id, self.on_step, self.tensorboard = encoder_id, on_step, tensorboard
+        self.total = total_steps(cfg, len(env.rows), self.dist.world)
+        self.opt = torch.optim.AdamW(self.agent.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule == "linear":
+            lam = lambda s: max(0.0, 1.0 - s / self.total)  # noqa: E731
+        elif cfg.lr_schedule == "constant":
+            lam = lambda s: 1.0  # noqa: E731
+        else:
+            raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r} (linear, constant)")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lam)
+        self.workers = cfg.workers or concurrency_for(env.answerer)
+        self._perm: tuple[int, np.ndarray] | None = None
+        self.step = 0
+
+    # ---- data order --------------------------------------------------------------------
+    def row_of(self, i: int) -> Row:
+        """Row of global sample number i: epoch-wise permutations seeded by (seed, epoch)."""
+        n = len(self.env.rows)
+        epoch, pos = divmod(i, n)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.cfg.seed, epoch]).permutation(n))
+        return self.env.rows[int(self._perm[1][pos])]
+
+    def sample(self, i: int) -> Sample:
+        rng = np.random.default_rng([self.cfg.seed, i, 1])
+        return build_sample(self.row_of(i), self.env.features, self.env.pool, self.cfg.spec, rng)
+
+    # ---- one group ---------------------------------------------------------------------
+    def logits(self, sample: Sample, tau: float) -> torch.Tensor:
+        dev = self.dist.device
+        x = torch.from_numpy(sample.x).to(dev)
+        q = torch.as_tensor(np.asarray(self.env.questions[sample.row.question], dtype=np.float32), device=dev)
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16) if (dev.type == "cuda" and self.cfg.bf16) \
+            else contextlib.nullcontext()
+        with amp:
+            z = self.agent.events(x)
+            s = self.agent.scores(z, x, q, tau)
+        return s.float()
+
+    def group_step(self, i: int, tau: float) -> tuple[torch.Tensor, dict]:
+        """Rollouts, rewards and loss of global sample i (the loss keeps its graph)."""
+        sample = self.sample(i)
+        s = self.logits(sample, tau)
+        log_probs = torch.log_softmax(s, dim=-1)
+        gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, i, 2]).integers(2**62)))
+        chosen = draw(s, sample.n, self.cfg.group, gen)
+        letters = answer_rollouts(sample, chosen, self.env.frames, self.env.answerer, self.workers)
+        r_a = accuracy_rewards(letters, sample.row.answer)
+        r_t = temporal_rewards(chosen, sample.mask) if sample.mask is not None else None
+        r = r_a + (r_t if r_t is not None else 0.0)
+        adv = advantages(r)
+        loss = tspo_loss(log_probs, chosen.to(log_probs.device), adv)
+        m = {"R_A": float(r_a.mean()), "R_T": None if r_t is None else float(r_t.mean()),
+             "reward_mean": float(r.mean()), "reward_std": float(np.std(r, ddof=1)) if len(r) > 1 else 0.0,
+             "entropy": policy_entropy(log_probs), "loss": float(loss.detach())}
+        return loss, m
+
+    # ---- the run -----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "total_steps": self.total, "world": self.dist.world,
+                "samples_seen": self.step * self.cfg.grad_accum * self.dist.world,
+                "rows": len(self.env.rows), "config": asdict(self.cfg)}
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Continue from `path` or the latest checkpoint in out/; returns the step resumed at."""
+        ckpt = Path(path) if path else latest_checkpoint(self.out)
+        if ckpt is None:
+            return 0
+        st = load_checkpoint(ckpt, self.agent, self.opt, self.sched)
+        for key in ("group", "grad_accum", "seed", "lr"):
+            if st["config"][key] != getattr(self.cfg, key):
+                from tspo_edge.errors import CheckpointError
+
+                raise CheckpointError(f"{ckpt}: saved with {key}={st['config'][key]}, "
+                                      f"this run has {key}={getattr(self.cfg, key)}")
+        self.step = int(st["step"])
+        return self.step
+
+    def save(self) -> Path | None:
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(self.out, self.agent, self.opt, self.sched, self.state(),
+                                   encoder_id=self.encoder_id, keep=self.cfg.keep)
+        self.dist.barrier()
+        return path
+
+    def probe_sample(self) -> Sample:
+        """One fixed sample (the first specific row if any) for the score-curve plot."""
+        rows = self.env.rows
+        row = next((r for r in rows if r.kind == "specific"), rows[0])
+        return build_sample(row, self.env.features, self.env.pool, self.cfg.spec,
+                            np.random.default_rng([self.cfg.seed, 0xC0FFEE]))
+
+    def probe_scores(self, sample: Sample) -> np.ndarray:
+        with torch.no_grad():
+            return (self.logits(sample, 1.0)).cpu().numpy()  # tau = 1: cos(z,q) + cos(x,q)
+
+    def run(self, *, resume: bool | str | Path = False, steps: int | None = None) -> dict:
+        """Train to the end (or `steps` more optimizer steps); returns a summary."""
+        cfg, W, A = self.cfg, self.dist.world, self.cfg.grad_accum
+        if resume:
+            self.resume(None if resume is True else resume)
+        log = MetricsLog(self.out, resume_step=self.step, tensorboard=self.tensorboard) if self.dist.is_main else None
+        probe = self.probe_sample()
+        probe_before = self.probe_scores(probe)
+        params = [p for p in self.agent.parameters() if p.requires_grad]
+        stop = self.total if steps is None else min(self.total, self.step + steps)
+        t_run = time.perf_counter()
+        while self.step < stop:
+            t0 = time.perf_counter()
+            tau = tau_at(self.step, self.total, cfg.tau0, cfg.tau1)
+            recs = []
+            for k in range(A):
+                i = (self.step * A + k) * W + self.dist.rank
+                loss, m = self.group_step(i, tau)
+                (loss / A).backward()
+                recs.append(m)
+            self.dist.reduce_grads(params)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            rec = self._merge(recs, tau, time.perf_counter() - t0)
+            if log is not None:
+                log.write(rec)
+            if self.on_step and self.dist.is_main:
+                self.on_step(rec, self.total)
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total:
+                self.save()
+        last = self.save()
+        summary = {"steps": self.step, "total_steps": self.total, "seconds": time.perf_counter() - t_run,
+                   "checkpoint": str(last) if last else None}
+        if self.dist.is_main:
+            log.close()
+            recs = read_log(self.out)
+            after = self.probe_scores(probe)
+            summary["plot"] = str(plot_run(recs, {"before": probe_before, "after": after, "mask": probe.mask,
+                                                  "title": f"fixed sample: {Path(probe.row.video).name} ({probe.row.kind})"},
+                                           self.out / "train.png"))
+            summary["last"] = recs[-1] if recs else None
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _merge(self, recs: list[dict], tau: float, seconds: float) -> dict:
+        """Step metrics averaged over this step's samples on all processes."""
+        keys = ["R_A", "reward_mean", "reward_std", "entropy", "loss"]
+        local = [sum(r[k] for r in recs) for k in keys] + [float(len(recs))]
+        rts = [r["R_T"] for r in recs if r["R_T"] is not None]
+        local += [float(sum(rts)), float(len(rts)), seconds]
+        tot = self.dist.sum(local)
+        n = tot[len(keys)]
+        rec = {"step": self.step, **{k: tot[j] / n for j, k in enumerate(keys)}}
+        rec["R_T"] = tot[-3] / tot[-2] if tot[-2] else None
+        rec["tau"] = tau
+        rec["lr"] = self.sched.get_last_lr()[0]
+        rec["samples_per_s"] = n / (tot[-1] / self.dist.world) if tot[-1] else None
+        return rec
