@@ -263,8 +263,9 @@ class Store:
         """Insert or replace one indexed video and its features in a single transaction."""
         self._writable()
         times = np.asarray(times, dtype=np.float64)
-        x16 = np.asarray(x, dtype=np.float16)
-        z16 = np.asarray(z, dtype=np.float16)
+        with np.errstate(over="ignore"):  # overflow is reported below, by file
+            x16 = np.asarray(x, dtype=np.float16)
+            z16 = np.asarray(z, dtype=np.float16)
         if x16.ndim != 2 or x16.shape != z16.shape or len(times) != len(x16):
             raise ValueError(f"{path}: shapes disagree: times {times.shape}, x {x16.shape}, z {z16.shape}")
         if not (np.isfinite(x16).all() and np.isfinite(z16).all()):

@@ -1,0 +1,190 @@
+"""The SQLite store: round trip, schema version, encoder binding, one transaction per video."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+import sqlite_utils
+
+from tspo_edge.errors import IndexMismatchError
+from tspo_edge.store import SCHEMA_VERSION, Store, StoreError, fingerprint
+
+
+def _features(t=50, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((t, d)).astype(np.float32) * 3
+    z = x + rng.standard_normal((t, d)).astype(np.float32)
+    return np.arange(t) * 1.0 + 0.25, x, z
+
+
+def _put(store, path="/videos/a.mp4", encoder_id="enc-A", agent_id="agent-1", **kw):
+    times, x, z = _features(**kw)
+    return store.put_video(path=path, size=123, mtime=1.5, fingerprint="fp", times=times, x=x, z=z,
+                           encoder_id=encoder_id, agent_id=agent_id, duration=50.0, fps=25.0, width=640,
+                           height=360, sample_fps=1.0)
+
+
+def test_round_trip_float32_with_norms(tmp_path):
+    times, x, z = _features()
+    with Store(tmp_path / "i.db") as s:
+        row = _put(s)
+        f = s.load_features(row.id)
+    assert row.status == "indexed" and row.frame_count == 50 and row.dim == 16
+    assert row.encoder_id == "enc-A" and row.agent_id == "agent-1" and row.width == 640
+    assert f.x.dtype == f.z.dtype == f.x_norm.dtype == np.float32 and f.times.dtype == np.float64
+    np.testing.assert_array_equal(f.times, times)
+    np.testing.assert_allclose(f.x, x, rtol=1e-3, atol=1e-3)  # stored as float16
+    np.testing.assert_allclose(f.z, z, rtol=1e-3, atol=1e-3)
+    # norms are those of the stored values, so ask-time cosines are exact for what it loads
+    np.testing.assert_allclose(f.x_norm, np.linalg.norm(f.x, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(f.z_norm, np.linalg.norm(f.z, axis=1), rtol=1e-6)
+
+
+def test_plain_tables_wal_and_version(tmp_path):
+    with Store(tmp_path / "i.db") as s:
+        _put(s)
+        assert s.db.journal_mode == "wal"
+    db = sqlite_utils.Database(tmp_path / "i.db")  # what `sqlite-utils tables` / datasette see
+    assert {"meta", "videos", "features"} <= set(db.table_names())
+    assert db["videos"].count == 1 and db["features"].count == 1
+    meta = {r["key"]: r["value"] for r in db["meta"].rows}
+    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["encoder_id"] == "enc-A"
+
+
+def test_find_video_by_any_spelling_of_the_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with Store("i.db") as s:
+        row = _put(s, path="clips/../a.mp4")
+        assert s.find_video(tmp_path / "a.mp4").id == row.id
+        assert s.find_video("a.mp4").id == row.id
+        assert s.find_video("b.mp4") is None
+        assert [v.id for v in s.videos(status="indexed")] == [row.id] and s.videos(status="failed") == []
+
+
+def test_encoder_binding_refuses_another_encoder(tmp_path):
+    with Store(tmp_path / "i.db") as s:
+        _put(s, encoder_id="enc-A")
+        with pytest.raises(IndexMismatchError) as e:
+            s.check_encoder("enc-B")
+        assert "enc-A" in str(e.value) and "enc-B" in str(e.value)
+        with pytest.raises(IndexMismatchError):
+            _put(s, path="/videos/b.mp4", encoder_id="enc-B")
+        assert s.find_video("/videos/b.mp4") is None  # the refused write left nothing
+        s.check_encoder("enc-A")
+        with pytest.raises(IndexMismatchError):
+            s.load_features(s.find_video("/videos/a.mp4").id, encoder_id="enc-B")
+
+
+def test_index_without_indexed_videos_may_be_rebound(tmp_path):
+    with Store(tmp_path / "i.db") as s:
+        s.bind_encoder("enc-A")
+        s.put_failed(path="/v/bad.mp4", size=0, mtime=0.0, fingerprint=None, error="empty", encoder_id="enc-A")
+        s.bind_encoder("enc-B")
+        assert s.encoder_id == "enc-B"
+
+
+def test_newer_schema_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "i.db"
+    with Store(path) as s:
+        _put(s)
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
+        Store(path)
+    with pytest.raises(StoreError, match="newer"):
+        Store(path, readonly=True)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is text\n" * 50])
+def test_non_index_files_are_refused(tmp_path, content):
+    other = tmp_path / "other.db"
+    if content:
+        other.write_bytes(content)
+        with pytest.raises(StoreError, match="not a tspo-edge index"):
+            Store(other)
+    else:
+        with sqlite3.connect(other) as c:  # a real SQLite file with someone else's tables
+            c.execute("CREATE TABLE people (name TEXT)")
+        with pytest.raises(StoreError, match="not a tspo-edge index"):
+            Store(other)
+    with pytest.raises(StoreError, match="no index"):
+        Store(tmp_path / "missing.db", readonly=True)
+
+
+def test_readonly_never_writes(tmp_path):
+    with Store(tmp_path / "i.db") as s:
+        row = _put(s)
+    with Store(tmp_path / "i.db", readonly=True) as s:
+        assert s.load_features(row.id).x.shape == (50, 16)
+        with pytest.raises(StoreError, match="read-only"):
+            _put(s, path="/videos/b.mp4")
+
+
+def test_a_video_is_one_transaction(tmp_path, monkeypatch):
+    with Store(tmp_path / "i.db") as s:
+        first = _put(s)
+        real_upsert = sqlite_utils.db.Table.upsert
+
+        def interrupted(self, record, **kw):
+            if self.name == "features":
+                raise KeyboardInterrupt  # Ctrl-C after the video row was written, before its features
+            return real_upsert(self, record, **kw)
+
+        monkeypatch.setattr(sqlite_utils.db.Table, "upsert", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _put(s, path="/videos/b.mp4", seed=1)
+        with pytest.raises(KeyboardInterrupt):  # a re-index of a stored video keeps the old one whole
+            _put(s, path="/videos/a.mp4", seed=2, t=7)
+        monkeypatch.undo()
+    with Store(tmp_path / "i.db") as s:
+        assert [v.path for v in s.videos()] == ["/videos/a.mp4"]
+        assert s.get_video(first.id).frame_count == 50
+        assert s.load_features(first.id).x.shape == (50, 16)
+
+
+def test_failed_and_updated_events(tmp_path):
+    with Store(tmp_path / "i.db") as s:
+        row = _put(s)
+        z2 = np.ones((50, 16), np.float32)
+        s.update_events(row.id, z2, "agent-2")
+        f = s.load_features(row.id)
+        assert f.video.agent_id == "agent-2"
+        np.testing.assert_array_equal(f.z, z2)
+        np.testing.assert_allclose(f.z_norm, 4.0)
+        with pytest.raises(StoreError, match="cannot update"):
+            s.update_events(row.id, np.ones((49, 16), np.float32), "agent-3")
+        failed = s.put_failed(path="/videos/a.mp4", size=5, mtime=2.0, fingerprint="x", error="truncated")
+        assert failed.id == row.id and failed.status == "failed" and failed.error == "truncated"
+        with pytest.raises(StoreError, match="not indexed.*truncated"):
+            s.load_features(row.id)
+
+
+def test_non_finite_float16_is_refused(tmp_path):
+    with Store(tmp_path / "i.db") as s:
+        times, x, z = _features()
+        x[3, 2] = 1e6  # beyond float16's range
+        with pytest.raises(StoreError, match="float16"):
+            s.put_video(path="/v.mp4", size=1, mtime=0.0, fingerprint="f", times=times, x=x, z=z,
+                        encoder_id="e", agent_id="a")
+        assert s.videos() == []
+
+
+def test_fingerprint_sees_start_middle_end_and_size(tmp_path):
+    rng = np.random.default_rng(0)
+    data = bytearray(rng.integers(0, 256, 8 << 20, dtype=np.uint8).tobytes())  # 8 MiB: sampled blocks
+    p = tmp_path / "big.bin"
+    p.write_bytes(data)
+    base = fingerprint(p)
+    assert fingerprint(p) == base
+    for pos in (10, len(data) // 2 + 10, len(data) - 10):
+        changed = bytearray(data)
+        changed[pos] ^= 0xFF
+        p.write_bytes(changed)
+        assert fingerprint(p) != base, pos
+    p.write_bytes(data + b"\0")
+    assert fingerprint(p) != base
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"abc")
+    assert fingerprint(small) != fingerprint(tmp_path / "big.bin")
