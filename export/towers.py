@@ -1,0 +1,110 @@
+"""An encoder's image and text towers to ONNX: the embedded lite encoder and HF CLIP / SigLIP.
+
+Image towers take resized and cropped uint8 pixels [N, 3, S, S] (resize/crop stay in the
+runtime, see export.preprocess; the normalisation is in the graph) and return the raw
+embeddings the torch encoder returns; text towers take the tokenizer's arrays and return [B, D]. The tokenizer is saved
+next to the models so the runtime tokenises exactly as the torch encoder does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tspo_edge.errors import TspoError
+
+from .onnx_utils import convert_fp16, to_onnx
+
+IMAGE_ONNX, TEXT_ONNX, TOKENIZER_DIR = "image.onnx", "text.onnx", "tokenizer"
+MAX_IMAGE_BATCH = 64
+LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # tspo_edge.encoders.lite normalises with these
+
+
+class ExportError(TspoError):
+    """A model cannot be exported (unsupported encoder, missing exporter)."""
+
+
+class _LiteImage(torch.nn.Module):
+    """uint8 pixels -> normalize(softmax(effnet(pixels) / T) @ E): the lite bridge into MiniLM space."""
+
+    def __init__(self, effnet: torch.nn.Module, class_embeddings: torch.Tensor, temperature: float) -> None:
+        super().__init__()
+        self.effnet, self.temperature = effnet, float(temperature)
+        self.register_buffer("E", class_embeddings.detach().float().cpu().clone())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        from tspo_edge.encoders.preprocess import normalize
+
+        x = normalize(pixels, LITE_MEAN, LITE_STD)
+        p = torch.softmax(self.effnet(x).float() / self.temperature, dim=-1)
+        return F.normalize(p @ self.E, dim=-1)
+
+
+class _SentenceText(torch.nn.Module):
+    """A sentence-transformers pipeline (transformer, pooling, normalise) on token arrays."""
+
+    def __init__(self, st) -> None:
+        super().__init__()
+        self.st = st
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.st({"input_ids": input_ids, "attention_mask": attention_mask})["sentence_embedding"]
+
+
+def features(out) -> torch.Tensor:
+    """get_*_features returns a tensor (transformers 4) or an output with pooler_output (5)."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def export_pair(image_module, text_module, text_inputs: dict[str, torch.Tensor], size: int, out_dir: Path,
+                 opset: int, fp16: bool) -> dict:
+    pixels = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    axes = {"pixels": {0: "N"}, "embeddings": {0: "N"}}
+    to_onnx(image_module, (pixels,), out_dir / IMAGE_ONNX, input_names=["pixels"], output_names=["embeddings"],
+            dynamic_axes=axes, opset=opset)
+    names = list(text_inputs)
+    to_onnx(text_module, tuple(text_inputs.values()), out_dir / TEXT_ONNX, input_names=names,
+            output_names=["embeddings"], opset=opset,
+            dynamic_axes={**{n: {0: "B", 1: "L"} for n in names}, "embeddings": {0: "B"}})
+    converter = None
+    if fp16:
+        converter = convert_fp16(out_dir / IMAGE_ONNX)
+        convert_fp16(out_dir / TEXT_ONNX)
+    return {"fp16_converter": converter, "text_inputs": names}
+
+
+def export_lite(encoder, out_dir: Path, *, opset: int, fp16: bool) -> dict:
+    """The lite encoder: EfficientNet-Lite0 + bridge, and MiniLM + mean pooling + normalise."""
+    from tspo_edge.encoders import lite
+
+    st = encoder.text_model.cpu().eval()
+    image = _LiteImage(encoder.image_model.cpu().eval(), encoder.class_embeddings, encoder.temperature)
+    tok = st.tokenizer(["a photo of a dog.", "what happens at the start?"], padding=True, truncation=True,
+                       max_length=st.max_seq_length, return_tensors="pt")
+    info = export_pair(image, _SentenceText(st), {k: tok[k] for k in ("input_ids", "attention_mask")},
+                        lite.IMAGE_SIZE, out_dir, opset, fp16)
+    st.tokenizer.save_pretrained(str(out_dir / TOKENIZER_DIR))
+    return {**info, "kind": "lite",
+            "tokenizer": {"padding": True, "truncation": True, "max_length": int(st.max_seq_length)},
+            "image": {"size": lite.IMAGE_SIZE, "shortest_edge": lite.IMAGE_SIZE,
+                      "crop": [lite.IMAGE_SIZE, lite.IMAGE_SIZE], "size_hw": None, "interpolation": "bicubic"}}
+
+
+def export_encoder(encoder, out_dir: Path, *, opset: int = 17, fp16: bool = False) -> dict:
+    """Export both towers of `encoder`; returns the manifest's encoder section (id, dim, preprocessing)."""
+    from tspo_edge.encoders.lite import LiteEncoder
+
+    if isinstance(encoder, LiteEncoder):
+        info = export_lite(encoder, out_dir, opset=opset, fp16=fp16)
+    elif hasattr(encoder, "model") and hasattr(encoder.model, "get_image_features"):
+        from .hf_towers import export_hf
+
+        info = export_hf(encoder, out_dir, opset=opset, fp16=fp16)
+    else:
+        raise ExportError(f"{type(encoder).__name__}: no ONNX exporter for this encoder (lite, CLIP, SigLIP)")
+    size = info["image"]["size"]
+    return {"id": encoder.id, "dim": int(encoder.dim), "image_size": int(encoder.image_size), **info,
+            "profile": {"image": {"pixels": [[1, 3, size, size], [32, 3, size, size],
+                                             [MAX_IMAGE_BATCH, 3, size, size]]}}}
