@@ -94,5 +94,39 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
         out.print(videos_table(rows, db=str(db)))
 
 
+@app.command("export")
+def export_cmd(
+    ckpt: str = typer.Argument(..., help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint), or similarity:<dim>."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write agent.onnx, image.onnx, text.onnx, manifest.json."),
+    encoder: str = typer.Option("lite", "--encoder", help="Encoder whose towers to export: 'lite', a CLIP/SigLIP hub id or folder, or 'none'."),
+    fp16: bool = typer.Option(False, "--fp16", help="fp16 weights and math (inputs and outputs stay float32)."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines (fp16; needs tensorrt and an NVIDIA GPU)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (17 or newer)."),
+    heads: int = typer.Option(8, "--heads", help="Attention heads, for checkpoints that do not record them."),
+    window: int = typer.Option(12, "--window", help="Attention window w, for checkpoints that do not record it."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
+    import json
+
+    from export.api import export_model
+
+    try:
+        with err.status("exporting…"):
+            manifest = export_model(ckpt, out_dir, encoder=encoder, fp16=fp16, tensorrt=tensorrt, opset=opset,
+                                    heads=heads, window=window, log=lambda m: err.print(m, markup=False, highlight=False,
+                                                                            soft_wrap=True))
+    except TspoError as e:
+        fail(e)
+    for part, entry in manifest["models"].items():
+        shapes = ", ".join(f"{v['name']}{v['shape']}" for v in entry["inputs"])
+        err.print(f"{part:6s} {out_dir / entry['file']}  ({entry['bytes'] / 1e6:.1f} MB; {shapes})", markup=False, highlight=False, soft_wrap=True)
+    for part, eng in ((manifest.get("tensorrt") or {}).get("engines") or {}).items():
+        err.print(f"{part:6s} {out_dir / eng['file']}  (TensorRT, {eng['bytes'] / 1e6:.1f} MB)", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"manifest {out_dir / 'manifest.json'}", markup=False, highlight=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps(manifest, indent=2))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
