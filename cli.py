@@ -94,6 +94,100 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
         out.print(videos_table(rows, db=str(db)))
 
 
+@app.command("ask")
+def ask_cmd(
+    video: Optional[Path] = typer.Argument(None, help="The video (indexed first if it is not, or changed)."),
+    question: Optional[str] = typer.Argument(None, help="The question; 'A. …' / '(A) …' lines are its options."),
+    option: Optional[List[str]] = typer.Option(None, "--option", help="An answer option (repeat: A, B, C …)."),
+    db: Path = DbOpt,
+    encoder: str = EncoderOpt,
+    agent: Optional[str] = AgentOpt,
+    mllm: str = typer.Option(os.environ.get("TSPO_EDGE_MLLM", "lite"), "--mllm",
+                             help="lite | none | openai:http://HOST:PORT/v1 | a hub id or folder of a video MLLM (default $TSPO_EDGE_MLLM or lite)."),
+    mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name on the openai: server (default: the one it serves)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Keyframes to pick (default 16; 64 for videos over 10 minutes)."),
+    method: str = typer.Option("topk", "--method", help="topk | bin-max | aks | uniform."),
+    json_out: bool = JsonOpt,
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a contact sheet of the chosen frames (JPEG/PNG)."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="questions.jsonl: {question, video?, options?, frames?, method?, id?} a line; JSONL out."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for an openai: server."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Answer length limit (default 16 multiple-choice, longer open)."),
+) -> None:
+    """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
+    import json
+
+    from tspo_edge.ask import Asker, IndexingProgress, check_inputs, contact_sheet, format_result, read_batch
+    from tspo_edge.encoders import load_encoder
+    from tspo_edge.mllm import load_answerer
+    from tspo_edge.store import Store
+    from tspo_edge.video import probe
+
+    progress = None
+    try:
+        if batch is not None:
+            if sheet is not None:
+                raise TspoError("--sheet works with one question, not with --batch")
+            items = read_batch(batch)
+            for it in items:
+                if not it.get("video") and video is None:
+                    raise TspoError(f"{batch}: a line has no \"video\" and no VIDEO argument was given")
+            check_inputs(video or items[0].get("video"), items[0]["question"], frames=frames, method=method)
+        else:
+            if video is None or question is None:
+                raise TspoError("give VIDEO and QUESTION (or --batch questions.jsonl)")
+            check_inputs(video, question, frames=frames, method=method)
+            probe(video)  # an unreadable video fails here, before any model loads or index write
+        kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+        if mllm.startswith("openai:"):
+            kw["timeout"] = timeout
+        if mllm.strip() in ("lite", ""):
+            enc = load_encoder(encoder)
+            answerer = load_answerer(mllm, encoder=enc)
+        else:  # a down server or a missing model fails before the encoder loads
+            answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code, **kw)
+            enc = load_encoder(encoder)
+        progress = IndexingProgress(err, encoder_id=enc.id)
+        with Store(db) as store:
+            asker = Asker(store=store, encoder=enc, answerer=answerer, agent=agent, progress=progress)
+            if batch is None:
+                r = asker.ask(video, question, options=option or None, frames=frames, method=method,
+                              keep_pixels=sheet is not None)
+                progress.close()
+                if sheet is not None:
+                    contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
+                if json_out:
+                    typer.echo(json.dumps(r.to_dict(), indent=2))
+                else:
+                    typer.echo(format_result(r))
+                if sheet is not None:
+                    err.print(f"contact sheet: {sheet}", highlight=False)
+                return
+            failed = 0
+            for n, it in enumerate(items, 1):
+                rid = it.get("id", n)
+                try:
+                    r = asker.ask(it.get("video") or video, it["question"], options=it.get("options") or option or None,
+                                  frames=it.get("frames", frames), method=it.get("method", method))
+                    progress.close()
+                    typer.echo(json.dumps({"id": rid, **r.to_dict()}))
+                except TspoError as e:
+                    progress.close()
+                    failed += 1
+                    err.print(f"[red]failed[/] {rid}: {e}", highlight=False)
+                    typer.echo(json.dumps({"id": rid, "video": str(it.get("video") or video),
+                                           "question": it["question"], "error": str(e)}))
+            if failed:
+                err.print(f"{failed} of {len(items)} questions failed", highlight=False)
+                raise typer.Exit(2 if failed == len(items) else 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    except TspoError as e:
+        if progress is not None:
+            progress.close()
+        fail(e)
+
+
 @app.command("export")
 def export_cmd(
     ckpt: str = typer.Argument(..., help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint), or similarity:<dim>."),

@@ -1,0 +1,42 @@
+"""MLLM answerers: one interface (`Answerer.answer(frames, times, question, options) -> Answer`),
+chosen by a spec string:
+
+- "lite"            rank multiple-choice options by embedding similarity (offline, no LLM)
+- "none"            no answer: the chosen moments are the result
+- "openai:URL"      an OpenAI-compatible server (vLLM, trtllm-serve, llama.cpp, Ollama); `model=` names it
+- a hub id / folder a transformers video MLLM (AutoProcessor + AutoModelForImageTextToText)
+"""
+
+from __future__ import annotations
+
+from tspo_edge.errors import AnswererError, ModelLoadError
+from tspo_edge.mllm.base import Answer, Answerer, build_prompt, mmss
+from tspo_edge.mllm.simple import LiteAnswerer, NoneAnswerer
+
+__all__ = ["Answer", "Answerer", "AnswererError", "load_answerer", "build_prompt", "mmss",
+           "LiteAnswerer", "NoneAnswerer"]
+
+
+def load_answerer(spec: str | None = "lite", *, model: str | None = None, encoder=None,
+                  trust_remote_code: bool = False, **kw) -> Answerer:
+    """Build the answerer `spec` names. `encoder` serves the lite answerer (default: the lite encoder);
+    `model` is the served model name for openai:URL. Extra keywords go to the answerer
+    (device, dtype, max_new_tokens, frame_size, timeout, concurrency …)."""
+    spec = (spec or "lite").strip()
+    if spec == "none":
+        return NoneAnswerer()
+    if spec == "lite":
+        if encoder is None:
+            from tspo_edge.encoders import load_encoder
+
+            encoder = load_encoder("lite")
+        return LiteAnswerer(encoder)
+    if spec.startswith("openai:"):
+        from tspo_edge.mllm.openai_api import OpenAIAnswerer
+
+        return OpenAIAnswerer(spec[len("openai:"):], model=model, **kw)
+    if spec.startswith(("http://", "https://")):
+        raise ModelLoadError(f"{spec}: write openai:{spec} for an OpenAI-compatible server")
+    from tspo_edge.mllm.hf import TransformersAnswerer
+
+    return TransformersAnswerer(spec, trust_remote_code=trust_remote_code, **kw)

@@ -1,0 +1,319 @@
+"""Question -> keyframes -> answer, over an index.
+
+    find the video (index it first when missing or changed) -> encode the question stem ->
+    score the stored event features (score_frames) -> select keyframes -> decode only those,
+    by timestamp, at the size the answerer wants -> answer.
+
+Everything is validated before the index is touched, so a failed ask leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tspo_edge.errors import TspoError, VideoError
+from tspo_edge.mllm.base import mmss
+from tspo_edge.questions import Question, option_letters, parse_question
+
+METHODS = ("topk", "bin-max", "aks", "uniform")
+LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
+SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
+
+
+class AskError(TspoError):
+    """Bad ask input (empty question, unknown method, --frames <= 0)."""
+
+
+@dataclass
+class Keyframe:
+    index: int     # position in the video's indexed frame sequence (1 fps by default)
+    time: float    # seconds
+    score: float   # the agent's logit s_t
+
+
+@dataclass
+class AskResult:
+    video: str
+    question: str                 # as asked
+    stem: str                     # what the agent saw
+    options: list[str]
+    answer: str | None
+    letter: str | None
+    frames: list[Keyframe]
+    method: str
+    timings: dict[str, float]     # seconds per stage
+    models: dict[str, str]        # encoder, agent, answerer ids
+    note: str = ""
+    indexed_now: bool = False     # the video was (re)indexed by this ask
+    option_scores: list[float] | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False)  # decoded keyframes (not serialised)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("pixels")
+        d["frames"] = [{"index": k.index, "time": round(k.time, 3), "timestamp": mmss(k.time),
+                        "score": round(k.score, 4)} for k in self.frames]
+        d["timings"] = {k: round(v, 6) for k, v in self.timings.items()}
+        return d
+
+
+def default_frames(duration: float | None) -> int:
+    """16 frames for videos up to 10 minutes, 64 beyond."""
+    return 64 if duration is not None and duration > LONG_VIDEO_SECONDS else 16
+
+
+def check_inputs(video, question: str, *, frames: int | None, method: str) -> Path:
+    """Reject bad input before anything is loaded or written."""
+    if question is None or not str(question).strip():
+        raise AskError("the question is empty")
+    if method not in METHODS:
+        raise AskError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if frames is not None and int(frames) <= 0:
+        raise AskError(f"--frames must be a positive number, got {frames}")
+    path = Path(video).expanduser()
+    if not path.exists():
+        raise VideoError(f"{video}: no such file")
+    if not path.is_file():
+        raise VideoError(f"{video}: not a file")
+    return path
+
+
+class Asker:
+    """Models loaded once; asks many questions (features of recent videos kept in memory)."""
+
+    def __init__(self, *, store, encoder, answerer, agent=None, decoder: str = "pyav",
+                 progress: Callable | None = None, cache_videos: int = 4):
+        self.store = store
+        self.encoder = encoder
+        self.answerer = answerer
+        self.decoder = decoder
+        self.progress = progress
+        self._agent = None
+        if agent is not None:  # an explicit agent: load it now, so a bad checkpoint fails first
+            self._agent = self._resolve(agent)
+        self._cache: dict[str, Any] = {}
+        self._cache_size = max(0, cache_videos)
+
+    def _resolve(self, agent):
+        from index import resolve_agent
+
+        a, _ = resolve_agent(agent, self.encoder)
+        return a, a.id
+
+    def _features(self, path: Path):
+        """(VideoFeatures, indexed_now).
+
+        A video indexed and unchanged (size, mtime) is used as stored, whatever agent made its
+        event features, unless an agent was asked for explicitly. Otherwise it is (re)indexed
+        with its stored sampling settings; the file is probed first so that an unreadable
+        video fails before the index is written.
+        """
+        from index import ensure_indexed
+        from tspo_edge import video as video_mod
+        from tspo_edge.store import canonical_path
+
+        key = canonical_path(path)
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], False
+        before = self.store.find_video(key)
+        fresh = (before is not None and before.status == "indexed"
+                 and (before.size, before.mtime) == stamp)
+        if fresh and (self._agent is None or self._agent[1] == before.agent_id):
+            row, indexed_now = before, False
+        else:
+            if not fresh:
+                video_mod.probe(path, decoder=self.decoder)  # unreadable: VideoError, index untouched
+            if self._agent is None:
+                self._agent = self._resolve(None)
+            if hasattr(self.progress, "agent_id"):
+                self.progress.agent_id = self._agent[1]
+            kw = {}
+            if before is not None and before.sample_fps:
+                kw = {"fps": before.sample_fps, "max_frames": before.max_frames}
+            row = ensure_indexed(path, store=self.store, encoder=self.encoder, agent=self._agent[0],
+                                 decoder=self.decoder, progress=self.progress, **kw)
+            indexed_now = True
+        feats = self.store.load_features(row.id, encoder_id=self.encoder.id)
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (stamp, feats)
+        return feats, indexed_now
+
+    def ask(self, video, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
+            method: str = "topk", tau: float | None = None, keep_pixels: bool = False) -> AskResult:
+        from tspo_edge.agent import TAU, score_frames
+        from tspo_edge.select import select_frames
+        from tspo_edge.video import read_frames_at
+
+        path = check_inputs(video, question, frames=frames, method=method)
+        try:
+            q: Question = parse_question(question, options)
+        except ValueError as e:
+            raise AskError(str(e)) from e
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        feats, indexed_now = self._features(path)
+        timings["lookup"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        qv = np.asarray(self.encoder.encode_texts([q.stem]), dtype=np.float32)
+        timings["text"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        s = score_frames(feats.z, feats.x, qv, TAU if tau is None else tau,
+                         z_norm=feats.z_norm, x_norm=feats.x_norm)
+        timings["score"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        n = int(frames) if frames is not None else default_frames(feats.video.duration)
+        idx = select_frames(s, min(n, len(s)), method)
+        timings["select"] = time.perf_counter() - t
+
+        times = feats.times[idx]
+        pixels = None
+        if self.answerer.needs_frames or keep_pixels:
+            t = time.perf_counter()
+            size = self.answerer.image_size if self.answerer.needs_frames else SHEET_SIZE
+            pixels = read_frames_at(path, times, size=size, decoder=self.decoder)
+            timings["decode"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        ans = self.answerer.answer(pixels, times, q.stem, q.options)
+        timings["answer"] = time.perf_counter() - t
+        timings["total"] = sum(timings.values())
+
+        return AskResult(
+            video=str(path), question=q.text, stem=q.stem, options=list(q.options),
+            answer=ans.text or None, letter=ans.letter,
+            frames=[Keyframe(int(i), float(feats.times[i]), float(s[i])) for i in idx],
+            method=method, timings=timings,
+            models={"encoder": self.encoder.id, "agent": feats.video.agent_id or "",
+                    "answerer": ans.model_id},
+            note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores,
+            pixels=pixels if keep_pixels else None)
+
+
+def ask(video, question: str, *, store, encoder, answerer, agent=None, frames: int | None = None,
+        method: str = "topk", options: Sequence[str] | None = None, decoder: str = "pyav",
+        progress: Callable | None = None, keep_pixels: bool = False) -> AskResult:
+    """One question about one video (see Asker for many)."""
+    check_inputs(video, question, frames=frames, method=method)
+    return Asker(store=store, encoder=encoder, answerer=answerer, agent=agent, decoder=decoder,
+                 progress=progress, cache_videos=0).ask(video, question, options=options, frames=frames,
+                                                        method=method, keep_pixels=keep_pixels)
+
+
+def contact_sheet(frames: np.ndarray, times: Sequence[float], out, *, scores: Sequence[float] | None = None,
+                  tile: int = 320, columns: int | None = None) -> Path:
+    """A JPEG/PNG grid of the chosen frames, each labelled with its mm:ss timestamp."""
+    from PIL import Image, ImageDraw
+
+    n = len(frames)
+    if n == 0:
+        raise AskError("no frames for a contact sheet")
+    cols = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    h0, w0 = frames.shape[1:3]
+    tw, th = tile, max(1, int(round(tile * h0 / w0)))
+    sheet = Image.new("RGB", (cols * tw, rows * th), (0, 0, 0))
+    draw = ImageDraw.Draw(sheet)
+    for i, (f, t) in enumerate(zip(frames, times)):
+        x, y = (i % cols) * tw, (i // cols) * th
+        sheet.paste(Image.fromarray(f).resize((tw, th)), (x, y))
+        label = mmss(t) + (f"  s={scores[i]:.1f}" if scores is not None else "")
+        box = draw.textbbox((x + 4, y + 4), label)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((x + 4, y + 4), label, fill=(255, 255, 255))
+    out = Path(out)
+    try:
+        sheet.save(out)
+    except (OSError, ValueError) as e:
+        raise AskError(f"{out}: cannot write the contact sheet ({e})") from e
+    return out
+
+
+def format_result(r: AskResult) -> str:
+    """The readable form `tspo-edge ask` prints."""
+    lines = [f"question: {r.stem}"]
+    for letter, opt in zip(option_letters(len(r.options)), r.options):
+        lines.append(f"  {letter}. {opt}")
+    if r.answer:
+        lines.append(f"answer:   {r.answer}")
+    if r.note:
+        lines.append(f"note:     {r.note}")
+    lines.append(f"moments:  {len(r.frames)} frames ({r.method}): "
+                 + " ".join(mmss(k.time) for k in r.frames))
+    best = sorted(r.frames, key=lambda k: -k.score)[:3]
+    if best:
+        lines.append("best:     " + ", ".join(f"{mmss(k.time)} (s={k.score:.1f})" for k in best))
+    lines.append("time:     " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.timings.items()))
+    lines.append(f"models:   answerer {r.models['answerer']} | encoder {r.models['encoder']} | "
+                 f"agent {r.models['agent']}")
+    return "\n".join(lines)
+
+
+def read_batch(path) -> list[dict]:
+    """questions.jsonl: one JSON object a line with `question` and optional `video`, `options`,
+    `frames`, `method`, `id`."""
+    import json
+
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise AskError(f"{path}: cannot read ({e.strerror or e})") from e
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AskError(f"{path}:{n}: not JSON ({e.msg})") from e
+        if not isinstance(d, dict) or not isinstance(d.get("question"), str):
+            raise AskError(f"{path}:{n}: each line needs a \"question\" string")
+        if "options" in d and not (isinstance(d["options"], list) and all(isinstance(o, str) for o in d["options"])):
+            raise AskError(f"{path}:{n}: \"options\" must be a list of strings")
+        items.append(d)
+    if not items:
+        raise AskError(f"{path}: no questions")
+    return items
+
+
+class IndexingProgress:
+    """Progress for an ask that must index its video first: silent unless indexing happens."""
+
+    def __init__(self, console, *, encoder_id: str | None = None):
+        self.console = console
+        self.encoder_id = encoder_id
+        self.agent_id: str | None = None  # set by Asker before indexing
+        self._bar = None
+
+    def __call__(self, ev) -> None:
+        from index.indexer import IndexEvent
+        from index.report import IndexProgress
+
+        if self._bar is None:
+            self.console.print(f"indexing {ev.path} first (once; later questions reuse the index)", highlight=False)
+            self._bar = IndexProgress(self.console).__enter__()
+            self._bar(IndexEvent("start", total_files=1, encoder_id=self.encoder_id,
+                                 agent_id=self.agent_id, agent="the ask's agent"))
+        self._bar(ev)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            from index.indexer import IndexEvent
+
+            self._bar(IndexEvent("done"))
+            self._bar.__exit__(None, None, None)
+            self._bar = None

@@ -1,0 +1,129 @@
+"""Any OpenAI-compatible chat server (vLLM, TensorRT-LLM's trtllm-serve, llama.cpp, Ollama).
+
+The chosen frames go in one chat request as JPEG data URLs, each preceded by its timestamp.
+The API key comes from $TSPO_EDGE_API_KEY or $OPENAI_API_KEY and is never printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+from tspo_edge.errors import AnswererError, ModelLoadError
+from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of, mmss
+
+KEY_VARS = ("TSPO_EDGE_API_KEY", "OPENAI_API_KEY")
+
+
+def api_key_from_env() -> str | None:
+    for var in KEY_VARS:
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
+def jpeg_data_url(frame: np.ndarray, quality: int = 85) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def chat_content(frames: np.ndarray, times: Sequence[float], question: str, options: Sequence[str],
+                 quality: int = 85) -> list[dict]:
+    content: list[dict] = []
+    for frame, t in zip(frames, times):
+        content.append({"type": "text", "text": f"Frame at {mmss(t)}:"})
+        content.append({"type": "image_url", "image_url": {"url": jpeg_data_url(frame, quality)}})
+    content.append({"type": "text", "text": build_prompt(question, options, times)})
+    return content
+
+
+class OpenAIAnswerer(BaseAnswerer):
+    needs_frames = True
+
+    def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 120.0,
+                 max_new_tokens: int | None = None, frame_size: int = 448, jpeg_quality: int = 85,
+                 concurrency: int = 4, max_retries: int = 1, check: bool = True):
+        try:
+            import openai
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ModelLoadError("openai: the 'openai' package is needed for --mllm openai:URL "
+                                 "(pip install openai)") from e
+        self._openai = openai
+        if not base_url.startswith(("http://", "https://")):
+            raise ModelLoadError(f"openai:{base_url}: the server URL must start with http:// or https://")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key_from_env() or "EMPTY",
+                                    timeout=self.timeout, max_retries=max_retries)
+        self.image_size = int(frame_size)
+        self.jpeg_quality = int(jpeg_quality)
+        self.max_new_tokens = max_new_tokens
+        self.concurrency = max(1, int(concurrency))
+        self.model = model
+        if check or model is None:
+            self.model = self._resolve_model(model)
+        self.id = f"openai:{self.base_url}#{self.model}"
+
+    def _fail(self, e: Exception) -> AnswererError:
+        o = self._openai
+        if isinstance(e, o.APITimeoutError):
+            msg = f"no answer within {self.timeout:g} s"
+        elif isinstance(e, o.APIConnectionError):
+            msg = "cannot connect to the server (is it running?)"
+        elif isinstance(e, o.APIStatusError):
+            body = " ".join(str(getattr(e, "message", "") or "").split())[:200]
+            msg = f"the server answered HTTP {e.status_code}" + (f": {body}" if body else "")
+        else:
+            msg = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        return AnswererError(f"{self.base_url}: {msg}")
+
+    def _resolve_model(self, model: str | None) -> str:
+        """Checks the server is up (GET /models); without a model name takes the one it serves."""
+        try:
+            served = [m.id for m in self.client.models.list()]
+        except self._openai.NotFoundError:
+            served = []  # a server without /models: trust the name given
+            if model is None:
+                raise AnswererError(f"{self.base_url}: the server lists no models; give --mllm-model NAME")
+        except self._openai.OpenAIError as e:
+            raise self._fail(e) from e
+        if model is None:
+            if not served:
+                raise AnswererError(f"{self.base_url}: the server serves no model; give --mllm-model NAME")
+            return served[0]
+        return model
+
+    def answer(self, frames, times, question, options) -> Answer:
+        if frames is None or len(frames) == 0:
+            raise AnswererError(f"{self.base_url}: no frames to answer from")
+        mc = len(options) >= 2
+        try:
+            r = self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": chat_content(frames, times, question, options,
+                                                                   self.jpeg_quality)}],
+                temperature=0.0,
+                max_tokens=self.max_new_tokens or (16 if mc else 512),
+            )
+        except self._openai.OpenAIError as e:
+            raise self._fail(e) from e
+        try:
+            text = (r.choices[0].message.content or "").strip()
+        except (AttributeError, IndexError, TypeError) as e:
+            raise AnswererError(f"{self.base_url}: the server's reply has no message") from e
+        return Answer(text=text, letter=letter_of(text, options), model_id=self.id)
+
+    def answer_batch(self, items: Sequence[tuple]) -> list[Answer]:
+        """Concurrent requests (order kept): the server batches them (vLLM, trtllm-serve)."""
+        if len(items) <= 1 or self.concurrency == 1:
+            return [self.answer(*it) for it in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(lambda it: self.answer(*it), items))
