@@ -66,3 +66,22 @@ def make_video(tmp_path):
         return write_test_video(tmp_path / name, **kw)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def lite_encoder():
+    """The real embedded lite encoder, loaded once per test session."""
+    from tspo_edge.encoders import load_encoder
+
+    return load_encoder("lite")
+
+
+@pytest.fixture
+def cli_lite_encoder(lite_encoder, monkeypatch):
+    """Make the CLI's load_encoder("lite") return the session's lite encoder (same model, loaded once)."""
+    import tspo_edge.encoders as enc
+
+    real = enc.load_encoder
+    monkeypatch.setattr(enc, "load_encoder",
+                        lambda spec="lite", **kw: lite_encoder if spec in (None, "", "lite") else real(spec, **kw))
+    return lite_encoder

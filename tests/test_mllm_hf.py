@@ -134,7 +134,7 @@ def test_missing_or_broken_model_is_a_clear_error(tmp_path):
         load_answerer(str(tmp_path))
 
 
-def test_cli_ask_with_the_tiny_mllm(tiny_dir, real_clips, tmp_path):
+def test_cli_ask_with_the_tiny_mllm(tiny_dir, real_clips, tmp_path, cli_lite_encoder):
     from typer.testing import CliRunner
 
     from cli import app
