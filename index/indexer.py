@@ -98,7 +98,7 @@ Progress = Callable[[IndexEvent], None]
 
 
 def _spec_of(encoder) -> str | None:
-    for attr in ("spec", "source", "path", "name_or_path"):
+    for attr in ("folder", "spec", "source", "path", "name_or_path"):
         v = getattr(encoder, attr, None)
         if isinstance(v, (str, os.PathLike)):
             return str(v)
@@ -106,12 +106,14 @@ def _spec_of(encoder) -> str | None:
 
 
 def _has_selector(folder: Path) -> bool:
-    """Cheap look at the keys of a folder's safetensors files for TSPO-0.4B's `selector.*`."""
-    try:
-        from safetensors import safe_open
-    except ImportError:  # pragma: no cover
-        return False
-    for f in sorted(folder.glob("*.safetensors")):
+    """Whether a folder may hold TSPO-0.4B's `selector.*`: a cheap look at safetensors keys
+    (a folder of .bin weights only cannot be looked into cheaply: the loader decides)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return any(folder.glob("*.bin"))
+    for f in files:
         try:
             with safe_open(str(f), framework="pt") as st:
                 if any(k.startswith("selector.") for k in st.keys()):

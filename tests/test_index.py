@@ -26,21 +26,16 @@ from tspo_edge.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def lite():
-    from tspo_edge.encoders import load_encoder
-
-    return load_encoder("lite")
+@pytest.fixture
+def lite(lite_encoder):
+    """The session's lite encoder (conftest)."""
+    return lite_encoder
 
 
 @pytest.fixture
-def cached_lite(lite, monkeypatch):
+def cached_lite(cli_lite_encoder):
     """`--encoder lite` in the CLI gets the session's (same, real) encoder instead of a reload."""
-    import tspo_edge.encoders as enc
-
-    real = enc.load_encoder
-    monkeypatch.setattr(enc, "load_encoder", lambda spec="lite", **kw: lite if spec in (None, "lite") else real(spec, **kw))
-    return lite
+    return cli_lite_encoder
 
 
 def _other_agent(dim: int, seed: int = 1) -> TemporalAgent:
