@@ -181,6 +181,8 @@ def test_read_frames_at_between_frames_and_edges(make_video):
     ref_t, ref_f = reference_decode(path)
     got = V.read_frames_at(path, [3.95, 0.0, 1.23, 2.0, -1.0, 100.0])
     np.testing.assert_array_equal(got, ref_f[[39, 0, 13, 20, 0, 39]])
+    # past the end alone: the true last frame (not the last one the decoder kept)
+    np.testing.assert_array_equal(V.read_frames_at(path, [50.0, 60.0]), ref_f[[39, 39]])
     assert V.read_frames_at(path, [], size=24).shape == (0, 24, 32, 3)
     with pytest.raises(ValueError):
         V.read_frames_at(path, [float("nan")])

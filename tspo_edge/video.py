@@ -9,6 +9,7 @@ variable frame rate works.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -30,6 +31,7 @@ __all__ = [
 EPS = 1e-6                 # seconds: tolerance when comparing a frame time with a target time
 _MAX_BAD_PACKETS = 16      # corrupt packets skipped before a video is declared undecodable
 _NO_INDEX_SEEK_GAP = 2.0   # seconds: without a keyframe index, seek only across gaps this long
+                           # (or twice the longest keyframe interval seen, if longer)
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,9 @@ def probe(path: str | os.PathLike, decoder: str = "pyav") -> VideoInfo:
     """Describe a video: duration, native fps, display size, rotation, frame count, codec."""
     _check_decoder(decoder)
     path = Path(path)
-    if decoder == "decord" and _decord_usable(path):
-        return _probe_decord(path)
+    if decoder == "decord":
+        info = _decord_plan(path)
+        return _probe_decord(path, info) if info is not None else _probe_pyav(path)
     return _probe_pyav(path)
 
 
@@ -278,80 +281,178 @@ def _truncation_check(path: Path, stream, clock: _Clock, last_packet_t: float | 
         raise VideoError(f"{path}: truncated: stream data ends at {last_packet_t:.1f} s of {duration:.1f} s")
 
 
+def _keyframe_times(stream, clock: _Clock) -> np.ndarray:
+    try:
+        ts = [clock.seconds(e.timestamp) for e in stream.index_entries if e.is_keyframe]
+    except Exception:  # containers without an index (or an older PyAV)
+        return np.empty(0)
+    return np.asarray(sorted(t for t in ts if t is not None), np.float64)
+
+
+class _Cursor:
+    """Walks a video stream to the first frame at or after each requested (increasing) time.
+
+    It seeks to the keyframe before a target only when that skips decoding, i.e. when a
+    keyframe (from the demuxer's index) lies between the current position and the target;
+    otherwise it decodes on, so nearby targets share one seek. Frames before the target that
+    nothing references (b-frames) are dropped by the decoder unseen (skip_frame = NONREF).
+    """
+
+    def __init__(self, container, stream, path: Path):
+        self.container, self.stream, self.path = container, stream, path
+        self.clock = _Clock(stream)
+        self.keys = _keyframe_times(stream, self.clock)  # matroska fills it at the first seek
+        self.keys_reread = len(self.keys) >= 2
+        self.native_fps = _native_fps(stream) or 25.0
+        self.frames = None          # generator of (time, frame | None); None: at the file start
+        self.pos = -math.inf        # time of the last decoded frame
+        self.last, self.last_t = None, -math.inf
+        self.want = 0.0
+        self.gop = 0.0              # longest keyframe interval seen
+        self.bad = 0
+        self.decoded = 0
+        self.end_t = None           # latest packet time seen
+        self.at_eof = False
+        self.seekable = True        # False once packets without timestamps are seen
+
+    def _decode_from(self, seek_t: float | None):
+        import av
+
+        if seek_t is not None:
+            self.container.seek(self.clock.pts(max(seek_t, 0.0)), stream=self.stream, backward=True)
+            if not self.keys_reread:
+                self.keys, self.keys_reread = _keyframe_times(self.stream, self.clock), True
+        cc = self.stream.codec_context
+        last_key = None
+        for packet in self.container.demux(self.stream):
+            pt = self.clock.seconds(packet.pts)
+            if packet.size:
+                if pt is None:
+                    self.seekable = False
+                else:
+                    self.end_t = pt if self.end_t is None else max(self.end_t, pt)
+                    if packet.is_keyframe:
+                        if last_key is not None:
+                            self.gop = max(self.gop, pt - last_key)
+                        last_key = pt
+            yield pt, None
+            # a frame whose pts is before the target is never returned: let the decoder drop
+            # it unseen when nothing references it
+            cc.skip_frame = "NONREF" if (pt is not None and pt < self.want - EPS) else "DEFAULT"
+            try:
+                out = packet.decode()
+            except av.error.InvalidDataError as e:
+                self.bad += 1
+                if self.bad > _MAX_BAD_PACKETS:
+                    raise VideoError(f"{self.path}: too many corrupt packets ({e.strerror or e})") from e
+                continue
+            for frame in out:
+                t = self.clock.seconds(frame.pts)
+                if t is None:  # no timestamps (raw elementary streams): count frames
+                    t = self.decoded / self.native_fps
+                self.decoded += 1
+                yield t, frame
+        self.at_eof = True
+
+    def _should_seek(self, t: float) -> bool:
+        if not self.seekable:
+            return False
+        if self.frames is not None:
+            pos = self.pos
+        else:  # a fresh reader sits at the start of the file
+            pos = min(self.keys[0], 0.0) if len(self.keys) else 0.0
+        if len(self.keys) >= 2:
+            k = np.searchsorted(self.keys, t + EPS, side="right") - 1
+            return bool(k >= 0 and self.keys[k] > pos + EPS)
+        return t - pos > max(_NO_INDEX_SEEK_GAP, 2 * self.gop)
+
+    def find(self, t: float):
+        """The first frame at or after t (possibly the one returned last); None at the end."""
+        self.want = t
+        if self.last is not None and self.last_t >= t - EPS:
+            return self.last
+        seek_t = t if self._should_seek(t) else None
+        backoff = 1.0
+        while True:
+            check = False
+            if self.frames is None or seek_t is not None:
+                self.frames, self.pos, self.at_eof = self._decode_from(seek_t), -math.inf, False
+                check = seek_t is not None and seek_t > 0
+            landed_late = False
+            for ft, frame in self.frames:
+                if frame is None:
+                    # the demuxer may land on a keyframe after the target: seek further back
+                    landed_late = check and ft is not None and ft > t + EPS
+                    check = False
+                    if landed_late:
+                        break
+                    continue
+                self.pos = ft
+                self.last, self.last_t = frame, ft
+                if ft >= t - EPS:
+                    return frame
+            if not landed_late:
+                return None
+            seek_t = max(0.0, seek_t - backoff)
+            backoff *= 2
+
+    def final_frame(self):
+        """The last frame of the stream. Decoding to the end for a target past it may have let
+        the decoder drop trailing b-frames, so the last GOP is decoded again without skipping."""
+        if not self.seekable:
+            return self.last
+        self.want = -math.inf
+        start = float(self.keys[-1]) if len(self.keys) >= 2 else 0.0
+        final = None
+        for ft, frame in self._decode_from(max(start, 0.0)):
+            if frame is not None:
+                final = frame
+        self.frames, self.pos = iter(()), math.inf
+        if final is not None:
+            self.last, self.last_t = final, math.inf  # serves any later target past the end
+        return self.last
+
+
 def _iter_pyav(path: Path, info: VideoInfo, spread: np.ndarray | None, fps: float,
                max_frames: int | None, size: int | None, chunk: int) -> Iterator[FrameChunk]:
     import av
 
-    limit = max_frames if spread is None else len(spread)
+    limit = len(spread) if spread is not None else None
 
     def target(i: int) -> float:
         return float(spread[i]) if spread is not None else i / fps
 
     container, stream = _open_pyav(path)
     with container:
-        clock = _Clock(stream)
-        cc = stream.codec_context
-        native = info.fps or fps
+        cursor = _Cursor(container, stream, path)
         convert = None
         times: list[float] = []
         frames: list[np.ndarray] = []
-        i, emitted, decoded, bad = 0, 0, 0, 0
-        last_packet_t = None
-        done = False
+        i = emitted = 0
         try:
-            for packet in container.demux(stream):
-                pt = clock.seconds(packet.pts)
-                if pt is not None and packet.size:
-                    last_packet_t = pt if last_packet_t is None else max(last_packet_t, pt)
-                # A frame whose pts is before the next target is never sampled: let the decoder
-                # drop it when nothing references it (b-frames), which saves most of the work.
-                cc.skip_frame = "NONREF" if (pt is not None and pt < target(i) - EPS) else "DEFAULT"
-                try:
-                    out = packet.decode()
-                except av.error.InvalidDataError as e:
-                    bad += 1
-                    if bad > _MAX_BAD_PACKETS:
-                        raise VideoError(f"{path}: too many corrupt packets ({e.strerror or e})") from e
-                    continue
-                for frame in out:
-                    t = clock.seconds(frame.pts)
-                    if t is None:  # no timestamps (raw elementary streams): count frames
-                        t = decoded / native
-                    decoded += 1
-                    if t < target(i) - EPS:
-                        continue
-                    if convert is None:
-                        convert = _Converter(stream, frame, size)
-                    times.append(t)
-                    frames.append(convert(frame))
-                    emitted += 1
-                    while (limit is None or i < limit) and target(i) <= t + EPS:
-                        i += 1
-                    if len(frames) == chunk:
-                        yield FrameChunk(np.asarray(times, np.float64), np.stack(frames))
-                        times, frames = [], []
-                    if (limit is not None and (i >= limit or emitted >= limit)):
-                        done = True
-                        break
-                if done:
+            while (limit is None or i < limit) and (max_frames is None or emitted < max_frames):
+                frame = cursor.find(target(i))
+                if frame is None:
                     break
+                t = cursor.last_t
+                if convert is None:
+                    convert = _Converter(stream, frame, size)
+                times.append(t)
+                frames.append(convert(frame))
+                emitted += 1
+                while (limit is None or i < limit) and target(i) <= t + EPS:
+                    i += 1  # one frame serves every target up to its time, and only once
+                if len(frames) == chunk:
+                    yield FrameChunk(np.asarray(times, np.float64), np.stack(frames))
+                    times, frames = [], []
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: decoding failed ({e.strerror or e})") from e
         if frames:
             yield FrameChunk(np.asarray(times, np.float64), np.stack(frames))
-        if not done:
-            if decoded == 0:
+        if cursor.at_eof:
+            if cursor.decoded == 0:
                 raise VideoError(f"{path}: no decodable video frames (truncated or corrupt)")
-            _truncation_check(path, stream, clock, last_packet_t)
-
-
-def _keyframe_times(stream, clock: _Clock) -> np.ndarray:
-    try:
-        entries = stream.index_entries
-        ts = [clock.seconds(e.timestamp) for e in entries if e.is_keyframe]
-    except Exception:  # containers without an index (or older PyAV)
-        return np.empty(0)
-    return np.asarray(sorted(t for t in ts if t is not None), np.float64)
+            _truncation_check(path, stream, cursor.clock, cursor.end_t)
 
 
 def _read_pyav(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
@@ -359,86 +460,17 @@ def _read_pyav(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
 
     container, stream = _open_pyav(path)
     with container:
-        clock = _Clock(stream)
-        cc = stream.codec_context
-        keys = _keyframe_times(stream, clock)
-        order = np.argsort(times, kind="stable")
+        cursor = _Cursor(container, stream, path)
         result: list[np.ndarray | None] = [None] * len(times)
         convert = None
-        state = {"frames": None, "pos": -math.inf, "last": None, "last_t": -math.inf}
-
-        def frames_from(seek_t: float | None):
-            """Decoded (time, frame) from a seek point (None: continue from the file start)."""
-            if seek_t is not None:
-                container.seek(clock.pts(max(seek_t, 0.0)), stream=stream, backward=True)
-            bad, decoded = 0, 0
-            for packet in container.demux(stream):
-                pt = clock.seconds(packet.pts)
-                yield ("packet", pt)
-                cc.skip_frame = "NONREF" if (pt is not None and pt < state["want"] - EPS) else "DEFAULT"
-                try:
-                    out = packet.decode()
-                except av.error.InvalidDataError as e:
-                    bad += 1
-                    if bad > _MAX_BAD_PACKETS:
-                        raise VideoError(f"{path}: too many corrupt packets ({e.strerror or e})") from e
-                    continue
-                for frame in out:
-                    t = clock.seconds(frame.pts)
-                    if t is None:
-                        t = decoded / (_native_fps(stream) or 25.0)
-                    decoded += 1
-                    yield ("frame", t, frame)
-
-        def find(t: float):
-            """First frame at or after t (the last frame of the video when t is past the end)."""
-            state["want"] = t
-            if state["last"] is not None and state["last_t"] >= t - EPS:
-                return state["last"]
-            # a fresh reader sits at the start of the file
-            pos = state["pos"] if state["frames"] is not None else (min(keys[0], 0.0) if len(keys) else 0.0)
-            if len(keys):
-                k = np.searchsorted(keys, t + EPS, side="right") - 1
-                need_seek = k >= 0 and keys[k] > pos + EPS
-            else:
-                need_seek = t - pos > _NO_INDEX_SEEK_GAP
-            backoff = 1.0
-            seek_t = t if need_seek else None
-            while True:
-                if state["frames"] is None or seek_t is not None:
-                    state["frames"] = frames_from(seek_t)
-                    state["pos"] = -math.inf
-                    first_packet = seek_t is not None
-                else:
-                    first_packet = False
-                restart = False
-                for item in state["frames"]:
-                    if item[0] == "packet":
-                        pt = item[1]
-                        if first_packet and pt is not None and pt > t + EPS and seek_t > 0:
-                            # the demuxer landed after the target: seek further back
-                            seek_t = max(0.0, seek_t - backoff)
-                            backoff *= 2
-                            restart = True
-                            break
-                        first_packet = False
-                        continue
-                    _, ft, frame = item
-                    state["pos"] = ft
-                    state["last"], state["last_t"] = frame, ft
-                    if ft >= t - EPS:
-                        return frame
-                if restart:
-                    continue
-                state["frames"] = iter(())  # end of stream: the last frame stands in
-                if state["last"] is None:
-                    raise VideoError(f"{path}: no decodable video frames (truncated or corrupt)")
-                return state["last"]
-
+        cached = (None, None)  # (frame, rgb): targets served by the same frame convert once
         try:
-            cached = (None, None)  # (frame, rgb): targets served by the same frame convert once
-            for j in order:
-                frame = find(float(times[j]))
+            for j in np.argsort(times, kind="stable"):
+                frame = cursor.find(float(times[j]))
+                if frame is None:  # past the end: the last frame stands in
+                    if cursor.last is None:
+                        raise VideoError(f"{path}: no decodable video frames (truncated or corrupt)")
+                    frame = cursor.final_frame()
                 if convert is None:
                     convert = _Converter(stream, frame, size)
                 if cached[0] is not frame:
@@ -451,65 +483,71 @@ def _read_pyav(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
 
 # ---------------------------------------------------------------- decord
 
+@contextlib.contextmanager
+def _decord_errors(path: Path, doing: str):
+    """decord raises its own DECORDError (also when its decoder thread times out under load)."""
+    try:
+        yield
+    except VideoError:
+        raise
+    except Exception as e:
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        raise VideoError(f"{path}: decord failed {doing} ({lines[0][:200]})") from e
+
+
 def _decord_reader(path: Path, width: int = -1, height: int = -1):
     import decord
 
-    try:
+    with _decord_errors(path, "to open it"):
         return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=0)
-    except Exception as e:  # decord raises its own DECORDError / RuntimeError
-        _probe_pyav(path)  # names the cause plainly when the file itself is bad
-        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VideoError(f"{path}: not readable by decord ({cause[:200]})") from e
 
 
-def _decord_usable(path: Path) -> bool:
-    """False for videos with a display rotation: decord2 3.4 rotates 180° itself but returns
-    garbled arrays for 90°, decord 0.6 ignores the rotation; PyAV decodes those instead."""
-    _check_path(path)
-    rotation = _probe_pyav(path).rotation  # also gives the plain cause for a bad file
-    if rotation % 360:
-        warnings.warn(f"{path}: rotated video ({rotation}°) decoded with PyAV, not decord", stacklevel=3)
-        return False
-    return True
+def _decord_plan(path: Path, stacklevel: int = 4) -> VideoInfo | None:
+    """PyAV's description of a file decord should decode, or None for videos with a display
+    rotation: decord2 3.4 rotates 180° itself but returns garbled arrays for 90°, decord 0.6
+    ignores the rotation; PyAV decodes those instead. Bad files get PyAV's plain cause."""
+    info = _probe_pyav(path)
+    if info.rotation % 360:
+        warnings.warn(f"{path}: rotated video ({info.rotation}°) decoded with PyAV, not decord",
+                      stacklevel=stacklevel)
+        return None
+    return info
 
 
-def _probe_decord(path: Path) -> VideoInfo:
+def _probe_decord(path: Path, info: VideoInfo) -> VideoInfo:
     vr = _decord_reader(path)
-    n = len(vr)
-    if n == 0:
+    with _decord_errors(path, "to probe it"):
+        n = len(vr)
+        end = float(vr.get_frame_timestamp([n - 1])[0, 1]) if n else None
+        fps = float(vr.get_avg_fps())
+    if not n:
         raise VideoError(f"{path}: no decodable video frames")
-    end = float(vr.get_frame_timestamp([n - 1])[0, 1])
-    h, w = vr[0].shape[:2]
-    return VideoInfo(path=path, duration=round(end, 6), fps=float(vr.get_avg_fps()), width=w, height=h,
-                     rotation=0, frame_count=n, codec="unknown (decord)")
+    return VideoInfo(path=path, duration=round(end, 6), fps=fps, width=info.width, height=info.height,
+                     rotation=0, frame_count=n, codec=info.codec)
 
 
-def _decord_setup(path: Path, size: int | None):
-    vr = _decord_reader(path)
-    n = len(vr)
-    if n == 0:
+def _decord_setup(path: Path, info: VideoInfo, size: int | None):
+    ow, oh = output_size(info.width, info.height, size)
+    vr = _decord_reader(path, ow, oh)  # decord resizes while decoding
+    with _decord_errors(path, "to read its frame index"):
+        n = len(vr)
+        # decord keeps float32 seconds: round back to the microsecond
+        starts = np.round(vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64), 6) if n else None
+        end = float(vr.get_frame_timestamp([n - 1])[0, 1]) if n else None
+    if not n:
         raise VideoError(f"{path}: no decodable video frames")
-    h, w = vr[0].shape[:2]
-    ow, oh = output_size(w, h, size)
-    if (ow, oh) != (w, h):
-        vr = _decord_reader(path, ow, oh)  # decord resizes while decoding
-    # decord keeps float32 seconds: round back to the microsecond
-    starts = np.round(vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64), 6)
-    return vr, starts
+    return vr, starts, end
 
 
 def _decord_batch(path: Path, vr, idx: np.ndarray) -> np.ndarray:
-    try:
+    with _decord_errors(path, "to decode it"):
         return vr.get_batch(idx.tolist()).asnumpy()
-    except Exception as e:
-        raise VideoError(f"{path}: decoding failed in decord ({str(e).strip()[:200]})") from e
 
 
-def _decord_indices(vr, starts: np.ndarray, fps: float, max_frames: int | None) -> np.ndarray:
-    duration = float(vr.get_frame_timestamp([len(starts) - 1])[0, 1])
-    spread = _targets(duration, fps, max_frames)
+def _decord_indices(starts: np.ndarray, end: float, fps: float, max_frames: int | None) -> np.ndarray:
+    spread = _targets(end, fps, max_frames)
     if spread is None:
-        spread = np.arange(math.ceil(duration * fps - EPS) + 1, dtype=np.float64) / fps
+        spread = np.arange(math.ceil(end * fps - EPS) + 1, dtype=np.float64) / fps
     idx = np.searchsorted(starts, spread - EPS, side="left")
     idx = np.unique(idx[idx < len(starts)])
     return idx if max_frames is None else idx[:max_frames]
@@ -521,8 +559,8 @@ def _iter_decord(path: Path, vr, starts: np.ndarray, idx: np.ndarray, chunk: int
         yield FrameChunk(starts[sel].copy(), _decord_batch(path, vr, sel))
 
 
-def _read_decord(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
-    vr, starts = _decord_setup(path, size)
+def _read_decord(path: Path, info: VideoInfo, times: np.ndarray, size: int | None) -> np.ndarray:
+    vr, starts, _ = _decord_setup(path, info, size)
     idx = np.minimum(np.searchsorted(starts, times - EPS, side="left"), len(starts) - 1)
     uniq, inverse = np.unique(idx, return_inverse=True)
     return _decord_batch(path, vr, uniq)[inverse]
@@ -543,9 +581,9 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     path = Path(path)
     # probe and plan now, so that a bad file fails here rather than at the first next()
-    if decoder == "decord" and _decord_usable(path):
-        vr, starts = _decord_setup(path, size)
-        return _iter_decord(path, vr, starts, _decord_indices(vr, starts, fps, max_frames), chunk)
+    if decoder == "decord" and (info := _decord_plan(path)) is not None:
+        vr, starts, end = _decord_setup(path, info, size)
+        return _iter_decord(path, vr, starts, _decord_indices(starts, end, fps, max_frames), chunk)
     info = _probe_pyav(path)
     spread = _targets(info.duration, fps, max_frames)
     return _iter_pyav(path, info, spread, fps, max_frames, size, chunk)
@@ -569,8 +607,8 @@ def read_frames_at(path: str | os.PathLike, times: Sequence[float] | np.ndarray,
         w, h = output_size(info.width, info.height, size)
         return np.empty((0, h, w, 3), np.uint8)
     t = np.maximum(t, 0.0)
-    if decoder == "decord" and _decord_usable(path):
-        return _read_decord(path, t, size)
+    if decoder == "decord" and (info := _decord_plan(path)) is not None:
+        return _read_decord(path, info, t, size)
     return _read_pyav(path, t, size)
 
 
