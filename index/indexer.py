@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -303,7 +304,7 @@ def index_file(store: Store, path, encoder, agent, agent_id: str, o: _Options,
             index_seconds=time.perf_counter() - t0)
         return FileResult(key, "indexed", row.frame_count or 0, time.perf_counter() - t0, row.duration,
                           video_id=row.id)
-    except (IndexMismatchError, StoreError):
+    except (IndexMismatchError, StoreError, sqlite3.Error):
         raise  # about the index, not the file: stop the run
     except Exception as e:
         err = _error_text(e)
@@ -387,5 +388,5 @@ def ensure_indexed(video_path, *, store: Store, encoder, agent=None, fps: float 
     o = _Options(fps=float(fps), max_frames=max_frames, decoder=decoder, force=force)
     r = index_file(store, video_path, encoder, agent, agent_id, o, progress)
     if r.status == "failed":
-        raise TspoError(r.error if r.error and str(video_path) in r.error else f"{video_path}: {r.error}")
+        raise TspoError(r.error if r.error and r.path in r.error else f"{r.path}: {r.error}")
     return store.get_video(r.video_id)

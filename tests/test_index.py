@@ -112,12 +112,12 @@ def test_cli_archive_and_real_clips(archive, real_clips, cached_lite, tmp_path):
 
     root, good, bad = archive
     db = tmp_path / "i.db"
-    clips = [real_clips["bikes"], real_clips["bigbuckbunny"]]
+    clips = [real_clips["bikes"], real_clips["bigbuckbunny"], real_clips["carphone_pristine"]]
     r = CliRunner().invoke(app, ["index", str(root), *map(str, clips), "--db", str(db), "--json"])
     assert r.exit_code == 1, r.output
     out = json.loads(r.stdout[r.stdout.index("{"):])
     by_path = {f["path"]: f for f in out["files"]}
-    assert out["failed"] == 4 and out["indexed"] == 5 and out["ok"] is False
+    assert out["failed"] == 4 and out["indexed"] == 6 and out["ok"] is False
     for p in bad.values():
         f = by_path[str(p.resolve())]
         assert f["status"] == "failed" and str(p.resolve()) in f["error"], f
@@ -143,10 +143,10 @@ def test_cli_archive_and_real_clips(archive, real_clips, cached_lite, tmp_path):
 
     # `info` lists them; a second run decodes nothing new and still reports the failures
     r2 = CliRunner().invoke(app, ["info", "--db", str(db), "--json"])
-    assert r2.exit_code == 0 and len(json.loads(r2.stdout)["videos"]) == 9
+    assert r2.exit_code == 0 and len(json.loads(r2.stdout)["videos"]) == 10
     r3 = CliRunner().invoke(app, ["index", str(root), *map(str, clips), "--db", str(db), "--json"])
     out3 = json.loads(r3.stdout[r3.stdout.index("{"):])
-    assert r3.exit_code == 1 and out3["skipped"] == 5 and out3["failed"] == 4 and out3["frames"] == 0
+    assert r3.exit_code == 1 and out3["skipped"] == 6 and out3["failed"] == 4 and out3["frames"] == 0
 
 
 def test_cli_bad_usage_exits_2(tmp_path, cached_lite):
