@@ -90,8 +90,8 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     if json_out:
         typer.echo(json.dumps({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]}, indent=2))
     else:
-        err.print(f"encoder: {meta['encoder_id']}  agent: {meta['agent_id']}  schema: {meta['schema_version']}", highlight=False)
-        out.print(videos_table(rows, db=str(db)))
+        err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}", highlight=False)
+        out.print(videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]))
 
 
 @app.command("ask")

@@ -79,14 +79,22 @@ def print_summary(console: Console, s: IndexSummary) -> None:
         console.print(f)
 
 
-def videos_table(rows, *, db: str) -> Table:
-    t = Table(title=f"{db}: {len(rows)} videos", title_justify="left")
-    for col, j in (("id", "right"), ("path", "left"), ("duration", "right"), ("frames", "right"),
-                   ("status", "left"), ("encoder", "left"), ("agent", "left")):
-        t.add_column(col, justify=j, overflow="fold")
+def videos_table(rows, *, db: str, encoder_id: str | None = None) -> Table:
+    """The videos of an index. All indexed rows share the index's encoder (shown in the title)."""
+    t = Table(title=f"{db}: {len(rows)} videos, encoder {encoder_id or '-'}", title_justify="left")
+    t.add_column("id", justify="right")
+    t.add_column("path", overflow="fold", ratio=3)
+    t.add_column("duration", justify="right", no_wrap=True)
+    t.add_column("frames", justify="right")
+    t.add_column("status")
+    t.add_column("agent", no_wrap=True)
+    t.add_column("error", overflow="fold", ratio=2)
     for r in rows:
         status = "[green]indexed[/]" if r.status == "indexed" else f"[red]{escape(r.status)}[/]"
+        err = r.error or ""
+        if err.startswith(r.path + ": "):
+            err = err[len(r.path) + 2:]
         t.add_row(str(r.id), escape(r.path), "-" if r.duration is None else f"{r.duration:.1f}s",
                   "-" if r.frame_count is None else str(r.frame_count), status,
-                  escape(r.encoder_id or "-"), escape(r.agent_id or "-"))
+                  escape((r.agent_id or "-").rsplit(":", 1)[-1]), escape(err))
     return t
