@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from .agent_export import export_agent
 from .manifest import MANIFEST, file_entry, write_manifest
 from .towers import TOKENIZER_DIR, ExportError, export_encoder
@@ -12,11 +14,12 @@ from .towers import TOKENIZER_DIR, ExportError, export_encoder
 MIN_OPSET = 17
 
 
-def export_model(ckpt, out_dir, *, encoder: str | None = "lite", fp16: bool = False, tensorrt: bool = False,
+def export_model(ckpt, out_dir, *, encoder="lite", fp16: bool = False, tensorrt: bool = False,
                  opset: int = 17, heads: int = 8, window: int = 12,
                  log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Export the agent from `ckpt` (any load_agent source) and, unless encoder is None/"none",
-    the encoder's image and text towers. Returns the manifest written to out_dir/manifest.json."""
+    """Export the agent from `ckpt` (any load_agent source or a TemporalAgent) and, unless encoder
+    is None/"none", the encoder's image and text towers (`encoder`: a load_encoder spec or an
+    already loaded lite/HF encoder). Returns the manifest written to out_dir/manifest.json."""
     from tspo_edge.agent import load_agent
 
     if opset < MIN_OPSET:
@@ -26,15 +29,19 @@ def export_model(ckpt, out_dir, *, encoder: str | None = "lite", fp16: bool = Fa
 
         require_tensorrt()  # fail before minutes of export work
     out = Path(out_dir)
-    agent = load_agent(ckpt, heads=heads, window=window)
-    enc = None
-    if encoder and encoder.strip().lower() != "none":
+    agent = ckpt if isinstance(ckpt, torch.nn.Module) else load_agent(ckpt, heads=heads, window=window)
+    enc, spec = None, None
+    if isinstance(encoder, str) and encoder.strip().lower() not in ("", "none"):
         from tspo_edge.encoders import load_encoder
 
         log(f"loading encoder {encoder}")
-        enc = load_encoder(encoder)
+        enc, spec = load_encoder(encoder), encoder
+    elif encoder is not None and not isinstance(encoder, str):
+        enc = encoder
+        spec = "lite" if type(enc).__name__ == "LiteEncoder" else str(getattr(enc, "spec", enc.id))
+    if enc is not None:
         if enc.dim != agent.dim:
-            raise ExportError(f"{ckpt}: agent width {agent.dim} does not match encoder {enc.id} width {enc.dim}")
+            raise ExportError(f"{getattr(agent, 'source', ckpt)}: agent width {agent.dim} does not match encoder {enc.id} width {enc.dim}")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look complete
     log(f"exporting agent {agent.id} -> {out / 'agent.onnx'}")
@@ -43,7 +50,7 @@ def export_model(ckpt, out_dir, *, encoder: str | None = "lite", fp16: bool = Fa
     files, enc_section = {}, None
     if enc is not None:
         log(f"exporting encoder {enc.id} -> {out / 'image.onnx'}, {out / 'text.onnx'}")
-        enc_section = {"spec": encoder, **export_encoder(enc, out, opset=opset, fp16=fp16)}
+        enc_section = {"spec": spec, **export_encoder(enc, out, opset=opset, fp16=fp16)}
         models["image"], models["text"] = file_entry(out, "image.onnx"), file_entry(out, "text.onnx")
         files = {rel: file_entry(out, rel) for rel in
                  sorted(p.relative_to(out).as_posix() for p in (out / TOKENIZER_DIR).rglob("*") if p.is_file())}

@@ -26,7 +26,7 @@ class OnnxAgent:
     """The agent's event encoder from DIR/agent.onnx; `events(x)` takes and returns NumPy."""
 
     def __init__(self, model_dir, *, agent_id: str | None = None, providers: Sequence[str] | None = None,
-                 quiet: bool = False) -> None:
+                 threads: int | None = None, quiet: bool = False) -> None:
         self.model_dir = Path(model_dir)
         manifest = read_manifest(self.model_dir)
         section = check_id(self.model_dir, manifest, "agent", agent_id)
@@ -38,7 +38,7 @@ class OnnxAgent:
         self.dim, self.heads, self.window = int(section["dim"]), int(section["heads"]), int(section["window"])
         self.session = make_session(self.model_dir / entry["file"], self.model_dir, providers=providers,
                                     fp16=manifest["precision"] == "fp16", profile=section.get("profile"),
-                                    quiet=quiet)
+                                    threads=threads, quiet=quiet)
         self.provider = self.session.get_providers()[0]
         self.source = f"onnx:{self.model_dir}"
 
@@ -63,7 +63,7 @@ class OnnxEncoder:
     """
 
     def __init__(self, model_dir, *, encoder_id: str | None = None, providers: Sequence[str] | None = None,
-                 batch_size: int = 32, quiet: bool = False) -> None:
+                 batch_size: int = 32, threads: int | None = None, quiet: bool = False) -> None:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.section = check_id(self.model_dir, self.manifest, "encoder", encoder_id)
@@ -74,7 +74,7 @@ class OnnxEncoder:
         verify_files(self.model_dir, {"image": models["image"], "text": models["text"], **self.manifest["files"]})
         self.id: str = self.section["id"]
         self.dim, self.image_size = int(self.section["dim"]), int(self.section["image_size"])
-        self.batch_size, self.providers, self.quiet = int(batch_size), providers, quiet
+        self.batch_size, self.providers, self.threads, self.quiet = int(batch_size), providers, threads, quiet
         self.source = f"onnx:{self.model_dir}"
         self._sessions: dict = {}
         self._tokenizer = None
@@ -84,7 +84,8 @@ class OnnxEncoder:
             profile = self.section.get("profile", {}).get(part)
             self._sessions[part] = make_session(
                 self.model_dir / self.manifest["models"][part]["file"], self.model_dir, providers=self.providers,
-                fp16=self.manifest["precision"] == "fp16", profile=profile, quiet=self.quiet)
+                fp16=self.manifest["precision"] == "fp16", profile=profile, threads=self.threads,
+                quiet=self.quiet)
         return self._sessions[part]
 
     def encode_images(self, frames: np.ndarray) -> np.ndarray:

@@ -10,9 +10,6 @@ from pathlib import Path
 
 from tspo_edge.errors import TspoError
 
-MAX_TEXT_BATCH = 64
-
-
 class TensorRTUnavailable(TspoError):
     """--tensorrt on a machine without tensorrt or without a CUDA GPU."""
 
@@ -34,11 +31,6 @@ def require_tensorrt():
         raise TensorRTUnavailable("--tensorrt: no CUDA GPU visible; TensorRT engines are built on the GPU "
                                   "they will run on")
     return trt
-
-
-def text_profile(section: dict) -> dict[str, list[list[int]]]:
-    length = int(section["tokenizer"].get("max_length") or 77)
-    return {name: [[1, 1], [8, min(32, length)], [MAX_TEXT_BATCH, length]] for name in section["text_inputs"]}
 
 
 def build_engine(onnx_path: Path, engine_path: Path, profile: dict[str, list[list[int]]], *,
@@ -79,8 +71,7 @@ def build_engines(out_dir: Path, models: dict[str, dict], agent: dict | None, en
     if agent and "agent" in models:
         profiles["agent"] = agent["profile"]
     if encoder and "image" in models:
-        profiles["image"] = encoder["profile"]["image"]
-        profiles["text"] = text_profile(encoder)
+        profiles["image"], profiles["text"] = encoder["profile"]["image"], encoder["profile"]["text"]
     engines = {}
     for part, profile in profiles.items():
         path = build_engine(out_dir / models[part]["file"], out_dir / f"{part}.engine", profile)

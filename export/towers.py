@@ -93,7 +93,10 @@ def export_lite(encoder, out_dir: Path, *, opset: int, fp16: bool) -> dict:
 
 
 def export_encoder(encoder, out_dir: Path, *, opset: int = 17, fp16: bool = False) -> dict:
-    """Export both towers of `encoder`; returns the manifest's encoder section (id, dim, preprocessing)."""
+    """Export both towers of `encoder`; returns the manifest's encoder section (id, dim, preprocessing).
+
+    Tracing runs on the CPU in float32: the encoder's models are moved there (export only).
+    """
     from tspo_edge.encoders.lite import LiteEncoder
 
     if isinstance(encoder, LiteEncoder):
@@ -104,7 +107,9 @@ def export_encoder(encoder, out_dir: Path, *, opset: int = 17, fp16: bool = Fals
         info = export_hf(encoder, out_dir, opset=opset, fp16=fp16)
     else:
         raise ExportError(f"{type(encoder).__name__}: no ONNX exporter for this encoder (lite, CLIP, SigLIP)")
-    size = info["image"]["size"]
+    size, length = info["image"]["size"], int(info["tokenizer"].get("max_length") or 77)
+    # TensorRT shape profiles [min, opt, max]: image batches 1..64, text batches 1..64 up to max length
+    profile = {"image": {"pixels": [[1, 3, size, size], [32, 3, size, size], [MAX_IMAGE_BATCH, 3, size, size]]},
+               "text": {n: [[1, 1], [8, min(32, length)], [MAX_IMAGE_BATCH, length]] for n in info["text_inputs"]}}
     return {"id": encoder.id, "dim": int(encoder.dim), "image_size": int(encoder.image_size), **info,
-            "profile": {"image": {"pixels": [[1, 3, size, size], [32, 3, size, size],
-                                             [MAX_IMAGE_BATCH, 3, size, size]]}}}
+            "profile": profile}

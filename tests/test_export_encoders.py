@@ -143,11 +143,10 @@ def test_fp16_export(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def lite(tmp_path_factory):
-    enc = load_encoder("lite")
+def lite(lite_encoder, tmp_path_factory):
     out = tmp_path_factory.mktemp("export-lite")
-    export_model("similarity:384", out, encoder="lite")
-    return enc, out
+    export_model("similarity:384", out, encoder=lite_encoder)
+    return lite_encoder, out
 
 
 def test_lite_towers_match_torch(lite, real_clips):
@@ -227,3 +226,34 @@ def test_tensorrt_engines(tmp_path):
     for e in engines.values():
         engine = runtime.deserialize_cuda_engine((tmp_path / "out" / e["file"]).read_bytes())
         assert engine is not None and engine.num_io_tensors >= 2
+
+
+def test_index_torch_read_onnx_and_index_onnx(lite, make_video, tmp_path):
+    """An index built with torch features is read with ONNX text features of the same encoder id
+    (same picks), and indexing through the ONNX runtime stores the same features as torch."""
+    from index import index_paths
+    from tspo_edge.agent import load_agent, score_frames
+    from tspo_edge.select import select_frames
+    from tspo_edge.store import Store
+
+    enc, out = lite
+    onnx_enc, onnx_agent = load_runtime("onnx", out, quiet=True)
+    video = make_video("v.mp4", seconds=8, fps=4, size=(320, 180))
+    index_paths([video], db=tmp_path / "torch.db", encoder=enc, agent=load_agent("similarity:384"))
+    index_paths([video], db=tmp_path / "onnx.db", encoder=onnx_enc, agent=onnx_agent)
+    feats = {}
+    for name in ("torch", "onnx"):
+        with Store(tmp_path / f"{name}.db") as store:
+            store.check_encoder(onnx_enc.id)  # one encoder id for both runtimes
+            row = store.find_video(video)
+            assert row.agent_id == onnx_agent.id
+            feats[name] = store.load_features(row.id)
+    t, o = feats["torch"], feats["onnx"]
+    assert len(t.x) == 8
+    np.testing.assert_allclose(o.x, t.x, atol=2e-3)  # stored as float16
+    np.testing.assert_allclose(o.z, t.z, atol=2e-3)
+    question = ["what is the scene at the beginning of the video?"]
+    s_torch = score_frames(t.z, t.x, enc.encode_texts(question))
+    s_onnx = score_frames(t.z, t.x, onnx_enc.encode_texts(question))
+    np.testing.assert_allclose(s_onnx, s_torch, rtol=1e-4, atol=1e-3)
+    assert select_frames(s_onnx, 3).tolist() == select_frames(s_torch, 3).tolist()
