@@ -151,3 +151,55 @@ def test_cli_ask_with_the_tiny_mllm(tiny_dir, real_clips, tmp_path, cli_lite_enc
     times = [f["time"] for f in d["frames"]]
     assert times == sorted(times) and all(0 <= t <= 10 for t in times)
     assert {"lookup", "text", "score", "select", "decode", "answer"} <= set(d["timings"])
+
+
+def test_openai_answerer_through_a_local_server_running_the_tiny_mllm(answerer, monkeypatch):
+    """Client and server in one: the server decodes the JPEG data URLs and answers with the tiny
+    Qwen2-VL, as vLLM would with a real one."""
+    import base64
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    monkeypatch.setenv("TSPO_EDGE_API_KEY", "k")
+    seen = {}
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _json(self, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._json({"object": "list", "data": [{"id": "tiny", "object": "model", "created": 0, "owned_by": "t"}]})
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            parts = req["messages"][0]["content"]
+            frames = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",")[1]))))
+                               for p in parts if p["type"] == "image_url"])
+            stamps = [p["text"] for p in parts if p["type"] == "text" and p["text"].startswith("Frame at")]
+            seen.update(frames=frames.shape, stamps=stamps)
+            reply = seen["reply"] = answerer._generate([(frames, TIMES[: len(frames)], parts[-1]["text"], [])])[0]
+            self._json({"id": "1", "object": "chat.completion", "created": 0, "model": req["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": reply}}]})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = load_answerer(f"openai:http://127.0.0.1:{httpd.server_port}/v1", max_retries=0)
+        ans = client.answer(_frames(7), TIMES, "What colour is the car?", ["red", "blue"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert seen["frames"] == (8, 90, 160, 3) and seen["stamps"][0] == "Frame at 00:03:"
+    assert ans.text == seen["reply"].strip() and ans.model_id.endswith("#tiny")
