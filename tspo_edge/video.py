@@ -124,6 +124,8 @@ def _open_pyav(path: Path):
     _check_path(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
+    except PermissionError as e:
+        raise VideoError(f"{path}: permission denied") from e
     except av.error.FFmpegError as e:
         cause = e.strerror or str(e)
         raise VideoError(f"{path}: not a readable video ({cause}; truncated, corrupt or not a video file)") from e
