@@ -222,5 +222,123 @@ def export_cmd(
         typer.echo(json.dumps(manifest, indent=2))
 
 
+eval_app = typer.Typer(help="Measure keyframe selection: the generated needle benchmark, and frame_idx files for the paper's benchmarks.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _csv(value: str, kind=str) -> list:
+    try:
+        return [kind(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise TspoError(f"cannot read {value!r} as a comma-separated list") from None
+
+
+def _step_progress(progress, description: str):
+    """A progress callback (stage, done, total) drawing one rich task."""
+    task = progress.add_task(description, total=None, rate="")  # rate: IndexProgress's column
+
+    def update(_stage: str, done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return update
+
+
+@eval_app.command("needle")
+def eval_needle_cmd(
+    out_dir: Path = typer.Option(Path("tspo-edge-eval"), "--out", help="Folder for the benchmark videos, the index and the results."),
+    videos: int = typer.Option(4, "--videos", help="Generated long videos."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Length of each video in minutes (10 to 60 is the intended range)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the benchmark (videos, needles, questions)."),
+    needles: int = typer.Option(2, "--needles", help="Needles (questions) per video."),
+    video_fps: int = typer.Option(2, "--video-fps", help="Native frame rate of the generated videos (sampling is 1 fps)."),
+    frames: str = typer.Option("8,16,32,64", "--frames", help="Frame budgets, comma-separated."),
+    methods: str = typer.Option("uniform,similarity,bin-max,aks,agent,oracle", "--methods",
+                                help="Comma-separated: uniform, similarity, bin-max, aks, agent, oracle."),
+    agent: Optional[str] = AgentOpt,
+    encoder: str = EncoderOpt,
+    mllm: str = typer.Option("lite", "--mllm", help="Answerer: lite | none | openai:URL | a hub id or folder of a video MLLM."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Index for the benchmark videos (default OUT/index.db)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from index.report import IndexProgress
+    from tspo_edge.evaluation import report
+    from tspo_edge.evaluation.needle import BenchConfig, generate
+    from tspo_edge.evaluation.runner import check_methods, run_needle_eval
+
+    try:
+        frame_list, method_list = _csv(frames, int), _csv(methods)
+        check_methods(method_list, frame_list)
+        cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
+        cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*cols, console=err) as p:
+            bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
+        with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
+            result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
+                                     encoder=encoder, agent=agent, mllm=mllm, index_progress=ip,
+                                     progress=_step_progress(ip.progress, "questions"))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    except TspoError as e:
+        fail(e)
+    report.write_json(out_dir / "needle.json", result)
+    report.plot(result, out_dir / "needle.png")
+    (out_dir / "needle.md").write_text(report.markdown_table(result) + "\n")
+    err.print(report.summary_table(result))
+    for e in result["errors"]:
+        err.print(f"[red]failed[/] {e}", highlight=False)
+    err.print(f"results: {out_dir / 'needle.json'}, {out_dir / 'needle.png'}, {out_dir / 'needle.md'} "
+              f"({result['seconds']['total']:.0f} s)", highlight=False)
+    if json_out:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "questions"}, indent=2))
+    raise typer.Exit(1 if result["errors"] else 0)
+
+
+@eval_app.command("frames")
+def eval_frames_cmd(
+    annotations: Path = typer.Argument(..., help="lvb_val.json, videomme.json, mlvu.json, or a benchmark TSV."),
+    benchmark: str = typer.Option(..., "--benchmark", help="lvb | videomme | mlvu | lvbench (TSV only)."),
+    out_file: Path = typer.Option(..., "--out", help="The frame_idx JSON to write."),
+    video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder holding the videos (default: the annotation file's folder)."),
+    frames: int = typer.Option(64, "--frames", help="Keyframes per question (paper: 64)."),
+    method: Optional[str] = typer.Option(None, "--method", help="topk | bin-max | aks | uniform (default: bin-max for videomme, topk otherwise)."),
+    db: Path = DbOpt,
+    encoder: str = EncoderOpt,
+    agent: Optional[str] = AgentOpt,
+    fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second when indexing (paper: 1)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="At most this many frames per video when indexing."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
+    import json
+
+    from index.report import IndexProgress
+    from tspo_edge.evaluation.frames import export_frame_idx
+
+    try:
+        with IndexProgress(err) as ip:
+            r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
+                                 method=method, encoder=encoder, agent=agent, fps=fps, max_frames=max_frames,
+                                 index_progress=ip, progress=_step_progress(ip.progress, "questions"))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    except TspoError as e:
+        fail(e)
+    for v in r.missing_videos:
+        err.print(f"[yellow]missing video[/] {v}", highlight=False)
+    for v in r.failed_videos:
+        err.print(f"[red]failed[/] {v}", highlight=False)
+    err.print(f"{r.written} of {r.questions} questions have frame_idx ({r.method}, {r.frames} frames) -> {r.out}",
+              highlight=False)
+    if json_out:
+        typer.echo(json.dumps(r.to_dict(), indent=2))
+    raise typer.Exit(0 if r.ok else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
