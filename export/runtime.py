@@ -41,6 +41,7 @@ class OnnxAgent:
                                     threads=threads, quiet=quiet)
         self.provider = self.session.get_providers()[0]
         self.source = f"onnx:{self.model_dir}"
+        self.max_frames = int(section.get("profile", {}).get("x", [[0], [0], [50_000]])[2][0])
 
     def events(self, x) -> np.ndarray:
         """Event features z[T, D] (float32) of frame embeddings x[T, D]."""
@@ -49,6 +50,9 @@ class OnnxAgent:
             raise TspoError(f"{self.model_dir}: agent expects x of shape [T, {self.dim}], got {x.shape}")
         if x.shape[0] == 0:
             return x.copy()
+        if self.provider == "TensorrtExecutionProvider" and x.shape[0] > self.max_frames:
+            raise TspoError(f"{self.model_dir}: {x.shape[0]} frames exceed the TensorRT profile's "
+                            f"{self.max_frames}; index with --max-frames {self.max_frames}")
         return self.session.run(None, {"x": x})[0]
 
     def scores(self, z, x, q, tau: float = TAU) -> np.ndarray:
@@ -74,7 +78,9 @@ class OnnxEncoder:
         verify_files(self.model_dir, {"image": models["image"], "text": models["text"], **self.manifest["files"]})
         self.id: str = self.section["id"]
         self.dim, self.image_size = int(self.section["dim"]), int(self.section["image_size"])
-        self.batch_size, self.providers, self.threads, self.quiet = int(batch_size), providers, threads, quiet
+        # TensorRT profiles cover batches up to 64 (export.towers.MAX_IMAGE_BATCH)
+        self.batch_size = max(1, min(int(batch_size), 64))
+        self.providers, self.threads, self.quiet = providers, threads, quiet
         self.source = f"onnx:{self.model_dir}"
         self._sessions: dict = {}
         self._tokenizer = None
@@ -105,9 +111,12 @@ class OnnxEncoder:
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir / "tokenizer"), local_files_only=True)
-        tok = self._tokenizer(list(texts), return_tensors="np", **self.section["tokenizer"])
-        feeds = {name: np.asarray(tok[name], dtype=np.int64) for name in self.section["text_inputs"]}
-        return self.session("text").run(None, feeds)[0].astype(np.float32, copy=False)
+        out = []
+        for i in range(0, len(texts), self.batch_size):  # batches as the torch encoders make them
+            tok = self._tokenizer(list(texts[i:i + self.batch_size]), return_tensors="np", **self.section["tokenizer"])
+            feeds = {name: np.asarray(tok[name], dtype=np.int64) for name in self.section["text_inputs"]}
+            out.append(self.session("text").run(None, feeds)[0])
+        return np.concatenate(out).astype(np.float32, copy=False)
 
 
 def _agent_id(agent_spec) -> str:
