@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 
-from tspo_edge.agent import TAU, score_frames
 from tspo_edge.errors import TspoError
 
 from .manifest import MANIFEST, ManifestError, check_id, read_manifest, verify_files
@@ -20,6 +19,8 @@ from .preprocess import pixels
 from .providers import make_session
 
 RUNTIMES = ("torch", "onnx")
+# Nothing here imports torch: an ONNX runtime runs without it (only a frame resize borrows
+# the torch encoder's code, see export.preprocess).
 
 
 class OnnxAgent:
@@ -55,8 +56,11 @@ class OnnxAgent:
                             f"{self.max_frames}; index with --max-frames {self.max_frames}")
         return self.session.run(None, {"x": x})[0]
 
-    def scores(self, z, x, q, tau: float = TAU) -> np.ndarray:
-        return score_frames(np.asarray(z), np.asarray(x), q, tau)
+    def scores(self, z, x, q, tau: float | None = None) -> np.ndarray:
+        """Ask-time logits in NumPy (tspo_edge.agent.score_frames; tau defaults to its TAU)."""
+        from tspo_edge.agent import TAU, score_frames
+
+        return score_frames(np.asarray(z), np.asarray(x), q, TAU if tau is None else tau)
 
 
 class OnnxEncoder:
