@@ -2,8 +2,8 @@
 
 Image towers take resized and cropped uint8 pixels [N, 3, S, S] (resize/crop stay in the
 runtime, see export.preprocess; the normalisation is in the graph) and return the raw
-embeddings the torch encoder returns; text towers take the tokenizer's arrays and return [B, D]. The tokenizer is saved
-next to the models so the runtime tokenises exactly as the torch encoder does.
+embeddings the torch encoder returns; text towers take the tokenizer's arrays and return
+[B, D]. The tokenizer is saved next to the models so the runtime tokenises as torch does.
 """
 
 from __future__ import annotations
