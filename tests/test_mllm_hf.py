@@ -150,7 +150,7 @@ def test_cli_ask_with_the_tiny_mllm(tiny_dir, real_clips, tmp_path, cli_lite_enc
     assert len(d["frames"]) == 8 and d["indexed_now"] is True
     times = [f["time"] for f in d["frames"]]
     assert times == sorted(times) and all(0 <= t <= 10 for t in times)
-    assert {"lookup", "text", "score", "select", "decode", "answer"} <= set(d["timings"])
+    assert {"index", "lookup", "text", "score", "select", "decode", "answer"} <= set(d["timings"])
 
 
 def test_openai_answerer_through_a_local_server_running_the_tiny_mllm(answerer, monkeypatch):

@@ -98,6 +98,7 @@ class Asker:
             self._agent = self._resolve(agent)
         self._cache: dict[str, Any] = {}
         self._cache_size = max(0, cache_videos)
+        self.last_index_seconds = 0.0
 
     def _resolve(self, agent):
         from index import resolve_agent
@@ -138,8 +139,10 @@ class Asker:
             kw = {}
             if before is not None and before.sample_fps:
                 kw = {"fps": before.sample_fps, "max_frames": before.max_frames}
+            t0 = time.perf_counter()
             row = ensure_indexed(path, store=self.store, encoder=self.encoder, agent=self._agent[0],
                                  decoder=self.decoder, progress=self.progress, **kw)
+            self.last_index_seconds = time.perf_counter() - t0
             indexed_now = True
         feats = self.store.load_features(row.id, encoder_id=self.encoder.id)
         if self._cache_size:
@@ -162,8 +165,11 @@ class Asker:
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
+        self.last_index_seconds = 0.0
         feats, indexed_now = self._features(path)
-        timings["lookup"] = time.perf_counter() - t
+        timings["lookup"] = time.perf_counter() - t - self.last_index_seconds
+        if indexed_now:
+            timings["index"] = self.last_index_seconds
 
         t = time.perf_counter()
         qv = np.asarray(self.encoder.encode_texts([q.stem]), dtype=np.float32)
