@@ -7,7 +7,7 @@ openai/clip-vit-base-patch32, nothing downloaded). Torch and ONNX Runtime get th
 thread count. With a CUDA GPU: torch fp16 on CUDA, ORT CUDA fp16 and ORT TensorRT fp16 rows,
 with the card's name.
 
-    python benchmarks/export.py                     # all rows, 3 repeats, median
+    python benchmarks/export.py                     # all rows, 5 interleaved repeats, median
     python benchmarks/export.py --no-clip --json out.json
 """
 
@@ -32,14 +32,17 @@ QUESTIONS = [f"what does the person do in scene {i} before the {w} appears?" for
              zip(range(32), ["dog", "car", "bike", "ball"] * 8)]
 
 
-def timeit(fn, repeat: int) -> float:
-    fn()  # warm-up (ORT allocations, torch kernels)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def timeit_pair(fn_a, fn_b, repeat: int) -> tuple[float, float]:
+    """Median seconds of two functions, runs interleaved (a b, b a, ...) so that load on a shared
+    machine hits both alike; one warm-up each (ORT allocations, torch kernels)."""
+    fn_a(), fn_b()
+    times: dict = {fn_a: [], fn_b: []}
+    for i in range(repeat):
+        for fn in ((fn_a, fn_b) if i % 2 == 0 else (fn_b, fn_a)):
+            t = time.perf_counter()
+            fn()
+            times[fn].append(time.perf_counter() - t)
+    return statistics.median(times[fn_a]), statistics.median(times[fn_b])
 
 
 def clip_b32(folder: Path) -> Path:
@@ -63,7 +66,7 @@ def clip_b32(folder: Path) -> Path:
 
 
 def rows_for(name: str, torch_fn, onnx_fn, repeat: int, what: str) -> list[dict]:
-    t_torch, t_onnx = timeit(torch_fn, repeat), timeit(onnx_fn, repeat)
+    t_torch, t_onnx = timeit_pair(torch_fn, onnx_fn, repeat)
     return [{"model": name, "input": what, "torch_s": t_torch, "onnx_s": t_onnx, "speedup": t_torch / t_onnx}]
 
 
@@ -138,7 +141,7 @@ def gpu_rows(args, tmp: Path) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=[3600, 10800])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--no-clip", dest="clip", action="store_false", help="skip the CLIP ViT-B/32-shaped model")
     p.add_argument("--json", type=Path, help="also write the rows here")
