@@ -166,3 +166,21 @@ def test_manifest_refusals(tmp_path):
         OnnxAgent(d, quiet=True)
     with pytest.raises(ManifestError, match="no manifest"):
         OnnxAgent(tmp_path / "nowhere", quiet=True)
+
+
+def test_provider_order_and_tensorrt_options(tmp_path, monkeypatch):
+    """TensorRT -> CUDA -> CPU among the providers onnxruntime has; TensorRT caches inside DIR."""
+    import onnxruntime as ort
+
+    from export.providers import available_providers, provider_options
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"])
+    assert available_providers() == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert available_providers() == ["CPUExecutionProvider"]
+    opts = provider_options("TensorrtExecutionProvider", tmp_path, fp16=True,
+                            profile={"x": [[1, 768], [3600, 768], [50000, 768]]})
+    assert Path(opts["trt_engine_cache_path"]) == tmp_path / "trt-cache" and opts["trt_engine_cache_enable"]
+    assert (opts["trt_profile_min_shapes"], opts["trt_profile_max_shapes"]) == ("x:1x768", "x:50000x768")
+    assert opts["trt_fp16_enable"] and provider_options("CPUExecutionProvider", tmp_path, fp16=True, profile=None) == {}
