@@ -283,3 +283,43 @@ def test_resumed_run_equals_uninterrupted(tmp_path, one_thread):
     strip = lambda recs: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in recs]  # noqa: E731
     assert strip(la) == strip(lb)
     assert straight.opt.state_dict()["state"][0]["step"] == resumed.opt.state_dict()["state"][0]["step"]
+
+
+DP_SCRIPT = '''
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_train import synthetic_env, SPEC
+from train.loop import TrainConfig, Trainer
+from train.dist import Dist
+from tspo_edge.agent import load_agent
+dist = Dist.from_env("cpu")
+cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=1, group=4)
+tr = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, {out!r}, dist=dist, tensorboard=False)
+tr.run()
+torch.save(tr.agent.state_dict(), {out!r} + f"/rank{{dist.rank}}.pt")
+'''
+
+
+def test_data_parallel_equals_one_process_with_accumulation(tmp_path, one_thread):
+    """2 processes x 1 sample (accelerate, gloo) == 1 process x 2 accumulated samples."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "dp.py"
+    script.write_text(DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script)],
+                       capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).parents[1]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=2, group=4)
+    single = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, tmp_path / "single", tensorboard=False)
+    single.run()
+    ranks = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
+    for k, v in single.agent.state_dict().items():
+        torch.testing.assert_close(ranks[0][k], ranks[1][k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(ranks[0][k], v, rtol=0, atol=1e-6, msg=k)
+    init = load_agent("similarity:32").state_dict()
+    assert any((v - init[k]).abs().max() > 1e-5 for k, v in single.agent.state_dict().items())  # it learned
+    lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # only rank 0 logs

@@ -54,28 +54,32 @@ class StoreFeatures:
 
 def index_videos(videos: list[str], *, db: str | Path, encoder, agent, fps: float = 1.0,
                  progress: Callable | None = None) -> tuple[StoreFeatures, list[str]]:
-    """Index what the index lacks (one pass, resumable), then serve features from it.
+    """Index the videos the index lacks (or holds at another rate), then serve features from it.
 
     Returns the feature source and the videos that could not be indexed (reported, skipped).
     """
-    from index import index_paths  # the index engineer's batch indexer
+    from index import index_paths  # the batch indexer: resumable, records failures
     from tspo_edge.store import Store
 
-    store = Store(db)
-    store.check_encoder(encoder.id) if store.encoder_id else None
-    todo = [v for v in videos if (row := store.find_video(v)) is None or row.status != "indexed"]
+    def usable(row) -> bool:
+        return row is not None and row.status == "indexed" and row.sample_fps is not None \
+            and abs(row.sample_fps - fps) < 1e-9
+
+    with Store(db) as store:
+        if store.encoder_id:
+            store.check_encoder(encoder.id)
+        todo = [v for v in videos if not usable(store.find_video(v))]
     if todo:
-        store.close()
         index_paths([Path(v) for v in todo], db=db, encoder=encoder, agent=agent, fps=fps, progress=progress)
-        store = Store(db)
+    store = Store(db, readonly=True)
     ids: dict[str, int] = {}
     failed: list[str] = []
     for v in videos:
         row = store.find_video(v)
-        if row is None or row.status != "indexed":
-            failed.append(v)
-        else:
+        if usable(row):
             ids[v] = row.id
+        else:
+            failed.append(v)
     if not ids:
         raise TspoError(f"{db}: none of the {len(videos)} training videos could be indexed")
     return StoreFeatures(store, ids, encoder_id=encoder.id), failed

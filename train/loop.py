@@ -24,7 +24,7 @@ from .dist import Dist
 from .features import FeatureSource
 from .logs import MetricsLog, plot_run, read_log
 from .rl import accuracy_rewards, advantages, policy_entropy, tau_at, temporal_rewards, tspo_loss
-from .rollout import FrameSource, answer_rollouts, concurrency_for, draw
+from .rollout import FrameSource, answer_rollouts, draw
 from .samples import Sample, SampleSpec, build_sample
 
 
@@ -44,7 +44,6 @@ class TrainConfig:
     keep: int | None = 3              # checkpoints kept (None: all)
     seed: int = 0
     bf16: bool = True                 # autocast on CUDA only
-    workers: int | None = None        # concurrent MLLM requests (default: by answerer kind)
     spec: SampleSpec = field(default_factory=SampleSpec)
 
 
@@ -88,7 +87,6 @@ class Trainer:
         else:
             raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r} (linear, constant)")
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lam)
-        self.workers = cfg.workers or concurrency_for(env.answerer)
         self._perm: tuple[int, np.ndarray] | None = None
         self.step = 0
 
@@ -124,7 +122,7 @@ class Trainer:
         log_probs = torch.log_softmax(s, dim=-1)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, i, 2]).integers(2**62)))
         chosen = draw(s, sample.n, self.cfg.group, gen)
-        letters = answer_rollouts(sample, chosen, self.env.frames, self.env.answerer, self.workers)
+        letters = answer_rollouts(sample, chosen, self.env.frames, self.env.answerer)
         r_a = accuracy_rewards(letters, sample.row.answer)
         r_t = temporal_rewards(chosen, sample.mask) if sample.mask is not None else None
         r = r_a + (r_t if r_t is not None else 0.0)
@@ -182,7 +180,14 @@ class Trainer:
             self.resume(None if resume is True else resume)
         log = MetricsLog(self.out, resume_step=self.step, tensorboard=self.tensorboard) if self.dist.is_main else None
         probe = self.probe_sample()
-        probe_before = self.probe_scores(probe)
+        before_file = self.out / "probe_before.npy"  # the untrained agent's curve, kept for resumed runs
+        if self.step > 0 and before_file.exists():
+            probe_before = np.load(before_file)
+        else:
+            probe_before = self.probe_scores(probe)
+            if self.dist.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                np.save(before_file, probe_before)
         params = [p for p in self.agent.parameters() if p.requires_grad]
         stop = self.total if steps is None else min(self.total, self.step + steps)
         t_run = time.perf_counter()

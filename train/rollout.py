@@ -6,7 +6,8 @@ from their source videos; requests to an OpenAI-compatible server are sent concu
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import hashlib
+from collections import OrderedDict
 from typing import Protocol
 
 import numpy as np
@@ -24,15 +25,72 @@ class FrameSource(Protocol):
 
 
 class VideoFrames:
-    """Decodes frames with tspo_edge.video (PyAV or decord), short side `size`."""
+    """Decodes frames with tspo_edge.video (PyAV or decord), short side `size`.
 
-    def __init__(self, size: int | None = 336, decoder: str = "pyav"):
-        self.size, self.decoder = size, decoder
+    `cache` keeps that many decoded frames by (video, time): worth it when the same frames
+    come back step after step (the toy run), not over a 10k-video data set.
+    """
+
+    def __init__(self, size: int | None = 336, decoder: str = "pyav", cache: int = 0):
+        self.size, self.decoder, self.cache_size = size, decoder, cache
+        self.cache: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
 
     def read(self, video: str, times: np.ndarray) -> np.ndarray:
         from tspo_edge.video import read_frames_at
 
-        return read_frames_at(video, times, size=self.size, decoder=self.decoder)
+        times = np.asarray(times, dtype=np.float64)
+        if not self.cache_size:
+            return read_frames_at(video, times, size=self.size, decoder=self.decoder)
+        keys = [(video, float(t)) for t in times]
+        todo = sorted({k[1] for k in keys if k not in self.cache})
+        if todo:
+            for t, img in zip(todo, read_frames_at(video, todo, size=self.size, decoder=self.decoder)):
+                self.cache[(video, t)] = img
+        out = []
+        for k in keys:
+            self.cache.move_to_end(k)
+            out.append(self.cache[k])
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return np.stack(out)
+
+
+class CachedEncoder:
+    """An encoder whose image and text embeddings are memoised (by frame bytes / text).
+
+    For an answerer built on the encoder (lite): rollouts show it the same frames and the
+    same options again and again."""
+
+    def __init__(self, encoder, size: int = 4096):
+        self.encoder, self.size = encoder, size
+        self.id, self.dim = encoder.id, encoder.dim
+        self.image_size = getattr(encoder, "image_size", None)
+        self.images: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.texts: dict[str, np.ndarray] = {}
+
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.ascontiguousarray(frames)
+        keys = [hashlib.blake2b(f.tobytes(), digest_size=16, key=str(f.shape).encode()).digest() for f in frames]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        todo = [i for k, i in first.items() if k not in self.images]
+        if todo:
+            emb = self.encoder.encode_images(frames[todo])
+            for i, e in zip(todo, emb):
+                self.images[keys[i]] = e
+        out = np.stack([self.images[k] for k in keys])
+        for k in keys:
+            self.images.move_to_end(k)
+        while len(self.images) > self.size:
+            self.images.popitem(last=False)
+        return out
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.texts))
+        if todo:
+            self.texts.update(zip(todo, self.encoder.encode_texts(todo)))
+        return np.stack([self.texts[t] for t in texts])
 
 
 def _resize(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -64,27 +122,20 @@ def draw(scores: torch.Tensor, n: int, group: int, generator: torch.Generator) -
     return torch.stack([sample_frames(s, n, generator)[0] for _ in range(group)])
 
 
-def concurrency_for(answerer) -> int:
-    """Requests in flight: many for a server, one for an in-process model."""
-    spec = str(getattr(answerer, "id", ""))
-    return 8 if spec.startswith(("openai", "http")) else 1
+def answer_rollouts(sample: Sample, chosen: torch.Tensor, frames: FrameSource, answerer) -> list[str | None]:
+    """The MLLM's answer letter (upper-case or None) for each rollout's frames.
 
-
-def answer_rollouts(sample: Sample, chosen: torch.Tensor, frames: FrameSource, answerer,
-                    workers: int = 1) -> list[str | None]:
-    """The MLLM's answer letter (upper-case or None) for each rollout's frames."""
+    The G rollouts go to the answerer as one batch: a transformers MLLM batches them, an
+    OpenAI-compatible answerer keeps them in flight concurrently (vLLM, trtllm-serve)."""
     idx = chosen.cpu().numpy()
     pics = decode_positions(sample, idx.ravel(), frames)
     row = sample.row
-
-    def one(g: int) -> str | None:
-        sel = idx[g]
-        imgs = np.stack([pics[int(p)] for p in sel])
-        ans = answerer.answer(imgs, sample.timeline[sel], row.question, list(row.options))
+    items = [(np.stack([pics[int(p)] for p in sel]), sample.timeline[sel], row.question, list(row.options))
+             for sel in idx]
+    batch = getattr(answerer, "answer_batch", None)
+    answers = batch(items) if batch is not None else [answerer.answer(*it) for it in items]
+    letters = []
+    for ans in answers:
         letter = getattr(ans, "letter", None) or parse_answer_letter(getattr(ans, "text", None), len(row.options))
-        return letter.upper() if letter else None
-
-    if workers > 1 and len(idx) > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(idx))) as ex:
-            return list(ex.map(one, range(len(idx))))
-    return [one(g) for g in range(len(idx))]
+        letters.append(letter.upper() if letter else None)
+    return letters

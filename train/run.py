@@ -1,0 +1,116 @@
+"""`tspo-edge train`: data -> index -> environment -> Trainer, with progress and the final exports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tspo_edge.errors import TspoError
+
+from .data import Dataset, Row, load_rows
+from .dist import Dist
+from .features import index_videos
+from .loop import Env, TrainConfig, Trainer
+from .rollout import CachedEncoder, VideoFrames
+
+
+@dataclass
+class RunOptions:
+    data: Path
+    videos: Path
+    db: Path = Path("tspo-edge.db")
+    encoder: str = "lite"
+    agent: str | None = None
+    mllm: str = "lite"
+    mllm_model: str | None = None
+    out: Path = Path("tspo-train")
+    strict: bool = False
+    resume: bool = False
+    fps: float = 1.0
+    device: str | None = None
+    official: str = "auto"           # auto (CLIP ViT-L/14 only) | always | never
+    pool: list[str] | None = None    # distractor videos (default: the data's videos)
+    frame_cache: int = 0             # decoded frames kept by (video, time); the toy reuses them
+    cfg: TrainConfig = field(default_factory=TrainConfig)
+
+
+def encode_questions(rows: list[Row], encoder) -> dict[str, np.ndarray]:
+    """Text embeddings [1, D] of each distinct question stem (computed once per run)."""
+    stems = list(dict.fromkeys(r.question for r in rows))
+    out: dict[str, np.ndarray] = {}
+    for i in range(0, len(stems), 256):
+        chunk = stems[i:i + 256]
+        emb = np.asarray(encoder.encode_texts(chunk), dtype=np.float32)
+        out.update({s: emb[j:j + 1] for j, s in enumerate(chunk)})
+    return out
+
+
+def build_env(ds: Dataset, o: RunOptions, dist: Dist, *, log: Callable[[str], None] = print,
+              index_progress=None):
+    """Index what is missing (rank 0), then (env, encoder, agent, dropped videos)."""
+    from index import resolve_agent
+    from tspo_edge.encoders import load_encoder
+    from tspo_edge.mllm import load_answerer
+
+    encoder = load_encoder(o.encoder, device=None if dist.device.type == "cpu" else str(dist.device))
+    agent, agent_desc = resolve_agent(o.agent, encoder, encoder_spec=o.encoder)
+    log(f"agent: {agent_desc}")
+    videos = list(dict.fromkeys(ds.videos + list(o.pool or [])))
+    if dist.is_main:
+        feats, failed = index_videos(videos, db=o.db, encoder=encoder, agent=agent, fps=o.fps,
+                                     progress=index_progress)
+    dist.barrier()
+    if not dist.is_main:
+        feats, failed = index_videos(videos, db=o.db, encoder=encoder, agent=agent, fps=o.fps)
+    rows = [r for r in ds.rows if r.video not in set(failed)]
+    if not rows:
+        raise TspoError(f"{o.data}: no row's video could be indexed")
+    answer_kw = {"concurrency": o.cfg.group} if o.mllm.startswith("openai:") else {}
+    answerer = load_answerer(o.mllm, model=o.mllm_model, encoder=CachedEncoder(encoder) if o.mllm == "lite" else None,
+                             **answer_kw)
+    if not getattr(answerer, "needs_frames", True):
+        raise TspoError(f"--mllm {o.mllm}: training needs an answerer that looks at the frames")
+    pool = [v for v in (o.pool or [r.video for r in rows]) if v not in set(failed)]
+    env = Env(rows=rows, features=feats, frames=VideoFrames(size=getattr(answerer, "image_size", None) or 336,
+                                                        cache=o.frame_cache),
+              answerer=answerer, questions=encode_questions(rows, encoder), pool=list(dict.fromkeys(pool)))
+    return env, encoder, agent, failed
+
+
+def train_from_options(o: RunOptions, *, log: Callable[[str], None] = print, on_step=None,
+                       index_progress=None) -> dict:
+    """The whole command: returns a summary dict (also written to <out>/summary.json)."""
+    ds = load_rows(o.data, o.videos, strict=o.strict)
+    for v in ds.missing:
+        log(f"missing video (rows skipped): {v}")
+    dist = Dist.from_env(o.device)
+    env, encoder, agent, failed = build_env(ds, o, dist, log=log, index_progress=index_progress)
+    for v in failed:
+        log(f"could not index (rows skipped): {v}")
+    trainer = Trainer(agent, env, o.cfg, o.out, dist=dist, encoder_id=encoder.id, on_step=on_step)
+    summary = trainer.run(resume=o.resume)
+    summary.update(rows=len(env.rows), skipped_rows=ds.skipped + (len(ds.rows) - len(env.rows)),
+                   missing_videos=ds.missing, failed_videos=failed, encoder=encoder.id)
+    if dist.is_main:
+        from tspo_edge.agent import save_agent
+
+        final = save_agent(trainer.agent, Path(o.out) / "agent", encoder_id=encoder.id)
+        summary["agent"] = str(final.parent)
+        folder = None
+        if o.official != "never":
+            from .official import clip_folder, is_clip_vit_l14, save_official
+
+            folder = clip_folder(o.encoder) if o.encoder != "lite" else None
+            if folder is not None and (o.official == "always" or is_clip_vit_l14(folder)):
+                summary["official"] = str(save_official(trainer.agent, folder, Path(o.out) / "tspo-0.4b"))
+            elif o.official == "always":
+                raise TspoError(f"--encoder {o.encoder}: the official layout needs a local CLIP checkpoint")
+    return summary
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
