@@ -340,5 +340,67 @@ def eval_frames_cmd(
     raise typer.Exit(0 if r.ok else 1)
 
 
+@app.command("train")
+def train_cmd(
+    data: Optional[Path] = typer.Argument(None, help="TSPO-10K style JSONL (video, original_question, problem, solution, type)."),
+    videos: Optional[Path] = typer.Option(None, "--videos", help="Folder the rows' video paths are relative to."),
+    db: Path = DbOpt,
+    encoder: str = EncoderOpt,
+    agent: Optional[str] = AgentOpt,
+    mllm: str = typer.Option("lite", "--mllm", help="Frozen MLLM of the rollouts: 'lite', a hub id or folder, or openai:URL."),
+    mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name served at openai:URL."),
+    out_dir: Path = typer.Option(Path("tspo-train"), "--out", help="Run folder: checkpoints, agent/, train_log.jsonl, train.png."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs over the data)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data when --steps is not given."),
+    group: int = typer.Option(8, "--group", help="G: rollouts per sample."),
+    lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate (linear decay to 0)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Samples per process per optimizer step."),
+    save_every: int = typer.Option(100, "--save-every", help="Checkpoint every N steps (and at the end)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data order, the splicing and the rollouts."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on a missing video instead of skipping its rows."),
+    toy: bool = typer.Option(False, "--toy", help="The paper's toy experiment, offline (lite encoder and answerer)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: accelerate's choice)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
+    import json
+
+    from train.progress import TrainProgress
+    from train.run import RunOptions, train_from_options
+
+    log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    try:
+        if toy:
+            from train.toy import toy_options
+
+            opts = toy_options(out_dir, steps=steps or 40, group=group, lr=lr, seed=seed,
+                               save_every=save_every, resume=resume, device=device or "cpu")
+        else:
+            if data is None or videos is None:
+                raise TspoError("give DATA.jsonl and --videos DIR (or --toy)")
+            from train.loop import TrainConfig
+
+            opts = RunOptions(data=data, videos=videos, db=db, encoder=encoder, agent=agent, mllm=mllm,
+                              mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
+                              cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
+                                              save_every=save_every, seed=seed))
+        with TrainProgress(err) as progress:
+            summary = train_from_options(opts, log=log, on_step=progress)
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command with --resume to continue from the last checkpoint")
+        raise typer.Exit(130)
+    except TspoError as e:
+        fail(e)
+    last = summary.get("last") or {}
+    if summary.get("plot"):
+        err.print(f"{summary['steps']} steps; last R_A {last.get('R_A')}, R_T {last.get('R_T')}\n"
+                  f"agent  {summary.get('agent')}\nplot   {summary['plot']}"
+                  + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""), highlight=False)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    raise typer.Exit(1 if summary.get("missing_videos") or summary.get("failed_videos") else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
