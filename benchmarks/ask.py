@@ -76,8 +76,13 @@ def _median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def reference_path(video: Path, question: str, *, encoder, agent, n: int, method: str = "topk") -> dict:
-    """The TSPO code's per-question path: decode at 1 fps, encode every frame, run the whole agent."""
+def reference_path(video: Path, question: str, *, encoder, agent, n: int, method: str = "topk",
+                   x_full: np.ndarray | None = None, seconds: float | None = None) -> dict:
+    """The TSPO code's per-question path: decode at 1 fps, encode every frame, run the whole agent.
+
+    With `seconds`, decoding and encoding stop after that much video and their times are scaled
+    to the whole video by frame count (their cost per frame is constant); the agent then runs on
+    the full-length embeddings `x_full` (from the index), so it is measured at full length."""
     from tspo_edge.agent import score_frames
     from tspo_edge.select import select_frames
     from tspo_edge.video import iter_frames
@@ -87,8 +92,7 @@ def reference_path(video: Path, question: str, *, encoder, agent, n: int, method
     q = np.asarray(encoder.encode_texts([question]), dtype=np.float32)
     t["text"] = time.perf_counter() - t0
     dec = enc = 0.0
-    frames, xs, times = [], [], []
-    t0 = time.perf_counter()
+    xs, kept = [], 0
     it = iter(iter_frames(video, fps=1.0, size=encoder.image_size, chunk=64))
     while True:
         a = time.perf_counter()
@@ -99,20 +103,24 @@ def reference_path(video: Path, question: str, *, encoder, agent, n: int, method
         a = time.perf_counter()
         xs.append(np.asarray(encoder.encode_images(chunk.frames), dtype=np.float32))
         enc += time.perf_counter() - a
-        times.append(chunk.times)
-        frames.append(chunk.frames)  # the reference keeps the decoded frames to hand to the MLLM
-    t["decode_all"], t["encode_all"] = dec, enc
+        kept += len(chunk.frames)  # the reference keeps every decoded frame for the MLLM
+        if seconds is not None and chunk.times[-1] >= seconds:
+            break
     x = np.concatenate(xs)
+    T = len(x_full) if (seconds is not None and x_full is not None) else len(x)
+    scale = T / len(x)
+    t["decode_all"], t["encode_all"] = dec * scale, enc * scale
+    t["measured_frames"], t["frames_T"], t["scaled"] = len(x), T, scale != 1.0
+    if x_full is not None and seconds is not None:
+        x = np.asarray(x_full, dtype=np.float32)
     a = time.perf_counter()
     z = np.asarray(agent.events(x), dtype=np.float32)
     s = score_frames(z, x, q)
     t["agent"] = time.perf_counter() - a
     a = time.perf_counter()
-    idx = select_frames(s, n, method)
+    select_frames(s, n, method)
     t["select"] = time.perf_counter() - a
-    _ = np.concatenate(frames)[idx]
-    t["total"] = time.perf_counter() - t0 + t["text"]
-    t["frames_T"] = len(x)
+    t["total"] = t["text"] + t["decode_all"] + t["encode_all"] + t["agent"] + t["select"]
     return t
 
 
@@ -123,7 +131,15 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, nargs="+", default=[16, 64])
     p.add_argument("--repeats", type=int, default=3, help="asks per question and frame count (ours)")
     p.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
+    p.add_argument("--reference-seconds", type=float, default=None,
+                   help="decode+encode only this much of the video on the reference path and scale by frame count")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for both paths (1 avoids oversubscription on a shared machine)")
     a = p.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
 
     from tspo_edge.ask import Asker
     from tspo_edge.encoders import load_encoder
@@ -147,7 +163,8 @@ def main(argv=None) -> int:
                                "width": info.width, "height": info.height, "codec": info.codec},
                      "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform()},
-                     "encoder": encoder.id, "answerer": answerer.id}
+                     "encoder": encoder.id, "answerer": answerer.id, "torch_threads": a.threads or "default",
+                     "load_average_at_start": __import__("os").getloadavg()[0]}
     with Store(db) as store:
         asker = Asker(store=store, encoder=encoder, answerer=answerer, cache_videos=0)
         t0 = time.perf_counter()
@@ -169,6 +186,7 @@ def main(argv=None) -> int:
                     stages.setdefault("question_to_decoded", []).append(to_keys + r.timings["decode"])
             results[f"ours_{n}"] = {k: _median(v) for k, v in stages.items()}
             results[f"ours_{n}"]["asks"] = len(stages["total"])
+            (OUT / "ask.json").write_text(json.dumps(results, indent=2))  # partial results survive a stop
         probes = []
         for _ in range(5):
             t0 = time.perf_counter()
@@ -176,10 +194,13 @@ def main(argv=None) -> int:
             probes.append(time.perf_counter() - t0)
         results["cli_probe_s"] = _median(probes)
         agent = asker._resolve(None)[0]
+        x_full = store.load_features(row.id).x
     if not a.no_reference:
         n = a.frames[0]
         print("reference path (decode at 1 fps, encode every frame, whole agent) …", file=sys.stderr)
-        results[f"reference_{n}"] = reference_path(video, QUESTIONS[0], encoder=encoder, agent=agent, n=n)
+        results[f"reference_{n}"] = reference_path(video, QUESTIONS[0], encoder=encoder, agent=agent, n=n,
+                                                   x_full=x_full, seconds=a.reference_seconds)
+    results["load_average_at_end"] = __import__("os").getloadavg()[0]
     (OUT / "ask.json").write_text(json.dumps(results, indent=2))
     print(table(results, a.frames))
     return 0
@@ -198,13 +219,17 @@ def table(res: dict, frames) -> str:
     ref = res.get(f"reference_{frames[0]}")
     if ref:
         ours = res[f"ours_{frames[0]}"]
-        lines += ["", f"Reference per-question path ({frames[0]} frames): decode all at 1 fps {ms(ref['decode_all'])}, "
+        scaled = (f" (decode and encode measured on the first {ref['measured_frames']} of {ref['frames_T']} frames, "
+                  "scaled by frame count)") if ref.get("scaled") else ""
+        lines += ["", f"Reference per-question path ({frames[0]} frames){scaled}: decode all at 1 fps {ms(ref['decode_all'])}, "
                   f"encode all {ms(ref['encode_all'])}, agent {ms(ref['agent'])}, select {ms(ref['select'])}: "
                   f"question to keyframes {ms(ref['total'])}.",
                   f"Ratio reference / ours: question to keyframes {ref['total'] / ours['question_to_keyframes']:.0f}x, "
                   f"question to decoded keyframes {ref['total'] / ours['question_to_decoded']:.0f}x."]
     lines.append(f"(CLI also probes the file before loading models: {ms(res['cli_probe_s'])}; "
-                 f"indexing once took {res['index_seconds']:.0f} s.)")
+                 f"indexing once took {res['index_seconds']:.0f} s; torch threads {res['torch_threads']}; "
+                 f"load average {res['load_average_at_start']:.1f} -> {res['load_average_at_end']:.1f} on "
+                 f"{res['machine']['cpus']} CPUs.)")
     return "\n".join(lines)
 
 
