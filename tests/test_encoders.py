@@ -29,8 +29,9 @@ def decode_frames(path, n: int = 4, short_side: int = 224) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def lite():
-    return load_encoder("lite")
+def lite(lite_encoder):
+    """load_encoder("lite"), shared with the other test files (conftest)."""
+    return lite_encoder
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +65,19 @@ def test_lite_retrieval_on_real_clips(lite, clip_frames):
     bikes = cos(lite.encode_images(clip_frames["bikes"]), q).mean(0)
     bunny = cos(lite.encode_images(clip_frames["bigbuckbunny"]), q).mean(0)
     # the bikes clip matches the bicycle query better than the bunny clip does, and vice versa
-    assert bikes[0] > bunny[0] + 0.05, (bikes, bunny)
-    assert bunny[1] > bikes[1], (bikes, bunny)
+    assert bikes[0] > bunny[0] + 0.1, (bikes, bunny)
+    assert bunny[1] > bikes[1] + 0.1, (bikes, bunny)
+
+
+def test_lite_class_embeddings_cache(lite, tmp_path, monkeypatch):
+    monkeypatch.setenv("TSPO_EDGE_CACHE", str(tmp_path / "cache"))
+    e1 = lite._class_embeddings()
+    files = list((tmp_path / "cache").glob("lite-classes-*.npy"))
+    assert len(files) == 1 and e1.shape == (1000, 384)
+    np.testing.assert_array_equal(lite._class_embeddings(), e1)  # read back from the cache
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("TSPO_EDGE_CACHE", str(tmp_path / "file" / "cache"))  # cannot be created
+    np.testing.assert_allclose(lite._class_embeddings(), e1, atol=1e-6)
 
 
 def test_lite_accepts_any_frame_size(lite, clip_frames):

