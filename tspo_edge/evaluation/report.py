@@ -15,9 +15,9 @@ def _pct(v: float | None) -> str:
 def summary_table(result: dict) -> Table:
     """Methods x frames: hit fraction, needle recall, accuracy (percent)."""
     b = result["benchmark"]
-    t = Table(title=f"needle benchmark: {b['videos']} videos, {b['questions']} questions "
-                    f"(encoder {result['encoder']}, answerer {result['answerer']})",
-              title_justify="left")
+    t = Table(title=f"needle benchmark: {b['videos']} videos, {b['questions']} questions", title_justify="left",
+              caption=f"encoder {result['encoder']}\nagent {result['agent_id']}\nanswerer {result['answerer']}",
+              caption_justify="left")
     for col in ("method", "frames", "hit %", "recall %", "accuracy %"):
         t.add_column(col, justify="left" if col == "method" else "right")
     prev = None
