@@ -127,7 +127,7 @@ def sweep() -> dict:
     results = {"gallery": len(names), "settings": []}
     for template in ("a photo of a {}.", "{}"):
         enc.template = template
-        raw = enc._class_embeddings()
+        raw = enc._class_embeddings()  # cached after the first run
         for center in (False, True):
             enc.center = center
             enc.class_embeddings = enc.bridge(raw)

@@ -69,15 +69,21 @@ def test_lite_retrieval_on_real_clips(lite, clip_frames):
     assert bunny[1] > bikes[1] + 0.1, (bikes, bunny)
 
 
-def test_lite_class_embeddings_cache(lite, tmp_path, monkeypatch):
+def test_lite_text_embedding_cache(lite, tmp_path, monkeypatch):
+    texts = ["a photo of a tabby.", "a photo of a mountain bike."]  # E's path, on 2 of its 1000 texts
     monkeypatch.setenv("TSPO_EDGE_CACHE", str(tmp_path / "cache"))
-    e1 = lite._class_embeddings()
-    files = list((tmp_path / "cache").glob("lite-classes-*.npy"))
-    assert len(files) == 1 and e1.shape == (1000, 384)
-    np.testing.assert_array_equal(lite._class_embeddings(), e1)  # read back from the cache
+    e1 = lite.cached_text_embeddings(texts)
+    files = list((tmp_path / "cache").glob("lite-text-*.npy"))
+    assert len(files) == 1 and e1.shape == (2, 384)
+    np.testing.assert_allclose(e1, lite.encode_texts(texts), atol=1e-6)
+    np.save(files[0], e1 * 2)  # a planted file proves the second call reads the cache
+    np.testing.assert_array_equal(lite.cached_text_embeddings(texts), e1 * 2)
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("TSPO_EDGE_CACHE", str(tmp_path / "file" / "cache"))  # cannot be created
-    np.testing.assert_allclose(lite._class_embeddings(), e1, atol=1e-6)
+    np.testing.assert_allclose(lite.cached_text_embeddings(texts), e1, atol=1e-6)
+    # the shipped E: 1000 centred class embeddings in the text space
+    assert lite.class_embeddings.shape == (1000, 384)
+    np.testing.assert_allclose(lite.class_embeddings.mean(0).numpy(), 0, atol=1e-6)
 
 
 def test_lite_accepts_any_frame_size(lite, clip_frames):

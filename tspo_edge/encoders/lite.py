@@ -135,20 +135,22 @@ class LiteEncoder:
 
     # E: MiniLM embeddings of the ImageNet class descriptions, cached on disk.
     def _class_embeddings(self) -> np.ndarray:
-        descriptions = [self.template.format(n) for n in class_names()]
+        return self.cached_text_embeddings([self.template.format(n) for n in class_names()])
+
+    def cached_text_embeddings(self, texts: list[str]) -> np.ndarray:
+        """encode_texts(texts), cached under cache_dir() by a hash of the texts and the text model."""
         weights = self._text_folder / "model.safetensors"
-        key = hashlib.sha256()
-        key.update("\n".join(descriptions).encode())
+        key = hashlib.sha256("\n".join(texts).encode())
         key.update(str(weights.stat().st_size if weights.exists() else 0).encode())
-        path = cache_dir() / f"lite-classes-{key.hexdigest()[:16]}.npy"
+        path = cache_dir() / f"lite-text-{key.hexdigest()[:16]}.npy"
         try:
             cached = np.load(path)
-            if cached.shape == (1000, self.dim) and cached.dtype == np.float32:
+            if cached.shape == (len(texts), self.dim) and cached.dtype == np.float32:
                 return cached
         except (OSError, ValueError):
             pass
-        emb = self.encode_texts(descriptions)
-        try:  # best effort: a read-only cache only costs ~2 s per load
+        emb = self.encode_texts(texts)
+        try:  # best effort: a read-only cache only costs recomputing (~2 s for E)
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
                 np.save(f, emb)
