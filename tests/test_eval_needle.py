@@ -137,6 +137,22 @@ def test_eval_needle_cli_end_to_end(tmp_path, cli_lite_encoder):
     assert (out / "needle.png").stat().st_size > 10_000
     assert "| similarity |" in (out / "needle.md").read_text()
 
+    # a trained checkpoint via --agent: same videos (reused), event features recomputed for it
+    import torch
+
+    from tspo_edge.agent import TemporalAgent, save_agent
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        ckpt = save_agent(TemporalAgent(384, 8, 12), tmp_path / "agent")
+    r = CliRunner().invoke(app, ["eval", "needle", "--out", str(out), "--videos", "1", "--minutes", "1",
+                                 "--needles", "1", "--seed", "0", "--frames", "4", "--methods", "agent,bin-max",
+                                 "--mllm", "none", "--agent", str(ckpt), "--json"])
+    assert r.exit_code == 0, r.output
+    trained = json.loads(r.stdout)
+    assert trained["agent_id"] != summary["agent_id"] and trained["benchmark"]["key"] == summary["benchmark"]["key"]
+    assert [s["accuracy"] for s in trained["summary"]] == [None, None]  # --mllm none: no answers
+
 
 def test_eval_needle_cli_bad_method(tmp_path):
     from typer.testing import CliRunner
