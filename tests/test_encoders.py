@@ -127,7 +127,7 @@ TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     tok = tiny_tokenizer()
     cfg = CLIPConfig(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16,
@@ -141,13 +141,13 @@ def tiny_clip(tmp_path_factory):
                               tokenizer=tok)
     processor.save_pretrained(folder)
     model.save_pretrained(folder)
-    return folder, model, processor
+    return folder, model, AutoProcessor.from_pretrained(folder)  # the reference, read back as users do
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip(tmp_path_factory):
     import torch
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+    from transformers import AutoProcessor, SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
     tok = tiny_tokenizer()
     cfg = SiglipConfig(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16, pad_token_id=1),
@@ -160,19 +160,39 @@ def tiny_siglip(tmp_path_factory):
                                 tokenizer=tok)
     processor.save_pretrained(folder)
     model.save_pretrained(folder)
-    return folder, model, processor
+    return folder, model, AutoProcessor.from_pretrained(folder)  # the reference, read back as users do
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip2(tmp_path_factory):
+    """SigLIP 2 NaFlex: variable patch grids (at most 16 patches of 8 px here)."""
+    import torch
+    from transformers import AutoProcessor, Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+
+    tok = tiny_tokenizer()
+    cfg = Siglip2Config(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16, pad_token_id=1),
+                        vision_config=dict(**TINY, patch_size=8, num_patches=16))
+    torch.manual_seed(2)
+    model = Siglip2Model(cfg).eval()
+    folder = tmp_path_factory.mktemp("tiny-siglip2")
+    processor = Siglip2Processor(image_processor=Siglip2ImageProcessor(patch_size=8, max_num_patches=16),
+                                 tokenizer=tok)
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder, model, AutoProcessor.from_pretrained(folder)  # the reference, read back as users do
 
 
 def _pooled(out):
     return (out if hasattr(out, "numpy") else out.pooler_output).detach().float().numpy()
 
 
-def reference_embeddings(model, processor, frames, texts, **text_kw):
+def reference_embeddings(model, processor, frames, texts, image_kw=None, **text_kw):
     """The reference way: the saved processor, then get_image_features / get_text_features."""
     import torch
 
     with torch.no_grad():
-        img = _pooled(model.get_image_features(**processor(images=list(frames), return_tensors="pt")))
+        img = _pooled(model.get_image_features(**processor(images=list(frames), return_tensors="pt",
+                                                           **(image_kw or {}))))
         txt = _pooled(model.get_text_features(**processor(text=texts, return_tensors="pt", **text_kw)))
     return img, txt
 
@@ -185,16 +205,19 @@ def small_frames(real_clips):
     return bikes, square
 
 
-@pytest.mark.parametrize("which", ["clip", "siglip"])
-def test_hf_encoder_matches_reference(which, tiny_clip, tiny_siglip, small_frames):
-    folder, model, processor = tiny_clip if which == "clip" else tiny_siglip
+@pytest.mark.parametrize("which", ["clip", "siglip", "siglip2"])
+def test_hf_encoder_matches_reference(which, tiny_clip, tiny_siglip, tiny_siglip2, small_frames):
+    folder, model, processor = {"clip": tiny_clip, "siglip": tiny_siglip, "siglip2": tiny_siglip2}[which]
     enc = load_encoder(str(folder), batch_size=2)  # 5 frames -> batches of 2, 2, 1
     assert isinstance(enc, Encoder)
     assert enc.id.startswith(f"hf:{folder.name}@") and enc.image_size == 32
-    assert ("short32-crop32x32-bicubic" if which == "clip" else "resize32x32-bilinear") in enc.id
-    text_kw = {"padding": True} if which == "clip" else {"padding": "max_length"}
+    assert {"clip": "short32-crop32x32-bicubic", "siglip": "resize32x32-bilinear",
+            "siglip2": "naflex16p8-bilinear"}[which] in enc.id
+    text_kw = {"padding": True} if which == "clip" else {"padding": "max_length", "max_length": 16}
     for frames in small_frames:
-        ref_img, ref_txt = reference_embeddings(model, processor, frames, TEXTS, **text_kw)
+        # Siglip2Processor's call defaults (256 patches of 16 px) override its image processor's
+        image_kw = {"max_num_patches": 16, "patch_size": 8} if which == "siglip2" else None
+        ref_img, ref_txt = reference_embeddings(model, processor, frames, TEXTS, image_kw, **text_kw)
         x = enc.encode_images(frames)
         assert x.dtype == np.float32 and x.shape == ref_img.shape == (len(frames), enc.dim)
         np.testing.assert_allclose(x, ref_img, rtol=1e-4, atol=1e-4)

@@ -21,6 +21,7 @@ from .preprocess import check_frames, normalize, resize_crop, to_tensor
 ARCHITECTURES = {
     "clip": ("CLIPModel", True),
     "siglip": ("SiglipModel", "max_length"),  # SigLIP 2 fixed-resolution checkpoints too
+    "siglip2": ("Siglip2Model", "max_length"),  # SigLIP 2 NaFlex (variable patch grids)
 }
 _RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
 # Used only when a CLIP folder carries no image processor config (e.g. bare TSPO-0.4B weights).
@@ -127,13 +128,11 @@ class HFEncoder:
         except (OSError, ValueError, KeyError) as e:
             raise ModelLoadError(f"{folder}/config.json: {str(e).splitlines()[0]}") from e
         model_type = getattr(config, "model_type", None)
-        if model_type == "siglip2":
-            raise ModelLoadError(f"{spec}: SigLIP 2 NaFlex (Siglip2Model) is not supported; use a "
-                                 "fixed-resolution SigLIP 2 checkpoint (e.g. google/siglip2-base-patch16-224)")
         if model_type not in ARCHITECTURES:
             raise ModelLoadError(f"{spec}: unsupported architecture {model_type!r} "
                                  f"(expected one of: {', '.join(ARCHITECTURES)})")
         cls_name, self.text_padding = ARCHITECTURES[model_type]
+        self.naflex: tuple[int, int] | None = None  # (max_num_patches, patch_size) for SigLIP 2 NaFlex
         self.device = auto_device(device)
         self.dtype = auto_dtype(self.device, dtype)
         self.batch_size = int(batch_size)
@@ -176,6 +175,8 @@ class HFEncoder:
                 raise ModelLoadError(f"{folder}: cannot load its image processor ({e})") from e
         elif model_type != "clip":
             raise ModelLoadError(f"{folder}: no image processor config ({' or '.join(PROCESSOR_FILES)})")
+        if model_type == "siglip2":
+            return self._init_naflex(folder, ip)
         vision_size = int(config.vision_config.image_size)
         if ip is None:  # OpenAI CLIP preprocessing at the vision tower's resolution
             self.shortest_edge, self.size_hw = vision_size, None
@@ -196,20 +197,41 @@ class HFEncoder:
                 self.mean, self.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         self.image_size = int(self.shortest_edge or (min(self.size_hw) if self.size_hw else vision_size))
 
+    def _init_naflex(self, folder, ip) -> None:
+        """SigLIP 2 NaFlex: patchify with the checkpoint's own image processor, which takes the
+        batched uint8 tensor as is (transformers' torchvision backend; no PIL)."""
+        if ip is None or not hasattr(ip, "max_num_patches"):
+            raise ModelLoadError(f"{folder}: SigLIP 2 NaFlex needs its image processor config")
+        self.image_processor = ip
+        self.naflex = (int(ip.max_num_patches), int(ip.patch_size))
+        self.shortest_edge = self.size_hw = self.crop_hw = None
+        self.interpolation = _RESAMPLE.get(int(getattr(ip, "resample", 2) or 2), "bilinear")
+        self.rescale = float(ip.rescale_factor) if getattr(ip, "do_rescale", True) else 1.0
+        self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
+        # the square side holding max_num_patches patches: what a decoder should aim for
+        self.image_size = int(round(self.naflex[1] * self.naflex[0] ** 0.5))
+
     @property
     def preprocessing(self) -> str:
+        f = lambda v: ",".join(f"{x:.4g}" for x in v)  # noqa: E731
+        if self.naflex:
+            return "naflex{}p{}-{}-mean{}-std{}".format(*self.naflex, self.interpolation, f(self.mean), f(self.std))
         r = "short{}".format(self.shortest_edge) if self.shortest_edge else \
             "resize{}x{}".format(*self.size_hw) if self.size_hw else "noresize"
         c = "-crop{}x{}".format(*self.crop_hw) if self.crop_hw else ""
-        f = lambda v: ",".join(f"{x:.4g}" for x in v)  # noqa: E731
         return f"{r}{c}-{self.interpolation}-mean{f(self.mean)}-std{f(self.std)}"
 
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 N×H×W×3 -> pixel_values N×3×h×w in the model's dtype, on its device."""
+    def preprocess(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """uint8 N×H×W×3 -> the image tower's inputs (pixel_values N×3×h×w in the model's dtype,
+        plus the patch mask and grid shapes for NaFlex), on the model's device."""
         x = to_tensor(frames, self.device)
+        if self.naflex:
+            out = self.image_processor(images=x, return_tensors="pt")
+            return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                    for k, v in out.items()}
         x = resize_crop(x, shortest_edge=self.shortest_edge, size_hw=self.size_hw, crop_hw=self.crop_hw,
                         interpolation=self.interpolation)
-        return normalize(x, self.mean, self.std, self.rescale, dtype=self.dtype)
+        return {"pixel_values": normalize(x, self.mean, self.std, self.rescale, dtype=self.dtype)}
 
     def _load_tokenizer(self, folder, model_type, AutoTokenizer):
         # transformers 5 builds an empty tokenizer from config.json alone: require real files
@@ -234,8 +256,8 @@ class HFEncoder:
         frames = check_frames(frames)
         out = [np.zeros((0, self.dim), np.float32)]
         for i in range(0, len(frames), self.batch_size):
-            pixel_values = self.preprocess(frames[i:i + self.batch_size])
-            out.append(_embedding(self.model.get_image_features(pixel_values=pixel_values)))
+            inputs = self.preprocess(frames[i:i + self.batch_size])
+            out.append(_embedding(self.model.get_image_features(**inputs)))
         return np.concatenate(out)
 
     @torch.inference_mode()
