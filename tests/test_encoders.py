@@ -258,7 +258,7 @@ def test_tspo_checkpoint_with_selector_keys_loads_as_clip(tiny_clip, small_frame
     enc = load_encoder(str(folder))
     err = capfd.readouterr().err
     assert "selector" not in err and "unexpected" not in err.lower(), err
-    base = load_encoder(str(tiny_clip[0]))
+    base = load_encoder(f"hf:{tiny_clip[0]}")  # the explicit "hf:" form
     frames = small_frames[0]
     np.testing.assert_allclose(enc.encode_images(frames), base.encode_images(frames), atol=1e-6)
     assert enc.id != base.id  # different weights file -> different content fingerprint

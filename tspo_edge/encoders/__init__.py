@@ -1,7 +1,8 @@
 """Frame and text encoders: one protocol, `load_encoder(spec)`.
 
 Specs: "lite" (default; embedded, offline), or a Hugging Face CLIP / SigLIP checkpoint by hub
-id ("openai/clip-vit-large-patch14", optionally "@revision") or local folder.
+id ("openai/clip-vit-large-patch14", optionally "@revision") or local folder, optionally
+prefixed "hf:".
 """
 
 from __future__ import annotations
@@ -38,4 +39,7 @@ def load_encoder(spec: str | None = "lite", *, device=None, dtype=None, batch_si
         return LiteEncoder(device=device, batch_size=batch_size)
     from .hf import HFEncoder
 
-    return HFEncoder(str(spec), device=device, dtype=dtype, batch_size=batch_size)
+    spec = str(spec)
+    if spec.startswith("hf:"):  # explicit form, as in the ids
+        spec = spec[3:]
+    return HFEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
