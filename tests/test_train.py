@@ -67,6 +67,14 @@ def test_rewards():
     np.testing.assert_allclose(got, [0.75, 0.25])
 
 
+def test_bad_settings_are_input_errors():
+    from tspo_edge.errors import TspoError
+
+    for bad in ({"group": 1}, {"grad_accum": 0}, {"steps": 0}, {"lr": 0.0}):
+        with pytest.raises(TspoError, match="--"):
+            TrainConfig(**bad)
+
+
 def test_tau_annealing():
     assert tau_at(0, 100) == pytest.approx(0.025)
     assert tau_at(50, 100) == pytest.approx(0.0175)

@@ -46,6 +46,19 @@ class TrainConfig:
     bf16: bool = True                 # autocast on CUDA only
     spec: SampleSpec = field(default_factory=SampleSpec)
 
+    def __post_init__(self):
+        from tspo_edge.errors import TspoError
+
+        checks = [(self.group >= 2, f"--group must be at least 2 (advantages are relative to the group), got {self.group}"),
+                  (self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}"),
+                  (self.steps is None or self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
+                  (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+                  (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+                  (self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every}")]
+        for ok, msg in checks:
+            if not ok:
+                raise TspoError(msg)
+
 
 @dataclass
 class Env:

@@ -92,6 +92,11 @@ def train_from_options(o: RunOptions, *, log: Callable[[str], None] = print, on_
     for v in failed:
         log(f"could not index (rows skipped): {v}")
     trainer = Trainer(agent, env, o.cfg, o.out, dist=dist, encoder_id=encoder.id, on_step=on_step)
+    if o.resume:
+        from .checkpoint import latest_checkpoint
+
+        ckpt = latest_checkpoint(o.out)
+        log(f"resuming from {ckpt}" if ckpt else f"--resume: no checkpoint in {o.out}, starting from step 0")
     summary = trainer.run(resume=o.resume)
     summary.update(rows=len(env.rows), skipped_rows=ds.skipped + (len(ds.rows) - len(env.rows)),
                    missing_videos=ds.missing, failed_videos=failed, encoder=encoder.id)
