@@ -36,7 +36,7 @@ JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.
 
 def fail(e: Exception, code: int = 2) -> None:
     """Print a one-line error and exit."""
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     raise typer.Exit(getattr(e, "exit_code", code))
 
 

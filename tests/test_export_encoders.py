@@ -110,7 +110,7 @@ def test_mismatches_refused(tiny, tmp_path):
 
     enc, out, _ = tiny
     with pytest.raises(ManifestError, match="does not match the requested"):
-        OnnxEncoder(out, encoder_id="lite:effnet-lite0+minilm-l6:v1")
+        OnnxEncoder(out, encoder_id="lite:effnet-lite0+minilm-l6:v2")
     with pytest.raises(ManifestError, match="does not match the requested 'lite:"):
         load_runtime("onnx", out, encoder_spec="lite")  # an export of another encoder
     with pytest.raises(ManifestError, match="exported from encoder"):

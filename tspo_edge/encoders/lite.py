@@ -30,7 +30,7 @@ TEMPLATE = "a photo of a {}."
 TEMPERATURE = 2.0
 CENTER = True
 IMAGE_SIZE = 224
-LITE_ID = "lite:effnet-lite0+minilm-l6:v1"
+LITE_ID = "lite:effnet-lite0+minilm-l6:v2"
 
 # Key map from the package's EfficientNet-PyTorch naming to timm's.
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
