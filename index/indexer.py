@@ -1,7 +1,8 @@
 """Index video files into the store: decode -> encode -> event features -> one transaction per video.
 
 Streaming: frames arrive from `tspo_edge.video.iter_frames` in bounded chunks (decoded in a
-background thread while the previous chunk is encoded), only the embeddings x[T,D] are kept,
+background thread while the previous chunk is encoded when the encoder runs on an accelerator),
+only the embeddings x[T,D] are kept,
 and the agent's `events` runs once per video. Nothing is written for a video until it is
 complete, so an interrupted run leaves the index consistent and the next run resumes by
 skipping the files already done.
@@ -214,7 +215,7 @@ class _Options:
     decoder: str = "pyav"
     force: bool = False
     chunk: int = 32
-    threaded: bool = True
+    threaded: bool | None = None
 
 
 def _error_text(e: BaseException) -> str:
@@ -231,14 +232,22 @@ def _needs_reindex(old: VideoRow, size: int, mtime: float, fp: str, o: _Options)
     return old.max_frames != o.max_frames
 
 
+def overlap_decoding(encoder) -> bool:
+    """Decode in a background thread only when the encoder runs on an accelerator: on a CPU-only
+    machine decoding and encoding compete for the same cores, and overlapping them measured
+    slower (docs/index.md), so chunks are then decoded and encoded in turn."""
+    return str(getattr(encoder, "device", "cpu")).split(":")[0] not in ("cpu", "")
+
+
 def encode_video(path, encoder, *, fps: float = 1.0, max_frames: int | None = None, decoder: str = "pyav",
-                 chunk: int = 32, threaded: bool = True, on_frames: Callable[[int], None] | None = None):
-    """(times float64[T], x float32[T,D]): decode in chunks, encode each, keep only x."""
+                 chunk: int = 32, threaded: bool | None = None, on_frames: Callable[[int], None] | None = None):
+    """(times float64[T], x float32[T,D]): decode in chunks, encode each, keep only x.
+    `threaded`: decode the next chunk in a background thread (None: `overlap_decoding(encoder)`)."""
     from tspo_edge import video
 
     chunks = video.iter_frames(path, fps=fps, max_frames=max_frames, size=encoder.image_size,
                                chunk=chunk, decoder=decoder)
-    if threaded:
+    if overlap_decoding(encoder) if threaded is None else threaded:
         chunks = prefetch(chunks)
     times, xs = [], []
     for c in chunks:
@@ -337,7 +346,7 @@ def _prepare(store: Store, encoder, agent):
 
 def index_paths(paths, *, db, encoder, agent=None, fps: float = 1.0, max_frames: int | None = None,
                 decoder: str = "pyav", force: bool = False, progress: Progress | None = None,
-                chunk: int = 32, threaded: bool = True) -> IndexSummary:
+                chunk: int = 32, threaded: bool | None = None) -> IndexSummary:
     """Index files and folders (recursively, by video extension) into the SQLite file `db`.
 
     `encoder`: an Encoder or a spec ("lite", hub id, folder). `agent`: a TemporalAgent, a

@@ -242,7 +242,42 @@ def test_encoder_mismatch_refused(tmp_path, lite, monkeypatch):
         assert s.find_video(v).encoder_id == lite.id  # nothing was overwritten
 
 
-def test_interrupted_run_leaves_db_consistent_and_resumes(tmp_path, lite):
+def test_prefetch_keeps_order_passes_errors_and_stops_its_thread():
+    import threading
+
+    from index.indexer import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("decoder broke")
+
+    g = prefetch(failing())
+    assert next(g) == 1
+    with pytest.raises(ValueError, match="decoder broke"):
+        next(g)
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    g = prefetch(endless(), depth=2)
+    assert [next(g) for _ in range(3)] == [0, 1, 2]
+    g.close()  # the consumer stops early (e.g. Ctrl-C): the producer is closed, not leaked
+    assert closed.wait(5)
+    assert not any(t.name == "tspo-edge-decode" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["in-turn", "decode-thread"])
+def test_interrupted_run_leaves_db_consistent_and_resumes(tmp_path, lite, threaded):
     vids = [write_test_video(tmp_path / f"v{i}.mp4", seconds=2 + i, seed=i) for i in range(3)]
     db = tmp_path / "i.db"
     seen = []
@@ -253,12 +288,12 @@ def test_interrupted_run_leaves_db_consistent_and_resumes(tmp_path, lite):
             raise KeyboardInterrupt  # mid-video: its frames are decoded but nothing is written
 
     with pytest.raises(KeyboardInterrupt):
-        index_paths(vids, db=db, encoder=lite, progress=ctrl_c_in_second_video)
+        index_paths(vids, db=db, encoder=lite, progress=ctrl_c_in_second_video, threaded=threaded)
     with Store(db) as s:
         rows = s.videos()
         assert [r.path for r in rows] == [str(vids[0].resolve())] and rows[0].status == "indexed"
         assert s.load_features(rows[0].id).x.shape == (2, lite.dim)
-    resumed = index_paths(vids, db=db, encoder=lite)
+    resumed = index_paths(vids, db=db, encoder=lite, threaded=threaded)
     assert [f.status for f in resumed.files] == ["skipped", "indexed", "indexed"]
     assert [f.frames for f in resumed.files] == [2, 3, 4]
 
