@@ -45,10 +45,12 @@ def dense_events(agent, x):
     return agent.mlp(a.transpose(0, 1).reshape(T, Dm)) + x
 
 
-def _measure(algo: str, T: int, repeat: int, q) -> None:
+def _measure(algo: str, T: int, repeat: int, threads: int, q) -> None:
     import numpy as np
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     from tspo_edge.agent import TemporalAgent, score_frames
 
     torch.manual_seed(0)
@@ -80,10 +82,10 @@ def _measure(algo: str, T: int, repeat: int, q) -> None:
     q.put({"algo": algo, "T": T, "seconds": min(times), "peak_mb": _rss_mb() - base})
 
 
-def measure(algo: str, T: int, repeat: int) -> dict:
+def measure(algo: str, T: int, repeat: int, threads: int = 0) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_measure, args=(algo, T, repeat, q))
+    p = ctx.Process(target=_measure, args=(algo, T, repeat, threads, q))
     p.start()
     p.join()
     if p.exitcode != 0:
@@ -96,17 +98,19 @@ def main() -> None:
     ap.add_argument("--T", type=int, nargs="+", default=[256, 1024, 3600, 10800])
     ap.add_argument("--dense-max", type=int, default=3600, help="largest T for the dense baseline (memory grows with T^2)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in each worker (0: torch's default)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, d={D}, heads={HEADS}, w={WINDOW}")
+    threads = args.threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, d={D}, heads={HEADS}, w={WINDOW}")
     print(f"{'T':>6} | {'banded s':>9} {'MB':>7} | {'dense s':>9} {'MB':>7} | {'speed-up':>8} | {'ask ms':>7}")
     rows = []
     for T in args.T:
-        ours = measure("banded", T, args.repeat)
-        dense = measure("dense", T, args.repeat) if T <= args.dense_max else None
-        ask = measure("ask", T, 1)
+        ours = measure("banded", T, args.repeat, args.threads)
+        dense = measure("dense", T, args.repeat, args.threads) if T <= args.dense_max else None
+        ask = measure("ask", T, 1, args.threads)
         rows.append({"T": T, "banded": ours, "dense": dense, "ask": ask})
         ds = f"{dense['seconds']:9.3f} {dense['peak_mb']:7.0f}" if dense and "seconds" in dense else f"{'not run':>17}"
         sp = f"{dense['seconds'] / ours['seconds']:7.1f}x" if dense and "seconds" in dense else f"{'-':>8}"

