@@ -29,9 +29,23 @@ out = Console()
 DEFAULT_DB = os.environ.get("TSPO_EDGE_DB", "tspo-edge.db")
 
 DbOpt = typer.Option(Path(DEFAULT_DB), "--db", help="SQLite index file (default ./tspo-edge.db or $TSPO_EDGE_DB).")
-EncoderOpt = typer.Option("lite", "--encoder", help="'lite' (embedded, offline), a Hugging Face hub id, or a folder.")
+EncoderOpt = typer.Option(None, "--encoder", help="'lite' (embedded, offline; the default), a Hugging Face CLIP/SigLIP hub id, or a folder.")
 AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint). Default: see README.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
+RuntimeOpt = typer.Option("torch", "--runtime", help="torch, or onnx (models exported by `tspo-edge export`, run by ONNX Runtime).")
+ModelDirOpt = typer.Option(None, "--model-dir", help="With --runtime onnx: the folder written by `tspo-edge export`.")
+
+
+def load_models(runtime: str, model_dir: Optional[Path], encoder: Optional[str], agent: Optional[str]):
+    """(encoder, agent) for --runtime: an Encoder object, and the agent (or its spec / None for the default)."""
+    if runtime == "torch" and model_dir is None:
+        from tspo_edge.encoders import load_encoder
+
+        return load_encoder(encoder or "lite"), agent
+    from export.runtime import load_runtime
+
+    enc, ag = load_runtime(runtime, model_dir, encoder, agent)
+    return enc, (ag if ag is not None else agent)
 
 
 def fail(e: Exception, code: int = 2) -> None:
@@ -44,12 +58,14 @@ def fail(e: Exception, code: int = 2) -> None:
 def index_cmd(
     paths: List[Path] = typer.Argument(..., exists=True, help="Video files and/or folders (searched recursively by video extension)."),
     db: Path = DbOpt,
-    encoder: str = EncoderOpt,
+    encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,
     fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TSPO: 1)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly."),
     decoder: str = typer.Option("pyav", "--decoder", help="pyav, or decord where installed."),
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
+    runtime: str = RuntimeOpt,
+    model_dir: Optional[Path] = ModelDirOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
@@ -59,8 +75,9 @@ def index_cmd(
     from index.report import IndexProgress, print_summary
 
     try:
+        enc, ag = load_models(runtime, model_dir, encoder, agent)
         with IndexProgress(err) as progress:
-            summary = index_paths(paths, db=db, encoder=encoder, agent=agent, fps=fps, max_frames=max_frames,
+            summary = index_paths(paths, db=db, encoder=enc, agent=ag, fps=fps, max_frames=max_frames,
                                   decoder=decoder, force=force, progress=progress)
     except KeyboardInterrupt:
         err.print("interrupted: the videos finished so far are saved; run the same command to resume")
@@ -100,7 +117,7 @@ def ask_cmd(
     question: Optional[str] = typer.Argument(None, help="The question; 'A. …' / '(A) …' lines are its options."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="An answer option (repeat: A, B, C …)."),
     db: Path = DbOpt,
-    encoder: str = EncoderOpt,
+    encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,
     mllm: str = typer.Option(os.environ.get("TSPO_EDGE_MLLM", "lite"), "--mllm",
                              help="lite | none | openai:http://HOST:PORT/v1 | a hub id or folder of a video MLLM (default $TSPO_EDGE_MLLM or lite)."),
@@ -113,12 +130,13 @@ def ask_cmd(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for an openai: server."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Answer length limit (default 16 multiple-choice, longer open)."),
+    runtime: str = RuntimeOpt,
+    model_dir: Optional[Path] = ModelDirOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
     import json
 
     from tspo_edge.ask import Asker, IndexingProgress, check_inputs, contact_sheet, format_result, read_batch
-    from tspo_edge.encoders import load_encoder
     from tspo_edge.mllm import load_answerer
     from tspo_edge.store import Store
     from tspo_edge.video import probe
@@ -142,11 +160,11 @@ def ask_cmd(
         if mllm.startswith("openai:"):
             kw["timeout"] = timeout
         if mllm.strip() in ("lite", ""):
-            enc = load_encoder(encoder)
+            enc, agent = load_models(runtime, model_dir, encoder, agent)
             answerer = load_answerer(mllm, encoder=enc)
         else:  # a down server or a missing model fails before the encoder loads
             answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code, **kw)
-            enc = load_encoder(encoder)
+            enc, agent = load_models(runtime, model_dir, encoder, agent)
         progress = IndexingProgress(err, encoder_id=enc.id)
         with Store(db) as store:
             asker = Asker(store=store, encoder=enc, answerer=answerer, agent=agent, progress=progress)
@@ -256,7 +274,7 @@ def eval_needle_cmd(
     methods: str = typer.Option("uniform,similarity,bin-max,aks,agent,oracle", "--methods",
                                 help="Comma-separated: uniform, similarity, bin-max, aks, agent, oracle."),
     agent: Optional[str] = AgentOpt,
-    encoder: str = EncoderOpt,
+    encoder: Optional[str] = EncoderOpt,
     mllm: str = typer.Option("lite", "--mllm", help="Answerer: lite | none | openai:URL | a hub id or folder of a video MLLM."),
     db: Optional[Path] = typer.Option(None, "--db", help="Index for the benchmark videos (default OUT/index.db)."),
     json_out: bool = JsonOpt,
@@ -280,7 +298,7 @@ def eval_needle_cmd(
             bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
         with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
             result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
-                                     encoder=encoder, agent=agent, mllm=mllm, index_progress=ip,
+                                     encoder=encoder or "lite", agent=agent, mllm=mllm, index_progress=ip,
                                      progress=_step_progress(ip.progress, "questions"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
@@ -308,7 +326,7 @@ def eval_frames_cmd(
     frames: int = typer.Option(64, "--frames", help="Keyframes per question (paper: 64)."),
     method: Optional[str] = typer.Option(None, "--method", help="topk | bin-max | aks | uniform (default: bin-max for videomme, topk otherwise)."),
     db: Path = DbOpt,
-    encoder: str = EncoderOpt,
+    encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,
     fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second when indexing (paper: 1)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="At most this many frames per video when indexing."),
@@ -323,7 +341,7 @@ def eval_frames_cmd(
     try:
         with IndexProgress(err) as ip:
             r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
-                                 method=method, encoder=encoder, agent=agent, fps=fps, max_frames=max_frames,
+                                 method=method, encoder=encoder or "lite", agent=agent, fps=fps, max_frames=max_frames,
                                  index_progress=ip, progress=_step_progress(ip.progress, "questions"))
     except KeyboardInterrupt:
         raise typer.Exit(130)
@@ -345,7 +363,7 @@ def train_cmd(
     data: Optional[Path] = typer.Argument(None, help="TSPO-10K style JSONL (video, original_question, problem, solution, type)."),
     videos: Optional[Path] = typer.Option(None, "--videos", help="Folder the rows' video paths are relative to."),
     db: Path = DbOpt,
-    encoder: str = EncoderOpt,
+    encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,
     mllm: str = typer.Option("lite", "--mllm", help="Frozen MLLM of the rollouts: 'lite', a hub id or folder, or openai:URL."),
     mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name served at openai:URL."),
@@ -361,6 +379,8 @@ def train_cmd(
     strict: bool = typer.Option(False, "--strict", help="Fail on a missing video instead of skipping its rows."),
     toy: bool = typer.Option(False, "--toy", help="The paper's toy experiment, offline (lite encoder and answerer)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: accelerate's choice)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx for the frozen encoder (the agent always trains in torch)."),
+    model_dir: Optional[Path] = ModelDirOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
@@ -381,7 +401,8 @@ def train_cmd(
                 raise TspoError("give DATA.jsonl and --videos DIR (or --toy)")
             from train.loop import TrainConfig
 
-            opts = RunOptions(data=data, videos=videos, db=db, encoder=encoder, agent=agent, mllm=mllm,
+            enc = load_models(runtime, model_dir, encoder, None)[0] if (runtime != "torch" or model_dir) else (encoder or "lite")
+            opts = RunOptions(data=data, videos=videos, db=db, encoder=enc, agent=agent, mllm=mllm,
                               mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
                               cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
                                               save_every=save_every, seed=seed))

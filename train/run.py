@@ -56,8 +56,11 @@ def build_env(ds: Dataset, o: RunOptions, dist: Dist, *, log: Callable[[str], No
     from tspo_edge.encoders import load_encoder
     from tspo_edge.mllm import load_answerer
 
-    encoder = load_encoder(o.encoder, device=None if dist.device.type == "cpu" else str(dist.device))
-    agent, agent_desc = resolve_agent(o.agent, encoder, encoder_spec=o.encoder)
+    if isinstance(o.encoder, str):
+        encoder = load_encoder(o.encoder, device=None if dist.device.type == "cpu" else str(dist.device))
+    else:  # an Encoder object, e.g. ONNX Runtime towers from `--runtime onnx`
+        encoder = o.encoder
+    agent, agent_desc = resolve_agent(o.agent, encoder, encoder_spec=o.encoder if isinstance(o.encoder, str) else None)
     log(f"agent: {agent_desc}")
     videos = list(dict.fromkeys(ds.videos + list(o.pool or [])))
     if dist.is_main:
