@@ -36,7 +36,7 @@ class IndexProgress:
         p = self.progress
         if ev.kind == "start":
             self.console.print(f"encoder: {escape(ev.encoder_id or '?')}\nagent:   {escape(ev.agent or '?')} "
-                               f"[dim]({escape(ev.agent_id or '?')})[/]", highlight=False)
+                               f"[dim]({escape(ev.agent_id or '?')})[/]", highlight=False, soft_wrap=True)
             self.files = p.add_task("files", total=ev.total_files, rate="")
             self.frames = p.add_task("frames", total=None, rate="")
             self.t0 = time.perf_counter()
