@@ -1,20 +1,40 @@
 """The `tspo-edge` command line: argument parsing and printing only.
 
-Every command calls one library function (tspo_edge, index, train, export) and prints
-its result: tables and progress on stderr, `--json` output on stdout.
-Exit status: 0 success, 1 partial failure, 2 bad usage or input.
+Each command checks its arguments, builds the library's objects (a ModelSpec, a Sampling),
+makes one library call and prints the result: tables and progress on stderr, `--json` on
+stdout. Errors are mapped here, at the edge, to one line and an exit status:
+0 success, 1 partial failure (some files or questions failed, the rest done),
+2 bad usage, bad input or a bad environment, 130 interrupted (rerun to resume).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tspo_edge.errors import TspoError
+import tspo_edge
+from tspo_edge import video
+from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, read_batch
+from tspo_edge.errors import InputError, TspoError
+from tspo_edge.evaluation import report
+from tspo_edge.evaluation.frames import export_frame_idx
+from tspo_edge.evaluation.needle import BenchConfig, generate
+from tspo_edge.evaluation.runner import check_methods, run_needle_eval
+from tspo_edge.index import index_paths
+from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, videos_table
+from tspo_edge.mllm import load_answerer
+from tspo_edge.models import ModelSpec, load_models
+from tspo_edge.pipeline import Sampling
+from tspo_edge.select import METHODS
+from tspo_edge.store import Store
 
 app = typer.Typer(
     name="tspo-edge",
@@ -22,212 +42,297 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags read as flags, examples keep their lines
 )
+# `train` and `export` import torch, so they are imported by their commands: an ask or a search
+# with the ONNX runtime then starts without torch (tests/test_cli_startup.py checks it).
 err = Console(stderr=True)
 out = Console()
 
 DEFAULT_DB = os.environ.get("TSPO_EDGE_DB", "tspo-edge.db")
+METHOD_HELP = " | ".join(METHODS)
 
 DbOpt = typer.Option(Path(DEFAULT_DB), "--db", help="SQLite index file (default ./tspo-edge.db or $TSPO_EDGE_DB).")
-EncoderOpt = typer.Option(None, "--encoder", help="'lite' (embedded, offline; the default), a Hugging Face CLIP/SigLIP hub id, or a folder.")
-AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint). Default: see README.")
+EncoderOpt = typer.Option(None, "--encoder", help="'lite' (embedded, offline; the default), a Hugging Face CLIP/SigLIP hub id, or a folder (a TSPO-0.4B folder brings its agent).")
+AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint). Default: the encoder folder's TSPO-0.4B selector, else similarity.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
-RuntimeOpt = typer.Option("torch", "--runtime", help="torch, or onnx (models exported by `tspo-edge export`, run by ONNX Runtime).")
-ModelDirOpt = typer.Option(None, "--model-dir", help="With --runtime onnx: the folder written by `tspo-edge export`.")
+RuntimeOpt = typer.Option(None, "--runtime", help="torch, or onnx (a `tspo-edge export` folder run by ONNX Runtime). Default: onnx with --model-dir, else torch.")
+ModelDirOpt = typer.Option(None, "--model-dir", help="The folder written by `tspo-edge export` (implies --runtime onnx).")
+FpsOpt = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TSPO: 1).")
+MaxFramesOpt = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly.")
 
 
-def load_models(runtime: str, model_dir: Optional[Path], encoder: Optional[str], agent: Optional[str]):
-    """(encoder, agent) for --runtime: an Encoder object, and the agent (or its spec / None for the default)."""
-    if runtime == "torch" and model_dir is None:
-        from tspo_edge.encoders import load_encoder
-
-        return load_encoder(encoder or "lite"), agent
-    from export.runtime import load_runtime
-
-    enc, ag = load_runtime(runtime, model_dir, encoder, agent)
-    return enc, (ag if ag is not None else agent)
+def examples(*lines: str) -> str:
+    """A help epilog of examples, kept line by line."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def fail(e: Exception, code: int = 2) -> None:
-    """Print a one-line error and exit."""
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(getattr(e, "exit_code", code))
+def fail(e: BaseException, code: int | None = None) -> NoReturn:
+    """Print a one-line error and exit with its code."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True, markup=True)
+    raise typer.Exit(code if code is not None else getattr(e, "exit_code", 2))
 
 
-@app.command("index")
+def bad(message: str) -> NoReturn:
+    fail(InputError(message))
+
+
+def interrupted(message: str = "interrupted") -> NoReturn:
+    err.print(message, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
+def positive(value, flag: str, *, integer: bool = False) -> None:
+    """Refuse a non-finite, zero or negative number (None passes) before anything loads."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0 or (integer and int(value) != value):
+        bad(f"{flag} must be a positive {'whole number' if integer else 'number'}, got {value}")
+
+
+def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
+               device: Optional[str] = None) -> ModelSpec:
+    """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet)."""
+    runtime = runtime or ("onnx" if model_dir is not None else "torch")
+    if runtime == "onnx" and model_dir is None:
+        bad("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
+    if runtime == "torch" and model_dir is not None:
+        bad("--model-dir runs with --runtime onnx, not torch")
+    if model_dir is not None and not model_dir.is_dir():
+        bad(f"{model_dir}: --model-dir is not a folder")
+    return ModelSpec(encoder=encoder, agent=agent, runtime=runtime,
+                     model_dir=str(model_dir) if model_dir else None, device=device)
+
+
+def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sampling:
+    positive(fps, "--fps")
+    positive(max_frames, "--max-frames", integer=True)
+    if decoder not in video.available_decoders():
+        bad(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
+    return Sampling(fps=fps, max_frames=max_frames, decoder=decoder)
+
+
+def dump(obj) -> None:
+    """JSON on stdout; never bare NaN (invalid JSON): non-finite numbers become null."""
+    typer.echo(json.dumps(_finite(obj), indent=2, default=str, allow_nan=False))
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tspo-edge {tspo_edge.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Ask questions about long videos: TSPO keyframe selection over a SQLite index."""
+
+
+@app.command("index", epilog=examples(
+    "tspo-edge index ./lectures ./dashcam/2026-11-01.mp4",
+    "tspo-edge index ./archive --encoder ./TSPO-0.4B --db archive.db",
+    "tspo-edge index ./archive --model-dir edge/ --max-frames 50000 --json"))
 def index_cmd(
-    paths: List[Path] = typer.Argument(..., exists=True, help="Video files and/or folders (searched recursively by video extension)."),
+    paths: List[Path] = typer.Argument(..., help="Video files and/or folders (searched recursively by video extension)."),
     db: Path = DbOpt,
     encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,
-    fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TSPO: 1)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly."),
+    fps: float = FpsOpt,
+    max_frames: Optional[int] = MaxFramesOpt,
     decoder: str = typer.Option("pyav", "--decoder", help="pyav, or decord where installed."),
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
-    runtime: str = RuntimeOpt,
+    runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
-    import json
-
-    from index import index_paths
-    from index.report import IndexProgress, print_summary
-
+    s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir)
     try:
-        enc, ag = load_models(runtime, model_dir, encoder, agent)
         with IndexProgress(err) as progress:
-            summary = index_paths(paths, db=db, encoder=enc, agent=ag, fps=fps, max_frames=max_frames,
-                                  decoder=decoder, force=force, progress=progress)
+            summary = index_paths(paths, db=db, models=load_models(spec), sampling=s, force=force, progress=progress)
     except KeyboardInterrupt:
-        err.print("interrupted: the videos finished so far are saved; run the same command to resume")
-        raise typer.Exit(130)
+        interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
     except TspoError as e:
         fail(e)
     print_summary(err, summary)
+    for m in summary.missing:
+        err.print(f"[red]missing[/] {m}: no such file or folder", highlight=False, markup=True)
+    if not summary.files and not summary.missing:
+        err.print("no video files found (looked for: " + ", ".join(sorted(video.VIDEO_EXTENSIONS)) + ")",
+                  highlight=False)
     if json_out:
-        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        dump(summary.to_dict())
     raise typer.Exit(0 if summary.ok else 1)
 
 
-@app.command("info")
+@app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))
 def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
-    """List the videos in an index: path, duration, frames, status, encoder."""
-    import dataclasses
-    import json
-
-    from index.report import videos_table
-    from tspo_edge.store import Store
-
+    """List the videos in an index: path, duration, frames, status, the agent of their event features."""
+    if not db.exists():
+        bad(f"{db}: no such index")
     try:
         with Store(db, readonly=True) as store:
-            rows, meta = store.videos(), {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
+            rows = store.videos()
+            meta = {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
     except TspoError as e:
         fail(e)
     if json_out:
-        typer.echo(json.dumps({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]}, indent=2))
+        dump({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]})
     else:
-        err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}", highlight=False)
+        err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}",
+                  highlight=False, markup=False)
         out.print(videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]))
 
 
-@app.command("ask")
+@app.command("ask", epilog=examples(
+    'tspo-edge ask talk.mp4 "What does she hold up? A. a phone B. a book"',
+    'tspo-edge ask talk.mp4 "When does the demo start?" --mllm none --sheet moments.jpg',
+    "tspo-edge ask --batch questions.jsonl --json > answers.jsonl"))
 def ask_cmd(
-    video: Optional[Path] = typer.Argument(None, help="The video (indexed first if it is not, or changed)."),
+    video_path: Optional[Path] = typer.Argument(None, metavar="VIDEO", help="The video (indexed first if it is not, or changed)."),
     question: Optional[str] = typer.Argument(None, help="The question; 'A. …' / '(A) …' lines are its options."),
     option: Optional[List[str]] = typer.Option(None, "--option", help="An answer option (repeat: A, B, C …)."),
     db: Path = DbOpt,
     encoder: Optional[str] = EncoderOpt,
-    agent: Optional[str] = AgentOpt,
+    agent: Optional[str] = typer.Option(None, "--agent", help="Score with this agent for this ask (events computed from the stored embeddings; the index is not changed)."),
     mllm: str = typer.Option(os.environ.get("TSPO_EDGE_MLLM", "lite"), "--mllm",
                              help="lite | none | openai:http://HOST:PORT/v1 | a hub id or folder of a video MLLM (default $TSPO_EDGE_MLLM or lite)."),
     mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name on the openai: server (default: the one it serves)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Keyframes to pick (default 16; 64 for videos over 10 minutes)."),
-    method: str = typer.Option("topk", "--method", help="topk | bin-max | aks | uniform."),
+    method: str = typer.Option("topk", "--method", help=METHOD_HELP + "."),
     json_out: bool = JsonOpt,
-    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a contact sheet of the chosen frames (JPEG/PNG)."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a contact sheet of the chosen frames (.jpg/.jpeg/.png)."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="questions.jsonl: {question, video?, options?, frames?, method?, id?} a line; JSONL out."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for an openai: server."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for an openai: server's answer."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Answer length limit (default 16 multiple-choice, longer open)."),
-    runtime: str = RuntimeOpt,
+    runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
-    import json
-
-    from tspo_edge.ask import Asker, IndexingProgress, check_inputs, contact_sheet, format_result, read_batch
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.store import Store
-    from tspo_edge.video import probe
-
+    # Everything is checked before a model loads or the index is touched.
+    spec = model_spec(encoder, None, runtime, model_dir)
+    positive(frames, "--frames", integer=True)
+    positive(timeout, "--timeout")
+    positive(max_new_tokens, "--max-new-tokens", integer=True)
+    if method not in METHODS:
+        bad(f"--method {method}: choose from {METHOD_HELP}")
+    if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        bad(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
     progress = None
     try:
         if batch is not None:
             if sheet is not None:
-                raise TspoError("--sheet works with one question, not with --batch")
-            items = read_batch(batch)
-            for it in items:
-                if not it.get("video") and video is None:
-                    raise TspoError(f"{batch}: a line has no \"video\" and no VIDEO argument was given")
-            check_inputs(video or items[0].get("video"), items[0]["question"], frames=frames, method=method)
+                bad("--sheet works with one question, not with --batch")
+            items, bad_lines = read_batch(batch, default_video=video_path)
         else:
-            if video is None or question is None:
-                raise TspoError("give VIDEO and QUESTION (or --batch questions.jsonl)")
-            check_inputs(video, question, frames=frames, method=method)
-            probe(video)  # an unreadable video fails here, before any model loads or index write
+            if video_path is None or question is None:
+                bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
+            check_inputs(video_path, question, frames=frames, method=method)
+            video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
+            items, bad_lines = [], []
         kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
         if mllm.startswith("openai:"):
             kw["timeout"] = timeout
+        models = load_models(spec)
         if mllm.strip() in ("lite", ""):
-            enc, agent = load_models(runtime, model_dir, encoder, agent)
-            answerer = load_answerer(mllm, encoder=enc)
+            answerer = load_answerer(mllm, encoder=models.encoder)
         else:  # a down server or a missing model fails before the encoder loads
             answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code, **kw)
-            enc, agent = load_models(runtime, model_dir, encoder, agent)
-        progress = IndexingProgress(err, encoder_id=enc.id)
         with Store(db) as store:
-            asker = Asker(store=store, encoder=enc, answerer=answerer, agent=agent, progress=progress)
+            progress = IndexingProgress(err, encoder_id=models.encoder.id)
+            asker = Asker(store=store, models=models, answerer=answerer, agent=agent, progress=progress)
             if batch is None:
-                r = asker.ask(video, question, options=option or None, frames=frames, method=method,
+                r = asker.ask(video_path, question, options=option or None, frames=frames, method=method,
                               keep_pixels=sheet is not None)
                 progress.close()
                 if sheet is not None:
                     contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
                 if json_out:
-                    typer.echo(json.dumps(r.to_dict(), indent=2))
+                    dump(r.to_dict())
                 else:
                     typer.echo(format_result(r))
                 if sheet is not None:
-                    err.print(f"contact sheet: {sheet}", highlight=False)
+                    err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
                 return
-            failed = 0
-            for n, it in enumerate(items, 1):
-                rid = it.get("id", n)
-                try:
-                    r = asker.ask(it.get("video") or video, it["question"], options=it.get("options") or option or None,
-                                  frames=it.get("frames", frames), method=it.get("method", method))
-                    progress.close()
-                    typer.echo(json.dumps({"id": rid, **r.to_dict()}))
-                except TspoError as e:
-                    progress.close()
-                    failed += 1
-                    err.print(f"[red]failed[/] {rid}: {e}", highlight=False)
-                    typer.echo(json.dumps({"id": rid, "video": str(it.get("video") or video),
-                                           "question": it["question"], "error": str(e)}))
-            if failed:
-                err.print(f"{failed} of {len(items)} questions failed", highlight=False)
-                raise typer.Exit(2 if failed == len(items) else 1)
+            _ask_batch(asker, batch, items, bad_lines, progress, option=option, frames=frames, method=method)
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        if progress is not None:
+            progress.close()
+        interrupted("interrupted: nothing was changed by the question in flight")
     except TspoError as e:
         if progress is not None:
             progress.close()
         fail(e)
 
 
-@app.command("export")
+def _ask_batch(asker: Asker, batch: Path, items: list[dict], bad_lines: list[dict], progress, *,
+               option, frames, method) -> None:
+    """One JSON line per question (or per bad line, with its error); exit 1 when some failed."""
+    failed = len(bad_lines)
+    for b in bad_lines:
+        err.print(f"[red]skipped[/] {b['error']}", highlight=False, markup=True)
+        typer.echo(json.dumps(b))
+    for it in items:
+        rid = it["id"]
+        try:
+            r = asker.ask(it["video"], it["question"], options=it.get("options") or option or None,
+                          frames=it.get("frames", frames), method=it.get("method", method))
+            progress.close()
+            typer.echo(json.dumps(_finite({"id": rid, **r.to_dict()}), allow_nan=False))
+        except TspoError as e:
+            progress.close()
+            failed += 1
+            err.print(f"[red]failed[/] {rid}: {e}", highlight=False, markup=True)
+            typer.echo(json.dumps({"id": rid, "video": str(it["video"]), "question": it["question"],
+                                   "error": str(e)}))
+    total = len(items) + len(bad_lines)
+    if failed:
+        err.print(f"{failed} of {total} questions failed", highlight=False)
+        raise typer.Exit(2 if failed == total else 1)
+
+
+@app.command("export", epilog=examples(
+    "tspo-edge export --out edge/                                   # lite towers + its agent",
+    "tspo-edge export --encoder ./TSPO-0.4B --out edge-l14/ --fp16 --tensorrt",
+    "tspo-edge export runs/clip/agent --encoder openai/clip-vit-large-patch14 --out edge/"))
 def export_cmd(
-    ckpt: str = typer.Argument(..., help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint), or similarity:<dim>."),
+    ckpt: Optional[str] = typer.Argument(None, metavar="[AGENT]", help="Agent checkpoint (default: the encoder's default agent, e.g. a TSPO-0.4B folder's selector), or similarity:<dim>."),
     out_dir: Path = typer.Option(..., "--out", help="Folder to write agent.onnx, image.onnx, text.onnx, manifest.json."),
-    encoder: str = typer.Option("lite", "--encoder", help="Encoder whose towers to export: 'lite', a CLIP/SigLIP hub id or folder, or 'none'."),
+    encoder: str = typer.Option("lite", "--encoder", help="Encoder whose towers to export: 'lite', a CLIP/SigLIP hub id or folder, or 'none' (agent only)."),
     fp16: bool = typer.Option(False, "--fp16", help="fp16 weights and math (inputs and outputs stay float32)."),
     tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build TensorRT engines (fp16; needs tensorrt and an NVIDIA GPU)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (17 or newer)."),
-    heads: int = typer.Option(8, "--heads", help="Attention heads, for checkpoints that do not record them."),
-    window: int = typer.Option(12, "--window", help="Attention window w, for checkpoints that do not record it."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
-    import json
+    from tspo_edge.export import export_model  # torch (see the note at the top)
 
-    from export.api import export_model
-
+    with_encoder = encoder.strip().lower() != "none"
+    if not with_encoder and ckpt is None:
+        bad("--encoder none exports the agent alone: give the AGENT checkpoint")
+    if opset < 17:
+        bad(f"--opset {opset}: needs 17 or newer")
+    spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None)
     try:
         with err.status("exporting…"):
-            manifest = export_model(ckpt, out_dir, encoder=encoder, fp16=fp16, tensorrt=tensorrt, opset=opset,
-                                    heads=heads, window=window, log=lambda m: err.print(m, markup=False, highlight=False,
-                                                                            soft_wrap=True))
+            manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
+                                    tensorrt=tensorrt, opset=opset,
+                                    log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+    except KeyboardInterrupt:
+        interrupted()
     except TspoError as e:
         fail(e)
     for part, entry in manifest["models"].items():
@@ -235,21 +340,22 @@ def export_cmd(
         err.print(f"{part:6s} {out_dir / entry['file']}  ({entry['bytes'] / 1e6:.1f} MB; {shapes})", markup=False, highlight=False, soft_wrap=True)
     for part, eng in ((manifest.get("tensorrt") or {}).get("engines") or {}).items():
         err.print(f"{part:6s} {out_dir / eng['file']}  (TensorRT, {eng['bytes'] / 1e6:.1f} MB)", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"agent  {manifest['agent']['id']} ({manifest['agent'].get('source')})", markup=False, highlight=False, soft_wrap=True)
     err.print(f"manifest {out_dir / 'manifest.json'}", markup=False, highlight=False, soft_wrap=True)
     if json_out:
-        typer.echo(json.dumps(manifest, indent=2))
+        dump(manifest)
 
 
 eval_app = typer.Typer(help="Measure keyframe selection: the generated needle benchmark, and frame_idx files for the paper's benchmarks.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(eval_app, name="eval")
 
 
-def _csv(value: str, kind=str) -> list:
+def _csv(value: str, flag: str, kind=str) -> list:
     try:
         return [kind(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise TspoError(f"cannot read {value!r} as a comma-separated list") from None
+        bad(f"{flag} {value!r}: expected a comma-separated list")
 
 
 def _step_progress(progress, description: str):
@@ -262,7 +368,10 @@ def _step_progress(progress, description: str):
     return update
 
 
-@eval_app.command("needle")
+@eval_app.command("needle", epilog=examples(
+    "tspo-edge eval needle --out tspo-edge-eval",
+    "tspo-edge eval needle --videos 2 --minutes 5 --frames 8,16 --methods similarity,agent --mllm none",
+    "tspo-edge eval needle --encoder ./TSPO-0.4B --json"))
 def eval_needle_cmd(
     out_dir: Path = typer.Option(Path("tspo-edge-eval"), "--out", help="Folder for the benchmark videos, the index and the results."),
     videos: int = typer.Option(4, "--videos", help="Generated long videos."),
@@ -275,22 +384,18 @@ def eval_needle_cmd(
                                 help="Comma-separated: uniform, similarity, bin-max, aks, agent, oracle."),
     agent: Optional[str] = AgentOpt,
     encoder: Optional[str] = EncoderOpt,
+    runtime: Optional[str] = RuntimeOpt,
+    model_dir: Optional[Path] = ModelDirOpt,
     mllm: str = typer.Option("lite", "--mllm", help="Answerer: lite | none | openai:URL | a hub id or folder of a video MLLM."),
     db: Optional[Path] = typer.Option(None, "--db", help="Index for the benchmark videos (default OUT/index.db)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
-    import json
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from index.report import IndexProgress
-    from tspo_edge.evaluation import report
-    from tspo_edge.evaluation.needle import BenchConfig, generate
-    from tspo_edge.evaluation.runner import check_methods, run_needle_eval
-
+    frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
+    spec = model_spec(encoder, agent, runtime, model_dir)
+    for value, flag in ((videos, "--videos"), (minutes, "--minutes"), (needles, "--needles"), (video_fps, "--video-fps")):
+        positive(value, flag)
     try:
-        frame_list, method_list = _csv(frames, int), _csv(methods)
         check_methods(method_list, frame_list)
         cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
         cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -298,10 +403,10 @@ def eval_needle_cmd(
             bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
         with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
             result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
-                                     encoder=encoder or "lite", agent=agent, mllm=mllm, index_progress=ip,
+                                     models=load_models(spec), mllm=mllm, index_progress=ip,
                                      progress=_step_progress(ip.progress, "questions"))
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        interrupted()
     except TspoError as e:
         fail(e)
     report.write_json(out_dir / "needle.json", result)
@@ -309,56 +414,63 @@ def eval_needle_cmd(
     (out_dir / "needle.md").write_text(report.markdown_table(result) + "\n")
     err.print(report.summary_table(result))
     for e in result["errors"]:
-        err.print(f"[red]failed[/] {e}", highlight=False)
+        err.print(f"[red]failed[/] {e}", highlight=False, markup=True)
     err.print(f"results: {out_dir / 'needle.json'}, {out_dir / 'needle.png'}, {out_dir / 'needle.md'} "
-              f"({result['seconds']['total']:.0f} s)", highlight=False)
+              f"({result['seconds']['total']:.0f} s)", highlight=False, markup=False)
     if json_out:
-        typer.echo(json.dumps({k: v for k, v in result.items() if k != "questions"}, indent=2))
+        dump({k: v for k, v in result.items() if k != "questions"})
     raise typer.Exit(1 if result["errors"] else 0)
 
 
-@eval_app.command("frames")
+@eval_app.command("frames", epilog=examples(
+    "tspo-edge eval frames lvb_val.json --benchmark lvb --video-root videos/ --encoder ./TSPO-0.4B --out TSPO_LongVideoBench_frameIdx.json",
+    "tspo-edge eval frames videomme.json --benchmark videomme --out frame_idx.json --frames 32"))
 def eval_frames_cmd(
     annotations: Path = typer.Argument(..., help="lvb_val.json, videomme.json, mlvu.json, or a benchmark TSV."),
     benchmark: str = typer.Option(..., "--benchmark", help="lvb | videomme | mlvu | lvbench (TSV only)."),
     out_file: Path = typer.Option(..., "--out", help="The frame_idx JSON to write."),
     video_root: Optional[Path] = typer.Option(None, "--video-root", help="Folder holding the videos (default: the annotation file's folder)."),
     frames: int = typer.Option(64, "--frames", help="Keyframes per question (paper: 64)."),
-    method: Optional[str] = typer.Option(None, "--method", help="topk | bin-max | aks | uniform (default: bin-max for videomme, topk otherwise)."),
+    method: Optional[str] = typer.Option(None, "--method", help=METHOD_HELP + " (default: bin-max for videomme, topk otherwise)."),
     db: Path = DbOpt,
     encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,
-    fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second when indexing (paper: 1)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="At most this many frames per video when indexing."),
+    runtime: Optional[str] = RuntimeOpt,
+    model_dir: Optional[Path] = ModelDirOpt,
+    fps: float = FpsOpt,
+    max_frames: Optional[int] = MaxFramesOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
-    import json
-
-    from index.report import IndexProgress
-    from tspo_edge.evaluation.frames import export_frame_idx
-
+    s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir)
+    positive(frames, "--frames", integer=True)
+    if method is not None and method not in METHODS:
+        bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
         with IndexProgress(err) as ip:
             r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
-                                 method=method, encoder=encoder or "lite", agent=agent, fps=fps, max_frames=max_frames,
+                                 method=method, models=load_models(spec), sampling=s,
                                  index_progress=ip, progress=_step_progress(ip.progress, "questions"))
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        interrupted()
     except TspoError as e:
         fail(e)
     for v in r.missing_videos:
-        err.print(f"[yellow]missing video[/] {v}", highlight=False)
+        err.print(f"[yellow]missing video[/] {v}", highlight=False, markup=True)
     for v in r.failed_videos:
-        err.print(f"[red]failed[/] {v}", highlight=False)
+        err.print(f"[red]failed[/] {v}", highlight=False, markup=True)
+    err.print(f"agent: {r.agent}", highlight=False, markup=False)
     err.print(f"{r.written} of {r.questions} questions have frame_idx ({r.method}, {r.frames} frames) -> {r.out}",
-              highlight=False)
+              highlight=False, markup=False)
     if json_out:
-        typer.echo(json.dumps(r.to_dict(), indent=2))
+        dump(r.to_dict())
     raise typer.Exit(0 if r.ok else 1)
 
 
-@app.command("train")
+@app.command("train", epilog=examples(
+    "tspo-edge train --toy",
+    "tspo-edge train tspo10k.jsonl --videos videos/ --encoder openai/clip-vit-large-patch14 --mllm openai:http://localhost:8000/v1 --out runs/clip",
+    "tspo-edge train tspo10k.jsonl --videos videos/ --out runs/clip --resume"))
 def train_cmd(
     data: Optional[Path] = typer.Argument(None, help="TSPO-10K style JSONL (video, original_question, problem, solution, type)."),
     videos: Optional[Path] = typer.Option(None, "--videos", help="Folder the rows' video paths are relative to."),
@@ -370,8 +482,8 @@ def train_cmd(
     out_dir: Path = typer.Option(Path("tspo-train"), "--out", help="Run folder: checkpoints, agent/, train_log.jsonl, train.png."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs over the data)."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data when --steps is not given."),
-    group: int = typer.Option(8, "--group", help="G: rollouts per sample."),
-    lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate (linear decay to 0)."),
+    group: int = typer.Option(8, "--group", help="G: rollouts per sample (at least 2)."),
+    lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate (linear decay)."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Samples per process per optimizer step."),
     save_every: int = typer.Option(100, "--save-every", help="Checkpoint every N steps (and at the end)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
@@ -379,47 +491,48 @@ def train_cmd(
     strict: bool = typer.Option(False, "--strict", help="Fail on a missing video instead of skipping its rows."),
     toy: bool = typer.Option(False, "--toy", help="The paper's toy experiment, offline (lite encoder and answerer)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: accelerate's choice)."),
-    runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx for the frozen encoder (the agent always trains in torch)."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, or onnx for the frozen encoder (the agent always trains in torch)."),
     model_dir: Optional[Path] = ModelDirOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
-    import json
+    from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
+    from tspo_edge.train.progress import TrainProgress
+    from tspo_edge.train.run import RunOptions, train_from_options
+    from tspo_edge.train.toy import toy_options
 
-    from train.progress import TrainProgress
-    from train.run import RunOptions, train_from_options
-
+    positive(steps, "--steps", integer=True)
+    positive(epochs, "--epochs")
+    positive(lr, "--lr")
+    positive(grad_accum, "--grad-accum", integer=True)
+    if group < 2:
+        bad(f"--group must be at least 2 (advantages are relative to the group), got {group}")
     log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     try:
         if toy:
-            from train.toy import toy_options
-
             opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
                                save_every=save_every, resume=resume, device=device or "cpu")
         else:
             if data is None or videos is None:
-                raise TspoError("give DATA.jsonl and --videos DIR (or --toy)")
-            from train.loop import TrainConfig
-
-            enc = load_models(runtime, model_dir, encoder, None)[0] if (runtime != "torch" or model_dir) else (encoder or "lite")
-            opts = RunOptions(data=data, videos=videos, db=db, encoder=enc, agent=agent, mllm=mllm,
-                              mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
+                bad("give DATA.jsonl and --videos DIR (or --toy)")
+            opts = RunOptions(data=data, videos=videos, db=db, models=model_spec(encoder, agent, runtime, model_dir),
+                              mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
                               cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
                                               save_every=save_every, seed=seed))
         with TrainProgress(err) as progress:
             summary = train_from_options(opts, log=log, on_step=progress)
     except KeyboardInterrupt:
-        err.print("interrupted: run the same command with --resume to continue from the last checkpoint")
-        raise typer.Exit(130)
+        interrupted("interrupted: run the same command with --resume to continue from the last checkpoint")
     except TspoError as e:
         fail(e)
     last = summary.get("last") or {}
     if summary.get("plot"):
         err.print(f"{summary['steps']} steps; last R_A {last.get('R_A')}, R_T {last.get('R_T')}\n"
                   f"agent  {summary.get('agent')}\nplot   {summary['plot']}"
-                  + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""), highlight=False)
+                  + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""),
+                  highlight=False, markup=False)
     if json_out:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        dump(summary)
     raise typer.Exit(1 if summary.get("missing_videos") or summary.get("failed_videos") else 0)
 
 

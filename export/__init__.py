@@ -1,7 +1,7 @@
-"""ONNX / TensorRT export (`export.api.export_model`, `tspo-edge export`) and the ONNX Runtime
-sessions that load an export folder (`export.runtime`: OnnxAgent, OnnxEncoder, load_runtime)."""
+"""Writing models for edge runtimes: the agent and an encoder's towers to ONNX (and TensorRT
+engines), with DIR/manifest.json. The sessions that run an export are the library's
+(tspo_edge.encoders.onnx, tspo_edge.agent_onnx), chosen by tspo_edge.models.load_models."""
 
-from .manifest import ManifestError
-from .runtime import OnnxAgent, OnnxEncoder, load_runtime
+from .api import export_model
 
-__all__ = ["ManifestError", "OnnxAgent", "OnnxEncoder", "load_runtime"]
+__all__ = ["export_model"]

@@ -5,62 +5,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
+from tspo_edge.agent import load_agent
+from tspo_edge.encoders.onnx import TOKENIZER_DIR
+from tspo_edge.errors import ExportError
+from tspo_edge.manifest import MANIFEST
+from tspo_edge.models import Models
 
 from .agent_export import export_agent
-from .manifest import MANIFEST, file_entry, write_manifest
-from .towers import TOKENIZER_DIR, ExportError, export_encoder
+from .manifest import file_entry, write_manifest
+from .tensorrt_build import build_engines, require_tensorrt
+from .towers import export_encoder
 
 MIN_OPSET = 17
 
 
-def export_model(ckpt, out_dir, *, encoder="lite", fp16: bool = False, tensorrt: bool = False,
-                 opset: int = 17, heads: int = 8, window: int = 12,
-                 log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Export the agent from `ckpt` (any load_agent source or a TemporalAgent) and, unless encoder
-    is None/"none", the encoder's image and text towers (`encoder`: a load_encoder spec or an
-    already loaded lite/HF encoder). Returns the manifest written to out_dir/manifest.json."""
-    from tspo_edge.agent import load_agent
-
+def export_model(models: Models, out_dir, *, with_encoder: bool = True, fp16: bool = False,
+                 tensorrt: bool = False, opset: int = 17, log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Export the agent of `models` (torch runtime) and, with `with_encoder`, the encoder's image
+    and text towers. Returns the manifest written to out_dir/manifest.json."""
     if opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset}: needs {MIN_OPSET} or newer")
+        raise ExportError(f"ONNX opset {opset}: needs {MIN_OPSET} or newer")
+    if models.spec.runtime != "torch":
+        raise ExportError("exports are made from torch models (the onnx runtime runs them)")
     if tensorrt:
-        from .tensorrt_build import require_tensorrt
-
         require_tensorrt()  # fail before minutes of export work
     out = Path(out_dir)
-    agent = ckpt if isinstance(ckpt, torch.nn.Module) else load_agent(ckpt, heads=heads, window=window)
-    enc, spec = None, None
-    if isinstance(encoder, str) and encoder.strip().lower() not in ("", "none"):
-        from tspo_edge.encoders import load_encoder
-
-        log(f"loading encoder {encoder}")
-        enc, spec = load_encoder(encoder), encoder
-    elif encoder is not None and not isinstance(encoder, str):
-        enc = encoder
-        spec = "lite" if type(enc).__name__ == "LiteEncoder" else str(getattr(enc, "spec", enc.id))
-    if enc is not None:
-        if enc.dim != agent.dim:
-            raise ExportError(f"{getattr(agent, 'source', ckpt)}: agent width {agent.dim} does not match encoder {enc.id} width {enc.dim}")
+    if with_encoder:
+        log(f"loading encoder {models.spec.encoder_spec}")
+    agent = models.agent if with_encoder else load_agent(models.spec.agent)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look complete
     log(f"exporting agent {agent.id} -> {out / 'agent.onnx'}")
-    agent_section = export_agent(agent, out, opset=opset, fp16=fp16)
-    models = {"agent": file_entry(out, "agent.onnx")}
+    agent_section = {**export_agent(agent, out, opset=opset, fp16=fp16),
+                     "source": models.agent_spec or models.spec.agent}
+    models_written = {"agent": file_entry(out, "agent.onnx")}
     files, enc_section = {}, None
-    if enc is not None:
+    if with_encoder:
+        enc = models.encoder
         log(f"exporting encoder {enc.id} -> {out / 'image.onnx'}, {out / 'text.onnx'}")
-        enc_section = {"spec": spec, **export_encoder(enc, out, opset=opset, fp16=fp16)}
-        models["image"], models["text"] = file_entry(out, "image.onnx"), file_entry(out, "text.onnx")
+        enc_section = {"spec": models.spec.encoder_spec, **export_encoder(enc, out, opset=opset, fp16=fp16)}
+        models_written["image"], models_written["text"] = file_entry(out, "image.onnx"), file_entry(out, "text.onnx")
         files = {rel: file_entry(out, rel) for rel in
                  sorted(p.relative_to(out).as_posix() for p in (out / TOKENIZER_DIR).rglob("*") if p.is_file())}
     trt_section = None
     if tensorrt:
-        from .tensorrt_build import build_engines
-
         log("building TensorRT engines (fp16)")
-        trt_section = build_engines(out, models, agent_section, enc_section)
+        trt_section = build_engines(out, models_written, agent_section, enc_section)
         for part, eng in trt_section["engines"].items():
             eng.update(file_entry(out, eng["file"]))
-    return write_manifest(out, models=models, agent=agent_section, encoder=enc_section, opset=opset,
+    return write_manifest(out, models=models_written, agent=agent_section, encoder=enc_section, opset=opset,
                           precision="fp16" if fp16 else "fp32", files=files, tensorrt=trt_section)

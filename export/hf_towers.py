@@ -6,7 +6,11 @@ from pathlib import Path
 
 import torch
 
-from .towers import TOKENIZER_DIR, ExportError, export_pair, features
+from tspo_edge.encoders.onnx import TOKENIZER_DIR
+from tspo_edge.encoders.preprocess import normalize
+from tspo_edge.errors import ExportError
+
+from .onnx_utils import export_pair, features
 
 
 class _Image(torch.nn.Module):
@@ -18,8 +22,6 @@ class _Image(torch.nn.Module):
         self.mean, self.std, self.rescale = tuple(encoder.mean), tuple(encoder.std), float(encoder.rescale)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from tspo_edge.encoders.preprocess import normalize
-
         x = normalize(pixels, self.mean, self.std, self.rescale, dtype=torch.float32)
         return features(self.model.get_image_features(pixel_values=x))
 

@@ -11,6 +11,7 @@ import torch
 # torch.onnx's dynamo exporter needs onnxscript, which is not a dependency; the
 # TorchScript exporter traces these models reliably with dynamic axes.
 DYNAMO = False
+IMAGE_ONNX, TEXT_ONNX = "image.onnx", "text.onnx"
 
 
 def to_onnx(module: torch.nn.Module, args: tuple, path: Path, *, input_names: Sequence[str],
@@ -47,3 +48,25 @@ def convert_fp16(path: Path) -> str:
         model = convert(model, keep_io_types=True)
     onnx.save(model, str(path))
     return name
+
+
+def features(out) -> torch.Tensor:
+    """get_*_features returns a tensor (transformers 4) or an output with pooler_output (5)."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def export_pair(image_module, text_module, text_inputs: dict[str, torch.Tensor], size: int, out_dir: Path,
+                 opset: int, fp16: bool) -> dict:
+    pixels = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    axes = {"pixels": {0: "N"}, "embeddings": {0: "N"}}
+    to_onnx(image_module, (pixels,), out_dir / IMAGE_ONNX, input_names=["pixels"], output_names=["embeddings"],
+            dynamic_axes=axes, opset=opset)
+    names = list(text_inputs)
+    to_onnx(text_module, tuple(text_inputs.values()), out_dir / TEXT_ONNX, input_names=names,
+            output_names=["embeddings"], opset=opset,
+            dynamic_axes={**{n: {0: "B", 1: "L"} for n in names}, "embeddings": {0: "B"}})
+    converter = None
+    if fp16:
+        converter = convert_fp16(out_dir / IMAGE_ONNX)
+        convert_fp16(out_dir / TEXT_ONNX)
+    return {"fp16_converter": converter, "text_inputs": names}

@@ -8,27 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tspo_edge.errors import TspoError
+import torch
 
-class TensorRTUnavailable(TspoError):
-    """--tensorrt on a machine without tensorrt or without a CUDA GPU."""
+from tspo_edge.errors import TensorRTUnavailable, TspoError
 
 
 def require_tensorrt():
     """The tensorrt module, or TensorRTUnavailable saying what is missing."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional extra [trt]
     except ImportError:
-        raise TensorRTUnavailable("--tensorrt: the tensorrt Python package is not installed "
+        raise TensorRTUnavailable("TensorRT engines: the tensorrt Python package is not installed "
                                   "(pip install tensorrt, on a machine with an NVIDIA GPU)") from None
-    try:
-        import torch
-
-        has_gpu = torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        has_gpu = False
-    if not has_gpu:
-        raise TensorRTUnavailable("--tensorrt: no CUDA GPU visible; TensorRT engines are built on the GPU "
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("TensorRT engines: no CUDA GPU visible; engines are built on the GPU "
                                   "they will run on")
     return trt
 
@@ -64,8 +57,6 @@ def build_engine(onnx_path: Path, engine_path: Path, profile: dict[str, list[lis
 
 def build_engines(out_dir: Path, models: dict[str, dict], agent: dict | None, encoder: dict | None) -> dict:
     """One engine per exported model: agent (T 1..50 000), image (batch 1..64), text (batch 1..64)."""
-    import torch
-
     trt = require_tensorrt()
     profiles = {}
     if agent and "agent" in models:

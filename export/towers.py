@@ -1,7 +1,7 @@
 """An encoder's image and text towers to ONNX: the embedded lite encoder and HF CLIP / SigLIP.
 
 Image towers take resized and cropped uint8 pixels [N, 3, S, S] (resize/crop stay in the
-runtime, see export.preprocess; the normalisation is in the graph) and return the raw
+runtime, see tspo_edge.encoders.onnx; the normalisation is in the graph) and return the raw
 embeddings the torch encoder returns; text towers take the tokenizer's arrays and return
 [B, D]. The tokenizer is saved next to the models so the runtime tokenises as torch does.
 """
@@ -13,17 +13,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import ExportError, TspoError
 
-from .onnx_utils import convert_fp16, to_onnx
+from tspo_edge.encoders import lite
+from tspo_edge.encoders.lite import LiteEncoder
+from tspo_edge.encoders.onnx import MAX_IMAGE_BATCH, TOKENIZER_DIR
+from tspo_edge.encoders.preprocess import normalize
 
-IMAGE_ONNX, TEXT_ONNX, TOKENIZER_DIR = "image.onnx", "text.onnx", "tokenizer"
-MAX_IMAGE_BATCH = 64
+from .hf_towers import export_hf
+from .onnx_utils import export_pair
+
 LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # tspo_edge.encoders.lite normalises with these
-
-
-class ExportError(TspoError):
-    """A model cannot be exported (unsupported encoder, missing exporter)."""
 
 
 class _LiteImage(torch.nn.Module):
@@ -35,8 +35,6 @@ class _LiteImage(torch.nn.Module):
         self.register_buffer("E", class_embeddings.detach().float().cpu().clone())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from tspo_edge.encoders.preprocess import normalize
-
         x = normalize(pixels, LITE_MEAN, LITE_STD)
         p = torch.softmax(self.effnet(x).float() / self.temperature, dim=-1)
         return F.normalize(p @ self.E, dim=-1)
@@ -53,31 +51,8 @@ class _SentenceText(torch.nn.Module):
         return self.st({"input_ids": input_ids, "attention_mask": attention_mask})["sentence_embedding"]
 
 
-def features(out) -> torch.Tensor:
-    """get_*_features returns a tensor (transformers 4) or an output with pooler_output (5)."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-def export_pair(image_module, text_module, text_inputs: dict[str, torch.Tensor], size: int, out_dir: Path,
-                 opset: int, fp16: bool) -> dict:
-    pixels = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
-    axes = {"pixels": {0: "N"}, "embeddings": {0: "N"}}
-    to_onnx(image_module, (pixels,), out_dir / IMAGE_ONNX, input_names=["pixels"], output_names=["embeddings"],
-            dynamic_axes=axes, opset=opset)
-    names = list(text_inputs)
-    to_onnx(text_module, tuple(text_inputs.values()), out_dir / TEXT_ONNX, input_names=names,
-            output_names=["embeddings"], opset=opset,
-            dynamic_axes={**{n: {0: "B", 1: "L"} for n in names}, "embeddings": {0: "B"}})
-    converter = None
-    if fp16:
-        converter = convert_fp16(out_dir / IMAGE_ONNX)
-        convert_fp16(out_dir / TEXT_ONNX)
-    return {"fp16_converter": converter, "text_inputs": names}
-
-
 def export_lite(encoder, out_dir: Path, *, opset: int, fp16: bool) -> dict:
     """The lite encoder: EfficientNet-Lite0 + bridge, and MiniLM + mean pooling + normalise."""
-    from tspo_edge.encoders import lite
 
     st = encoder.text_model.cpu().eval()
     image = _LiteImage(encoder.image_model.cpu().eval(), encoder.class_embeddings, encoder.temperature)
@@ -97,13 +72,9 @@ def export_encoder(encoder, out_dir: Path, *, opset: int = 17, fp16: bool = Fals
 
     Tracing runs on the CPU in float32: the encoder's models are moved there (export only).
     """
-    from tspo_edge.encoders.lite import LiteEncoder
-
     if isinstance(encoder, LiteEncoder):
         info = export_lite(encoder, out_dir, opset=opset, fp16=fp16)
     elif hasattr(encoder, "model") and hasattr(encoder.model, "get_image_features"):
-        from .hf_towers import export_hf
-
         info = export_hf(encoder, out_dir, opset=opset, fp16=fp16)
     else:
         raise ExportError(f"{type(encoder).__name__}: no ONNX exporter for this encoder (lite, CLIP, SigLIP)")

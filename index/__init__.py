@@ -1,8 +1,6 @@
 """Batch indexing of video files and folders into the SQLite store (incremental, resumable)."""
 
-from .files import VIDEO_EXTENSIONS, find_videos
-from .indexer import (FileResult, IndexEvent, IndexSummary, encode_video, ensure_indexed, index_file,
-                      index_paths, resolve_agent)
+from .batch import IndexSummary, index_paths
+from .files import find_videos
 
-__all__ = ["VIDEO_EXTENSIONS", "find_videos", "FileResult", "IndexEvent", "IndexSummary", "encode_video",
-           "ensure_indexed", "index_file", "index_paths", "resolve_agent"]
+__all__ = ["IndexSummary", "find_videos", "index_paths"]

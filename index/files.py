@@ -5,14 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts",
-    ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".y4m",
-})
-
-
-def is_video_name(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+from tspo_edge.video import VIDEO_EXTENSIONS
 
 
 def find_videos(paths, *, extensions=VIDEO_EXTENSIONS) -> tuple[list[Path], list[Path]]:

@@ -9,7 +9,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .indexer import IndexEvent, IndexSummary
+from tspo_edge.pipeline import IndexEvent
+
+from .batch import IndexSummary
 
 
 class IndexProgress:
@@ -98,3 +100,27 @@ def videos_table(rows, *, db: str, encoder_id: str | None = None) -> Table:
                   "-" if r.frame_count is None else str(r.frame_count), status,
                   escape((r.agent_id or "-").rsplit(":", 1)[-1]), escape(err))
     return t
+
+
+class IndexingProgress:
+    """Progress for an ask that must index its video first: silent unless indexing happens."""
+
+    def __init__(self, console, *, encoder_id: str | None = None):
+        self.console = console
+        self.encoder_id = encoder_id
+        self.agent_id: str | None = None  # set by Asker before indexing
+        self._bar = None
+
+    def __call__(self, ev) -> None:
+        if self._bar is None:
+            self.console.print(f"indexing {ev.path} first (once; later questions reuse the index)", highlight=False)
+            self._bar = IndexProgress(self.console).__enter__()
+            self._bar(IndexEvent("start", total_files=1, encoder_id=self.encoder_id,
+                                 agent_id=self.agent_id, agent="the ask's agent"))
+        self._bar(ev)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar(IndexEvent("done"))
+            self._bar.__exit__(None, None, None)
+            self._bar = None

@@ -14,6 +14,9 @@ from typing import Callable, Protocol
 import numpy as np
 
 from tspo_edge.errors import TspoError
+from tspo_edge.models import Models
+from tspo_edge.pipeline import Sampling, index_videos
+from tspo_edge.store import Store
 
 
 class FeatureSource(Protocol):
@@ -52,14 +55,13 @@ class StoreFeatures:
         return out
 
 
-def index_videos(videos: list[str], *, db: str | Path, encoder, agent, fps: float = 1.0,
-                 progress: Callable | None = None) -> tuple[StoreFeatures, list[str]]:
+def indexed_features(videos: list[str], *, db: str | Path, models: Models, fps: float = 1.0,
+                     progress: Callable | None = None) -> tuple[StoreFeatures, list[str]]:
     """Index the videos the index lacks (or holds at another rate), then serve features from it.
 
     Returns the feature source and the videos that could not be indexed (reported, skipped).
     """
-    from index import index_paths  # the batch indexer: resumable, records failures
-    from tspo_edge.store import Store
+    sampling = Sampling(fps=fps)
 
     def usable(row) -> bool:
         return row is not None and row.status == "indexed" and row.sample_fps is not None \
@@ -67,10 +69,10 @@ def index_videos(videos: list[str], *, db: str | Path, encoder, agent, fps: floa
 
     with Store(db) as store:
         if store.encoder_id:
-            store.check_encoder(encoder.id)
+            store.check_encoder(models.encoder.id)
         todo = [v for v in videos if not usable(store.find_video(v))]
-    if todo:
-        index_paths([Path(v) for v in todo], db=db, encoder=encoder, agent=agent, fps=fps, progress=progress)
+        if todo:
+            index_videos(store, [Path(v) for v in todo], models, sampling, progress=progress)
     store = Store(db, readonly=True)
     ids: dict[str, int] = {}
     failed: list[str] = []
@@ -82,4 +84,4 @@ def index_videos(videos: list[str], *, db: str | Path, encoder, agent, fps: floa
             failed.append(v)
     if not ids:
         raise TspoError(f"{db}: none of the {len(videos)} training videos could be indexed")
-    return StoreFeatures(store, ids, encoder_id=encoder.id), failed
+    return StoreFeatures(store, ids, encoder_id=models.encoder.id), failed

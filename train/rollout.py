@@ -6,7 +6,6 @@ from their source videos; requests to an OpenAI-compatible server are sent concu
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Protocol
 
@@ -14,7 +13,9 @@ import numpy as np
 import torch
 
 from tspo_edge.questions import parse_answer_letter
-from tspo_edge.select import sample_frames
+from tspo_edge.video import read_frames_at
+
+from .policy import sample_frames
 
 from .samples import Sample
 
@@ -36,8 +37,6 @@ class VideoFrames:
         self.cache: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
 
     def read(self, video: str, times: np.ndarray) -> np.ndarray:
-        from tspo_edge.video import read_frames_at
-
         times = np.asarray(times, dtype=np.float64)
         if not self.cache_size:
             return read_frames_at(video, times, size=self.size, decoder=self.decoder)
@@ -53,44 +52,6 @@ class VideoFrames:
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
         return np.stack(out)
-
-
-class CachedEncoder:
-    """An encoder whose image and text embeddings are memoised (by frame bytes / text).
-
-    For an answerer built on the encoder (lite): rollouts show it the same frames and the
-    same options again and again."""
-
-    def __init__(self, encoder, size: int = 4096):
-        self.encoder, self.size = encoder, size
-        self.id, self.dim = encoder.id, encoder.dim
-        self.image_size = getattr(encoder, "image_size", None)
-        self.images: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self.texts: dict[str, np.ndarray] = {}
-
-    def encode_images(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.ascontiguousarray(frames)
-        keys = [hashlib.blake2b(f.tobytes(), digest_size=16, key=str(f.shape).encode()).digest() for f in frames]
-        first: dict[bytes, int] = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        todo = [i for k, i in first.items() if k not in self.images]
-        if todo:
-            emb = self.encoder.encode_images(frames[todo])
-            for i, e in zip(todo, emb):
-                self.images[keys[i]] = e
-        out = np.stack([self.images[k] for k in keys])
-        for k in keys:
-            self.images.move_to_end(k)
-        while len(self.images) > self.size:
-            self.images.popitem(last=False)
-        return out
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        todo = list(dict.fromkeys(t for t in texts if t not in self.texts))
-        if todo:
-            self.texts.update(zip(todo, self.encoder.encode_texts(todo)))
-        return np.stack([self.texts[t] for t in texts])
 
 
 def _resize(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from tspo_edge.agent import save_agent
+from tspo_edge.encoders.memo import MemoEncoder
 from tspo_edge.errors import TspoError
+from tspo_edge.mllm import load_answerer
+from tspo_edge.models import ModelSpec, load_models
 
+from .checkpoint import latest_checkpoint
 from .data import Dataset, Row, load_rows
 from .dist import Dist
-from .features import index_videos
+from .features import indexed_features
 from .loop import Env, TrainConfig, Trainer
-from .rollout import CachedEncoder, VideoFrames
+from .official import clip_folder, is_clip_vit_l14, save_official
+from .rollout import VideoFrames
 
 
 @dataclass
@@ -23,8 +29,7 @@ class RunOptions:
     data: Path
     videos: Path
     db: Path = Path("tspo-edge.db")
-    encoder: str = "lite"
-    agent: str | None = None
+    models: ModelSpec = field(default_factory=ModelSpec)   # encoder, agent, runtime (one load_models)
     mllm: str = "lite"
     mllm_model: str | None = None
     out: Path = Path("tspo-train")
@@ -51,29 +56,25 @@ def encode_questions(rows: list[Row], encoder) -> dict[str, np.ndarray]:
 
 def build_env(ds: Dataset, o: RunOptions, dist: Dist, *, log: Callable[[str], None] = print,
               index_progress=None):
-    """Index what is missing (rank 0), then (env, encoder, agent, dropped videos)."""
-    from index import resolve_agent
-    from tspo_edge.encoders import load_encoder
-    from tspo_edge.mllm import load_answerer
-
-    if isinstance(o.encoder, str):
-        encoder = load_encoder(o.encoder, device=None if dist.device.type == "cpu" else str(dist.device))
-    else:  # an Encoder object, e.g. ONNX Runtime towers from `--runtime onnx`
-        encoder = o.encoder
-    agent, agent_desc = resolve_agent(o.agent, encoder, encoder_spec=o.encoder if isinstance(o.encoder, str) else None)
-    log(f"agent: {agent_desc}")
+    """Index what is missing (rank 0), then (env, models, agent to train, dropped videos)."""
+    spec = o.models
+    if spec.runtime == "torch" and spec.device is None and dist.device.type != "cpu":
+        spec = replace(spec, device=str(dist.device))
+    models = load_models(spec)
+    encoder = models.encoder
+    agent = models.trainable_agent()  # learns in torch, whatever runtime computes the embeddings
+    log(f"agent: {models.agent_source}")
     videos = list(dict.fromkeys(ds.videos + list(o.pool or [])))
     if dist.is_main:
-        feats, failed = index_videos(videos, db=o.db, encoder=encoder, agent=agent, fps=o.fps,
-                                     progress=index_progress)
+        feats, failed = indexed_features(videos, db=o.db, models=models, fps=o.fps, progress=index_progress)
     dist.barrier()
     if not dist.is_main:
-        feats, failed = index_videos(videos, db=o.db, encoder=encoder, agent=agent, fps=o.fps)
+        feats, failed = indexed_features(videos, db=o.db, models=models, fps=o.fps)
     rows = [r for r in ds.rows if r.video not in set(failed)]
     if not rows:
         raise TspoError(f"{o.data}: no row's video could be indexed")
     answer_kw = {"concurrency": o.cfg.group} if o.mllm.startswith("openai:") else {}
-    answerer = load_answerer(o.mllm, model=o.mllm_model, encoder=CachedEncoder(encoder) if o.mllm == "lite" else None,
+    answerer = load_answerer(o.mllm, model=o.mllm_model, encoder=MemoEncoder(encoder) if o.mllm == "lite" else None,
                              **answer_kw)
     if not getattr(answerer, "needs_frames", True):
         raise TspoError(f"--mllm {o.mllm}: training needs an answerer that looks at the frames")
@@ -81,7 +82,7 @@ def build_env(ds: Dataset, o: RunOptions, dist: Dist, *, log: Callable[[str], No
     env = Env(rows=rows, features=feats, frames=VideoFrames(size=getattr(answerer, "image_size", None) or 336,
                                                         cache=o.frame_cache),
               answerer=answerer, questions=encode_questions(rows, encoder), pool=list(dict.fromkeys(pool)))
-    return env, encoder, agent, failed
+    return env, models, agent, failed
 
 
 def train_from_options(o: RunOptions, *, log: Callable[[str], None] = print, on_step=None,
@@ -91,32 +92,28 @@ def train_from_options(o: RunOptions, *, log: Callable[[str], None] = print, on_
     for v in ds.missing:
         log(f"missing video (rows skipped): {v}")
     dist = Dist.from_env(o.device)
-    env, encoder, agent, failed = build_env(ds, o, dist, log=log, index_progress=index_progress)
+    env, models, agent, failed = build_env(ds, o, dist, log=log, index_progress=index_progress)
+    encoder = models.encoder
     for v in failed:
         log(f"could not index (rows skipped): {v}")
     trainer = Trainer(agent, env, o.cfg, o.out, dist=dist, encoder_id=encoder.id, on_step=on_step)
     if o.resume:
-        from .checkpoint import latest_checkpoint
-
         ckpt = latest_checkpoint(o.out)
         log(f"resuming from {ckpt}" if ckpt else f"--resume: no checkpoint in {o.out}, starting from step 0")
     summary = trainer.run(resume=o.resume)
     summary.update(rows=len(env.rows), skipped_rows=ds.skipped + (len(ds.rows) - len(env.rows)),
                    missing_videos=ds.missing, failed_videos=failed, encoder=encoder.id)
     if dist.is_main:
-        from tspo_edge.agent import save_agent
-
         final = save_agent(trainer.agent, Path(o.out) / "agent", encoder_id=encoder.id)
         summary["agent"] = str(final.parent)
         folder = None
         if o.official != "never":
-            from .official import clip_folder, is_clip_vit_l14, save_official
-
-            folder = clip_folder(o.encoder) if o.encoder != "lite" else None
+            enc_spec = o.models.encoder_spec
+            folder = clip_folder(enc_spec) if enc_spec != "lite" and o.models.runtime == "torch" else None
             if folder is not None and (o.official == "always" or is_clip_vit_l14(folder)):
                 summary["official"] = str(save_official(trainer.agent, folder, Path(o.out) / "tspo-0.4b"))
             elif o.official == "always":
-                raise TspoError(f"--encoder {o.encoder}: the official layout needs a local CLIP checkpoint")
+                raise TspoError(f"{enc_spec}: the official layout needs a local CLIP checkpoint as the encoder")
     return summary
 
 

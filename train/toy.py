@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tspo_edge.models import ModelSpec
+
 from .loop import TrainConfig
 from .run import RunOptions
 from .samples import SampleSpec
@@ -79,6 +81,6 @@ def toy_options(out: Path, *, steps: int = 30, group: int = 8, lr: float = 5e-4,
     spec = SampleSpec(clip_len=32, other_clips=12, own_clips=(1, 1), n_specific=16, fixed_layout=True)
     cfg = TrainConfig(steps=steps, group=group, lr=lr, seed=seed, save_every=save_every, spec=spec,
                       lr_schedule="constant")
-    return RunOptions(data=data, videos=videos, db=out / "toy-data" / "toy.db", encoder="lite", mllm="lite",
+    return RunOptions(data=data, videos=videos, db=out / "toy-data" / "toy.db", models=ModelSpec(encoder="lite"), mllm="lite",
                       out=out, resume=resume, fps=TOY_FPS, device=device, pool=distractors, cfg=cfg,
                       official="never", frame_cache=2048)

@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .scoring import EPS, TAU, score_frames
 
-TAU = 0.025
-EPS = 1e-6  # added to the product of norms, as the reference does
 
 # Prefixes under which the selector's tensors are stored.
 OFFICIAL_PREFIX = "selector."  # TSPO-0.4B release (a CLIP ViT-L/14 checkpoint + selector)
@@ -167,22 +166,6 @@ def _torch_scores(z: torch.Tensor, x: torch.Tensor, q: torch.Tensor, tau: float)
     qm = q.mean(0)
     clip = (x @ qm) / (x.norm(dim=-1) * qm.norm() + EPS)
     return (event.mean(-1) + clip) / tau
-
-
-def score_frames(z: np.ndarray, x: np.ndarray, q: np.ndarray, tau: float = TAU,
-                 z_norm: np.ndarray | None = None, x_norm: np.ndarray | None = None) -> np.ndarray:
-    """Ask-time logits in NumPy from stored features; pass the stored norms to skip a pass."""
-    q = np.asarray(q, dtype=np.float32).reshape(-1, z.shape[-1])
-    if z_norm is None:
-        z_norm = np.linalg.norm(z, axis=-1)
-    if x_norm is None:
-        x_norm = np.linalg.norm(x, axis=-1)
-    # One matrix-vector product per question row through einsum: single-threaded and
-    # memory-bound, it beats a threaded BLAS call whose barrier stalls on a busy core.
-    event = sum(np.einsum("td,d->t", z, qm) / (z_norm * np.linalg.norm(qm) + EPS) for qm in q) / len(q)
-    qm = q.mean(0)
-    clip = np.einsum("td,d->t", x, qm) / (x_norm * np.linalg.norm(qm) + EPS)
-    return ((event + clip) / tau).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -9,24 +9,28 @@ Everything is validated before the index is touched, so a failed ask leaves it a
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from tspo_edge.errors import TspoError, VideoError
-from tspo_edge.mllm.base import mmss
-from tspo_edge.questions import Question, option_letters, parse_question
-
-METHODS = ("topk", "bin-max", "aks", "uniform")
+from . import video
+from .errors import AskError, VideoError
+from .mllm.base import mmss
+from .models import Models
+from .pipeline import Sampling, agent_events, ensure_indexed
+from .questions import Question, option_letters, parse_question
+from .scoring import TAU, score_frames
+from .select import METHODS, select_frames
+from .store import VideoFeatures, canonical_path
 LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
 SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
-
-
-class AskError(TspoError):
-    """Bad ask input (empty question, unknown method, --frames <= 0)."""
 
 
 @dataclass
@@ -74,7 +78,7 @@ def check_inputs(video, question: str, *, frames: int | None, method: str) -> Pa
     if method not in METHODS:
         raise AskError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if frames is not None and int(frames) <= 0:
-        raise AskError(f"--frames must be a positive number, got {frames}")
+        raise AskError(f"the number of keyframes must be a positive number, got {frames}")
     path = Path(video).expanduser()
     if not path.exists():
         raise VideoError(f"{video}: no such file")
@@ -84,80 +88,74 @@ def check_inputs(video, question: str, *, frames: int | None, method: str) -> Pa
 
 
 class Asker:
-    """Models loaded once; asks many questions (features of recent videos kept in memory)."""
+    """Models loaded once; asks many questions (features of recent videos kept in memory).
 
-    def __init__(self, *, store, encoder, answerer, agent=None, decoder: str = "pyav",
+    Which event features a question is scored against: a video indexed and unchanged is used
+    as stored, whatever agent the index ran (an ask of an indexed video loads no agent). An
+    agent given explicitly (`agent=`) that is not the one the index ran has its events computed
+    from the stored embeddings for this ask, in memory: the index is not changed, so later
+    plain asks see what they saw before.
+    """
+
+    def __init__(self, *, store, models: Models, answerer, agent: str | None = None, decoder: str = "pyav",
                  progress: Callable | None = None, cache_videos: int = 4):
         self.store = store
-        self.encoder = encoder
+        self.models = models
         self.answerer = answerer
         self.decoder = decoder
         self.progress = progress
-        self._agent = None
-        if agent is not None:  # an explicit agent: load it now, so a bad checkpoint fails first
-            self._agent = self._resolve(agent)
-        self._cache: dict[str, Any] = {}
+        self.explicit = models.with_agent(agent) if agent is not None else None
+        if self.explicit is not None:  # load it now, so that a bad checkpoint fails first
+            self.explicit.agent_id  # noqa: B018
+        self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = max(0, cache_videos)
         self.last_index_seconds = 0.0
 
-    def _resolve(self, agent):
-        from index import resolve_agent
+    @property
+    def encoder(self):
+        return self.models.encoder
 
-        a, _ = resolve_agent(agent, self.encoder)
-        return a, a.id
-
-    def _features(self, path: Path):
-        """(VideoFeatures, indexed_now).
-
-        A video indexed and unchanged (size, mtime) is used as stored, whatever agent made its
-        event features, unless an agent was asked for explicitly. Otherwise it is (re)indexed
-        with its stored sampling settings; the file is probed first so that an unreadable
-        video fails before the index is written.
-        """
-        from index import ensure_indexed
-        from tspo_edge import video as video_mod
-        from tspo_edge.store import canonical_path
-
+    def _features(self, path: Path) -> tuple[VideoFeatures, str, bool]:
+        """(features, agent id of their events, indexed_now)."""
         key = canonical_path(path)
         st = path.stat()
         stamp = (st.st_size, st.st_mtime)
         cached = self._cache.get(key)
         if cached is not None and cached[0] == stamp:
-            return cached[1], False
+            self._cache.move_to_end(key)
+            return cached[1], cached[2], False
         before = self.store.find_video(key)
         fresh = (before is not None and before.status == "indexed"
                  and (before.size, before.mtime) == stamp)
-        if fresh and (self._agent is None or self._agent[1] == before.agent_id):
-            row, indexed_now = before, False
+        indexed_now = False
+        if fresh:
+            row = before
         else:
-            if not fresh:
-                video_mod.probe(path, decoder=self.decoder)  # unreadable: VideoError, index untouched
-            if self._agent is None:
-                self._agent = self._resolve(None)
+            video.probe(path, decoder=self.decoder)  # unreadable: VideoError, index untouched
+            models = self.explicit or self.models
             if hasattr(self.progress, "agent_id"):
-                self.progress.agent_id = self._agent[1]
-            kw = {}
-            if before is not None and before.sample_fps:
-                kw = {"fps": before.sample_fps, "max_frames": before.max_frames}
+                self.progress.agent_id = models.agent_id
             t0 = time.perf_counter()
-            row = ensure_indexed(path, store=self.store, encoder=self.encoder, agent=self._agent[0],
-                                 decoder=self.decoder, progress=self.progress, **kw)
+            sampling = None
+            if before is not None and before.sample_fps:
+                sampling = Sampling(fps=before.sample_fps, max_frames=before.max_frames, decoder=self.decoder)
+            row = ensure_indexed(self.store, path, models, sampling, progress=self.progress)
             self.last_index_seconds = time.perf_counter() - t0
             indexed_now = True
         feats = self.store.load_features(row.id, encoder_id=self.encoder.id)
+        agent_id = row.agent_id or ""
+        if self.explicit is not None and self.explicit.agent_id != agent_id:
+            feats = dataclasses.replace(feats, z=agent_events(self.explicit, feats.x, key), z_norm=None)
+            agent_id = self.explicit.agent_id
         if self._cache_size:
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = (stamp, feats)
-        return feats, indexed_now
+            self._cache[key] = (stamp, feats, agent_id)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return feats, agent_id, indexed_now
 
-    def ask(self, video, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
+    def ask(self, video_path, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
             method: str = "topk", tau: float | None = None, keep_pixels: bool = False) -> AskResult:
-        from tspo_edge.agent import TAU, score_frames
-        from tspo_edge.select import select_frames
-        from tspo_edge.video import read_frames_at
-
-        path = check_inputs(video, question, frames=frames, method=method)
+        path = check_inputs(video_path, question, frames=frames, method=method)
         try:
             q: Question = parse_question(question, options)
         except ValueError as e:
@@ -166,7 +164,7 @@ class Asker:
 
         t = time.perf_counter()
         self.last_index_seconds = 0.0
-        feats, indexed_now = self._features(path)
+        feats, agent_id, indexed_now = self._features(path)
         timings["lookup"] = time.perf_counter() - t - self.last_index_seconds
         if indexed_now:
             timings["index"] = self.last_index_seconds
@@ -190,7 +188,7 @@ class Asker:
         if self.answerer.needs_frames or keep_pixels:
             t = time.perf_counter()
             size = self.answerer.image_size if self.answerer.needs_frames else SHEET_SIZE
-            pixels = read_frames_at(path, times, size=size, decoder=self.decoder)
+            pixels = video.read_frames_at(path, times, size=size, decoder=self.decoder)
             timings["decode"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -203,27 +201,24 @@ class Asker:
             answer=ans.text or None, letter=ans.letter,
             frames=[Keyframe(int(i), float(feats.times[i]), float(s[i])) for i in idx],
             method=method, timings=timings,
-            models={"encoder": self.encoder.id, "agent": feats.video.agent_id or "",
-                    "answerer": ans.model_id},
+            models={"encoder": self.encoder.id, "agent": agent_id, "answerer": ans.model_id},
             note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores,
             pixels=pixels if keep_pixels else None)
 
 
-def ask(video, question: str, *, store, encoder, answerer, agent=None, frames: int | None = None,
-        method: str = "topk", options: Sequence[str] | None = None, decoder: str = "pyav",
-        progress: Callable | None = None, keep_pixels: bool = False) -> AskResult:
+def ask(video_path, question: str, *, store, models: Models, answerer, agent: str | None = None,
+        frames: int | None = None, method: str = "topk", options: Sequence[str] | None = None,
+        decoder: str = "pyav", progress: Callable | None = None, keep_pixels: bool = False) -> AskResult:
     """One question about one video (see Asker for many)."""
-    check_inputs(video, question, frames=frames, method=method)
-    return Asker(store=store, encoder=encoder, answerer=answerer, agent=agent, decoder=decoder,
-                 progress=progress, cache_videos=0).ask(video, question, options=options, frames=frames,
+    check_inputs(video_path, question, frames=frames, method=method)
+    return Asker(store=store, models=models, answerer=answerer, agent=agent, decoder=decoder,
+                 progress=progress, cache_videos=0).ask(video_path, question, options=options, frames=frames,
                                                         method=method, keep_pixels=keep_pixels)
 
 
 def contact_sheet(frames: np.ndarray, times: Sequence[float], out, *, scores: Sequence[float] | None = None,
                   tile: int = 320, columns: int | None = None) -> Path:
     """A JPEG/PNG grid of the chosen frames, each labelled with its mm:ss timestamp."""
-    from PIL import Image, ImageDraw
-
     n = len(frames)
     if n == 0:
         raise AskError("no frames for a contact sheet")
@@ -268,58 +263,51 @@ def format_result(r: AskResult) -> str:
     return "\n".join(lines)
 
 
-def read_batch(path) -> list[dict]:
+def read_batch(path, *, default_video=None) -> tuple[list[dict], list[dict]]:
     """questions.jsonl: one JSON object a line with `question` and optional `video`, `options`,
-    `frames`, `method`, `id`."""
-    import json
-
+    `frames`, `method`, `id`. Returns (items, bad): every item has `id` (default: its line
+    number) and `video`; a bad line costs only itself and comes back as {"id", "line", "error"}
+    with the error as `file:line: cause`. A file that cannot be read at all raises AskError."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        text = p.read_bytes().decode("utf-8")
     except OSError as e:
         raise AskError(f"{path}: cannot read ({e.strerror or e})") from e
-    items = []
-    for n, line in enumerate(lines, 1):
+    except UnicodeDecodeError as e:
+        raise AskError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    items, bad = [], []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            d = json.loads(line)
+            items.append(_batch_item(json.loads(line), n, default_video))
         except json.JSONDecodeError as e:
-            raise AskError(f"{path}:{n}: not JSON ({e.msg})") from e
-        if not isinstance(d, dict) or not isinstance(d.get("question"), str):
-            raise AskError(f"{path}:{n}: each line needs a \"question\" string")
-        if "options" in d and not (isinstance(d["options"], list) and all(isinstance(o, str) for o in d["options"])):
-            raise AskError(f"{path}:{n}: \"options\" must be a list of strings")
-        items.append(d)
-    if not items:
+            bad.append({"id": n, "line": n, "error": f"{path}:{n}: not JSON ({e.msg})"})
+        except AskError as e:
+            bad.append({"id": n, "line": n, "error": f"{path}:{n}: {e}"})
+    if not items and not bad:
         raise AskError(f"{path}: no questions")
-    return items
+    return items, bad
 
 
-class IndexingProgress:
-    """Progress for an ask that must index its video first: silent unless indexing happens."""
-
-    def __init__(self, console, *, encoder_id: str | None = None):
-        self.console = console
-        self.encoder_id = encoder_id
-        self.agent_id: str | None = None  # set by Asker before indexing
-        self._bar = None
-
-    def __call__(self, ev) -> None:
-        from index.indexer import IndexEvent
-        from index.report import IndexProgress
-
-        if self._bar is None:
-            self.console.print(f"indexing {ev.path} first (once; later questions reuse the index)", highlight=False)
-            self._bar = IndexProgress(self.console).__enter__()
-            self._bar(IndexEvent("start", total_files=1, encoder_id=self.encoder_id,
-                                 agent_id=self.agent_id, agent="the ask's agent"))
-        self._bar(ev)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            from index.indexer import IndexEvent
-
-            self._bar(IndexEvent("done"))
-            self._bar.__exit__(None, None, None)
-            self._bar = None
+def _batch_item(d, n: int, default_video) -> dict:
+    if not isinstance(d, dict):
+        raise AskError("each line must be a JSON object")
+    if not isinstance(d.get("question"), str) or not d["question"].strip():
+        raise AskError('"question" must be a non-empty string')
+    video_path = d.get("video", default_video)
+    if video_path is None:
+        raise AskError('no "video" on the line and no VIDEO given')
+    if not isinstance(video_path, (str, Path)) or not str(video_path).strip():
+        raise AskError('"video" must be a path string')
+    if "options" in d and not (isinstance(d["options"], list) and all(isinstance(o, str) for o in d["options"])):
+        raise AskError('"options" must be a list of strings')
+    frames = d.get("frames")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+        raise AskError(f'"frames" must be a positive whole number, got {frames!r}')
+    if "method" in d and d["method"] not in METHODS:
+        raise AskError(f'"method" must be one of {", ".join(METHODS)}, got {d["method"]!r}')
+    rid = d.get("id", n)
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise AskError('"id" must be a string or a number')
+    return {**d, "id": rid, "video": Path(video_path)}

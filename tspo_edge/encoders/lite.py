@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from .preprocess import check_frames, normalize, resize_crop, to_tensor
+from .frames import check_frames
+from .preprocess import normalize, resize_crop, to_tensor
 
 TEMPLATE = "a photo of a {}."
 # Softmax temperature of the classifier logits before the bridge, and centring of E: chosen with

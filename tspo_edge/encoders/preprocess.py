@@ -9,23 +9,13 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from .frames import check_frames  # noqa: F401  (re-exported for the torch encoders)
+
 INTERPOLATIONS = {
     "nearest": InterpolationMode.NEAREST,
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
-
-
-def check_frames(frames: np.ndarray) -> np.ndarray:
-    """Validate a uint8 N×H×W×3 batch (a single H×W×3 frame is promoted to N = 1)."""
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 N×H×W×3, got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    return frames
 
 
 def to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -28,14 +28,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import AnnotationError, TspoError
 from tspo_edge.questions import parse_question
+from tspo_edge.video import VIDEO_EXTENSIONS
 
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-
-
-class AnnotationError(TspoError):
-    """An annotation file cannot be read as the named benchmark."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ class VideoFinder:
     def _scan(self) -> None:
         self._by_name = {}
         for p in sorted(self.root.rglob("*")):
-            if p.suffix.lower() in VIDEO_EXTS and p.is_file():
+            if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
                 self._by_name.setdefault(p.name, p)
                 self._by_stem.setdefault(p.stem, p)
 

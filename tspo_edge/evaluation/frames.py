@@ -14,12 +14,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tspo_edge.errors import TspoError
+from tspo_edge.checks import check_positive
+from tspo_edge.errors import InputError, TspoError
+from tspo_edge.models import Models
+from tspo_edge.pipeline import Sampling, index_videos
+from tspo_edge.scoring import score_frames
+from tspo_edge.select import METHODS, select_frames
+from tspo_edge.store import Store
 
 from .formats import VideoFinder, default_method, frame_numbers, read_annotations, write_frame_idx
 
 Progress = Callable[[str, int, int], None]
-RULES = ("topk", "bin-max", "aks", "uniform")
 
 
 @dataclass
@@ -47,21 +52,14 @@ class FramesResult:
 
 def export_frame_idx(annotations: str | Path, benchmark: str, out: str | Path, *, db: str | Path,
                      video_root: str | Path | None = None, frames: int = 64, method: str | None = None,
-                     encoder="lite", agent=None, fps: float = 1.0, max_frames: int | None = None,
+                     models: Models, sampling: Sampling = Sampling(),
                      index_progress=None, progress: Progress | None = None) -> FramesResult:
     """Write `out`: the annotation records of `annotations`, each with its `frame_idx`."""
-    from index import index_paths, resolve_agent
-    from tspo_edge.agent import score_frames
-    from tspo_edge.encoders import load_encoder
-    from tspo_edge.select import select_frames
-    from tspo_edge.store import Store
-
     t0 = time.perf_counter()
     method = method or default_method(benchmark)
-    if method not in RULES:
-        raise TspoError(f"--method {method!r}: choose from {', '.join(RULES)}")
-    if frames < 1:
-        raise TspoError(f"--frames must be at least 1, got {frames}")
+    if method not in METHODS:
+        raise InputError(f"selection method {method!r}: choose from {', '.join(METHODS)}")
+    check_positive(frames, "the number of keyframes", integer=True)
     items = read_annotations(annotations, benchmark)
     root = Path(video_root) if video_root is not None else Path(annotations).parent
     if not root.is_dir():
@@ -77,17 +75,14 @@ def export_frame_idx(annotations: str | Path, benchmark: str, out: str | Path, *
             by_video.setdefault(p.resolve(), []).append((i, it))
     missing = list(dict.fromkeys(missing))
 
-    encoder_spec = encoder if isinstance(encoder, str) else None
-    enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
-    agent_obj, agent_desc = resolve_agent(agent, enc, encoder_spec=encoder_spec)
-    result = FramesResult(str(out), benchmark, method, frames, enc.id, agent_desc, questions=len(items),
+    enc = models.encoder
+    result = FramesResult(str(out), benchmark, method, frames, enc.id, models.agent_source, questions=len(items),
                           videos=len(by_video), missing_videos=missing)
     chosen: list[list[float] | None] = [None] * len(items)  # by position: ids need not be unique
     if by_video:
-        summary = index_paths(list(by_video), db=db, encoder=enc, agent=agent_obj, fps=fps,
-                              max_frames=max_frames, progress=index_progress)
-        result.failed_videos = [f.error or f.path for f in summary.failed]
-        with Store(db, readonly=True) as store:
+        with Store(db) as store:
+            results = index_videos(store, list(by_video), models, sampling, progress=index_progress)
+            result.failed_videos = [f.error or f.path for f in results if f.status == "failed"]
             done = 0
             for path, its in by_video.items():
                 row = store.find_video(path)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import BenchmarkError, TspoError
 from tspo_edge.questions import option_letters
 
 from .sources import HAYSTACK_KINDS, SOURCES, render_haystack, render_needle
@@ -28,10 +28,6 @@ from .sources import HAYSTACK_KINDS, SOURCES, render_haystack, render_needle
 MANIFEST = "manifest.json"
 FORMAT = "tspo-edge-needle-bench"
 FORMAT_VERSION = 1
-
-
-class BenchmarkError(TspoError):
-    """The needle benchmark cannot be generated or read."""
 
 
 @dataclass

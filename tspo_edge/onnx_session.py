@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import onnxruntime as ort
+
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 TRT_CACHE = "trt-cache"
 
 
 def available_providers(prefer: Sequence[str] | None = None) -> list[str]:
     """The providers of `prefer` (default TensorRT → CUDA → CPU) this onnxruntime build has."""
-    import onnxruntime as ort
-
     have = set(ort.get_available_providers())
     chosen = [p for p in (prefer or PREFERENCE) if p in have]
     return chosen or ["CPUExecutionProvider"]
@@ -47,8 +47,6 @@ def make_session(path: Path, model_dir: Path, *, providers: Sequence[str] | None
                  profile: dict[str, list[list[int]]] | None = None, threads: int | None = None,
                  quiet: bool = False):
     """An InferenceSession for `path` on the first provider that loads; prints which one runs."""
-    import onnxruntime as ort
-
     names = available_providers(providers)
     so = ort.SessionOptions()
     so.log_severity_level = 3  # TensorRT/CUDA fallbacks are reported below, not as warnings

@@ -1,0 +1,73 @@
+"""Index files and folders into one SQLite file: find the videos, run the batch, sum it up.
+
+The per-video work (decode -> encode -> events -> one transaction) is the library's
+`tspo_edge.pipeline`; this package finds the files and reports on the run. Incremental
+(unchanged files are skipped), resumable (a run stopped at any point loses at most the video
+in flight), and a file that fails is recorded with its error while the batch goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from tspo_edge.models import Models
+from tspo_edge.pipeline import FileResult, Progress, Sampling, index_videos
+from tspo_edge.store import Store
+
+from .files import find_videos
+
+
+@dataclass
+class IndexSummary:
+    db: str
+    encoder_id: str
+    agent_id: str
+    agent_source: str
+    files: list[FileResult] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def frames(self) -> int:
+        """Frames decoded and encoded in this run (skipped files count none)."""
+        return sum(f.frames for f in self.files if f.status == "indexed")
+
+    @property
+    def frames_per_s(self) -> float | None:
+        """Frames per second of indexing work (decode + encode + events + write)."""
+        busy = sum(f.seconds for f in self.files if f.status == "indexed")
+        return self.frames / busy if busy > 0 and self.frames else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.missing
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(indexed=self.count("indexed"), skipped=self.count("skipped"),
+                 events_recomputed=self.count("events"), failed=len(self.failed), frames=self.frames,
+                 frames_per_s=self.frames_per_s, ok=self.ok)
+        return d
+
+
+def index_paths(paths, *, db, models: Models, sampling: Sampling = Sampling(), force: bool = False,
+                progress: Progress | None = None, threaded: bool | None = None) -> IndexSummary:
+    """Index files and folders (recursively, by video extension) into the SQLite file `db`.
+
+    Raises IndexMismatchError when `db` was built with another encoder; per-file failures are
+    recorded and reported in the summary.
+    """
+    t0 = time.perf_counter()
+    files, missing = find_videos(paths)
+    with Store(db) as store:
+        results = index_videos(store, files, models, sampling, force=force, progress=progress, threaded=threaded)
+    return IndexSummary(str(db), models.encoder.id, models.agent_id, models.agent_source, files=results,
+                        missing=[str(m) for m in missing], seconds=time.perf_counter() - t0)

@@ -1,0 +1,290 @@
+"""One video into the index: decode -> encode -> events -> store, in one transaction.
+
+    frames   tspo_edge.video.iter_frames: sampled at `fps`, resized while decoding, in chunks
+    x[T,D]   models.encoder.encode_images, chunk by chunk (only the embeddings are kept)
+    z[T,D]   models.agent.events(x), once per video (question-independent event features)
+    store    Store.put_video: one transaction, so an interrupted run leaves nothing half-written
+
+`index_video` brings one file up to date (skip, recompute events for a new agent without
+decoding, or index) and records a file that fails as failed instead of raising; `index_videos`
+does it for a list of files; `ensure_indexed` is what ask and train call for a video they are
+given. Progress is reported as `IndexEvent`s to an optional callback.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import video
+from .checks import check_positive
+from .errors import IndexMismatchError, InputError, TspoError
+from .models import Models
+from .store import Store, StoreError, VideoRow, canonical_path, fingerprint
+
+# ---- what a caller sees -----------------------------------------------------------------
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str                 # indexed | skipped | events (recomputed for a new agent) | failed
+    frames: int = 0
+    seconds: float = 0.0
+    duration: float | None = None
+    error: str | None = None
+    video_id: int | None = None
+
+
+@dataclass
+class IndexEvent:
+    """What a progress callback receives."""
+    kind: str                       # start | file | frames | done
+    path: str | None = None
+    total_files: int = 0            # start
+    expected_frames: int | None = None  # file: frames this video should give (from its probe)
+    frames: int = 0                 # frames: how many were just encoded
+    result: FileResult | None = None  # done
+    encoder_id: str | None = None   # start
+    agent_id: str | None = None     # start
+    agent: str | None = None        # start: which agent, and why
+
+
+Progress = Callable[[IndexEvent], None]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How frames are taken from a video: `fps` per second, at most `max_frames` (spread evenly)."""
+    fps: float = 1.0
+    max_frames: int | None = None
+    decoder: str = "pyav"
+    chunk: int = 32
+
+    def __post_init__(self) -> None:
+        check_positive(self.fps, "the sampling rate (frames per second)")
+        check_positive(self.max_frames, "the frame limit", integer=True)
+        check_positive(self.chunk, "the chunk size", integer=True)
+        if self.decoder not in video.available_decoders():
+            raise InputError(f"decoder {self.decoder!r} is not available here "
+                             f"(available: {', '.join(video.available_decoders())})")
+
+    def expected_frames(self, duration: float | None) -> int | None:
+        if not duration:
+            return None
+        n = max(1, int(np.ceil(duration * self.fps - 1e-9)))
+        return min(n, self.max_frames) if self.max_frames else n
+
+
+# ---- decoding and encoding ------------------------------------------------------------------
+
+_END = object()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run iterator `it` in a background thread, at most `depth` items ahead (PyAV decodes
+    without the GIL, so decoding the next chunk overlaps encoding this one)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in it:
+                if not put(item):
+                    break
+            else:
+                put(_END)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put(_Raised(e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    th = threading.Thread(target=run, name="tspo-edge-decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        th.join(timeout=10)
+
+
+def overlap_decoding(encoder) -> bool:
+    """Decode in a background thread only when the encoder runs on an accelerator: on a CPU-only
+    machine decoding and encoding compete for the same cores, and overlapping them measured
+    slower (docs/index.md), so chunks are then decoded and encoded in turn."""
+    return str(getattr(encoder, "device", "cpu")).split(":")[0] not in ("cpu", "")
+
+
+def encode_video(path, encoder, sampling: Sampling = Sampling(), *, threaded: bool | None = None,
+                 on_frames: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(times float64[T], x float32[T,D]): decode in chunks, encode each, keep only x.
+    `threaded`: decode the next chunk in a background thread (None: `overlap_decoding(encoder)`)."""
+    chunks = video.iter_frames(path, fps=sampling.fps, max_frames=sampling.max_frames, size=encoder.image_size,
+                               chunk=sampling.chunk, decoder=sampling.decoder)
+    if overlap_decoding(encoder) if threaded is None else threaded:
+        chunks = prefetch(chunks)
+    times, xs = [], []
+    for c in chunks:
+        if len(c.times) == 0:
+            continue
+        x = np.asarray(encoder.encode_images(c.frames), dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise TspoError(f"{path}: encoder {encoder.id} gave non-finite embeddings")
+        times.append(np.asarray(c.times, dtype=np.float64))
+        xs.append(x)
+        if on_frames is not None:
+            on_frames(len(x))
+    if not xs:
+        raise TspoError(f"{path}: no frames decoded")
+    return np.concatenate(times), np.concatenate(xs)
+
+
+def agent_events(models: Models, x: np.ndarray, where: str) -> np.ndarray:
+    """z = agent.events(x) as float32, refused when not finite (nothing non-finite is stored)."""
+    z = np.asarray(models.agent.events(x), dtype=np.float32)
+    if not np.isfinite(z).all():
+        raise IndexMismatchError(f"{models.agent.source}: the agent gives non-finite event features "
+                                 f"(for {where}); the checkpoint is unusable")
+    return z
+
+
+# ---- one video ------------------------------------------------------------------------------
+
+
+def _error_text(e: BaseException) -> str:
+    msg = str(e) if isinstance(e, TspoError) else f"{type(e).__name__}: {e}"
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def is_current(row: VideoRow | None, size: int, mtime: float, fp: str, sampling: Sampling) -> bool:
+    """Whether a stored row still describes the file as it is, sampled as asked."""
+    # the fingerprint samples 3 MiB, so an edit elsewhere shows only in mtime: all three must match
+    if row is None or row.status != "indexed" or (row.size, row.mtime, row.fingerprint) != (size, mtime, fp):
+        return False
+    if row.sample_fps is None or abs(row.sample_fps - sampling.fps) > 1e-9:
+        return False
+    return row.max_frames == sampling.max_frames
+
+
+def index_video(store: Store, path, models: Models, sampling: Sampling = Sampling(), *, force: bool = False,
+                progress: Progress | None = None, threaded: bool | None = None) -> FileResult:
+    """Bring one file up to date in the store. A file that fails is recorded as failed and
+    the error returned, not raised; KeyboardInterrupt passes through with nothing half-written.
+    Faults of the index itself (another encoder, storage) are raised: they stop a run."""
+    key = canonical_path(path)
+    t0 = time.perf_counter()
+    size = mtime = fp = None
+    encoder = models.encoder
+    try:
+        st = os.stat(key)
+        size, mtime = st.st_size, st.st_mtime
+        fp = fingerprint(key, size)
+        old = store.find_video(key)
+        if not force and is_current(old, size, mtime, fp, sampling):
+            if old.agent_id == models.agent_id:
+                return FileResult(key, "skipped", old.frame_count or 0, time.perf_counter() - t0,
+                                  old.duration, video_id=old.id)
+            # another agent: recompute event features from the stored embeddings, no decoding
+            feats = store.load_features(old.id)
+            row = store.update_events(old.id, agent_events(models, feats.x, key), models.agent_id)
+            return FileResult(key, "events", row.frame_count or 0, time.perf_counter() - t0, row.duration,
+                              video_id=row.id)
+        info = video.probe(key, decoder=sampling.decoder)
+        on_frames = None
+        if progress is not None:
+            progress(IndexEvent("file", key, expected_frames=sampling.expected_frames(info.duration)))
+            on_frames = lambda n: progress(IndexEvent("frames", key, frames=n))  # noqa: E731
+        times, x = encode_video(key, encoder, sampling, threaded=threaded, on_frames=on_frames)
+        z = agent_events(models, x, key)
+        row = store.put_video(
+            path=key, size=size, mtime=mtime, fingerprint=fp, times=times, x=x, z=z,
+            encoder_id=encoder.id, agent_id=models.agent_id, duration=info.duration, fps=info.fps,
+            width=info.width, height=info.height, sample_fps=sampling.fps, max_frames=sampling.max_frames,
+            index_seconds=time.perf_counter() - t0)
+        return FileResult(key, "indexed", row.frame_count or 0, time.perf_counter() - t0, row.duration,
+                          video_id=row.id)
+    except (IndexMismatchError, StoreError, sqlite3.Error):
+        raise  # about the index or the models, not the file: stop the run
+    except Exception as e:
+        err = _error_text(e)
+        row = store.put_failed(path=key, size=size, mtime=mtime, fingerprint=fp, error=err,
+                               encoder_id=encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
+        return FileResult(key, "failed", 0, time.perf_counter() - t0, error=err, video_id=row.id)
+
+
+def bind_models(store: Store, models: Models) -> None:
+    """Tie the index to the encoder (refused when it holds another encoder's videos) and record the agent."""
+    if store.readonly:
+        store.check_encoder(models.encoder.id)
+        return
+    store.bind_encoder(models.encoder.id)
+    store.set_meta("agent_id", models.agent_id)
+    store.set_meta("agent_source", models.agent_source)
+
+
+def index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
+                 force: bool = False, progress: Progress | None = None,
+                 threaded: bool | None = None) -> list[FileResult]:
+    """Index the given video files, in order; each one's result (failures recorded, not raised)."""
+    bind_models(store, models)
+    if progress is not None:
+        progress(IndexEvent("start", total_files=len(paths), encoder_id=models.encoder.id,
+                            agent_id=models.agent_id, agent=models.agent_source))
+    results = []
+    for p in paths:
+        r = index_video(store, p, models, sampling, force=force, progress=progress, threaded=threaded)
+        results.append(r)
+        if progress is not None:
+            progress(IndexEvent("done", r.path, result=r))
+    return results
+
+
+def ensure_indexed(store: Store, video_path, models: Models, sampling: Sampling | None = None, *,
+                   progress: Progress | None = None) -> VideoRow:
+    """The video's row, indexing it first if it is not (or no longer) up to date.
+
+    Ask and train call this for a video they are given; without `sampling`, a video indexed
+    before keeps the sampling it was indexed with. A video that cannot be indexed is recorded
+    as failed and its error raised (a TspoError naming the file and the cause).
+    """
+    if not Path(video_path).is_file():
+        raise InputError(f"{video_path}: no such file")
+    if sampling is None:
+        before = store.find_video(canonical_path(video_path))
+        sampling = (Sampling(fps=before.sample_fps, max_frames=before.max_frames)
+                    if before is not None and before.sample_fps else Sampling())
+    bind_models(store, models)
+    r = index_video(store, video_path, models, sampling, progress=progress)
+    if r.status == "failed":
+        raise TspoError(r.error if r.error and r.path in r.error else f"{r.path}: {r.error}")
+    return store.get_video(r.video_id)
