@@ -34,7 +34,8 @@ class FramesResult:
     method: str
     frames: int
     encoder: str
-    agent: str
+    agent: str                  # which agent, and why (TSPO-0.4B selector from …, similarity:768 …)
+    agent_id: str = ""          # the id of the agent whose event features were scored
     questions: int = 0
     written: int = 0
     videos: int = 0
@@ -76,8 +77,9 @@ def export_frame_idx(annotations: str | Path, benchmark: str, out: str | Path, *
     missing = list(dict.fromkeys(missing))
 
     enc = models.encoder
-    result = FramesResult(str(out), benchmark, method, frames, enc.id, models.agent_source, questions=len(items),
-                          videos=len(by_video), missing_videos=missing)
+    agent_id = models.agent_id  # resolves the agent, so that its source is known before it is reported
+    result = FramesResult(str(out), benchmark, method, frames, enc.id, models.agent_source, agent_id,
+                          questions=len(items), videos=len(by_video), missing_videos=missing)
     chosen: list[list[float] | None] = [None] * len(items)  # by position: ids need not be unique
     if by_video:
         with Store(db) as store:
