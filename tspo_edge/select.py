@@ -25,7 +25,7 @@ METHODS = ("topk", "bin-max", "aks", "uniform")
 
 def finite_ranks(scores) -> np.ndarray:
     """Scores as finite float64 with the same order: inf/NaN mapped just outside the finite range."""
-    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
     finite = np.isfinite(s)
     if finite.all():
         return s
