@@ -145,7 +145,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     "tspo-edge index ./archive --encoder ./TSPO-0.4B --db archive.db",
     "tspo-edge index ./archive --model-dir edge/ --max-frames 50000 --json"))
 def index_cmd(
-    paths: List[Path] = typer.Argument(..., help="Video files and/or folders (searched recursively by video extension)."),
+    paths: List[Path] = typer.Argument(..., exists=True, help="Video files and/or folders (searched recursively by video extension)."),
     db: Path = DbOpt,
     encoder: Optional[str] = EncoderOpt,
     agent: Optional[str] = AgentOpt,

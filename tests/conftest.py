@@ -76,12 +76,31 @@ def lite_encoder():
     return load_encoder("lite")
 
 
+@pytest.fixture(scope="session")
+def lite_models(lite_encoder):
+    """lite_models(agent=None) -> Models of the lite encoder (the session's, loaded once) and `agent`."""
+    from tspo_edge.models import ModelSpec, load_models
+
+    def _models(agent: str | None = None):
+        return load_models(ModelSpec(encoder="lite", agent=None if agent is None else str(agent)), loaded_encoder=lite_encoder)
+
+    return _models
+
+
+def agent_checkpoint(agent, folder: Path) -> str:
+    """Save a TemporalAgent as a tspo-edge checkpoint folder; its path as a spec string."""
+    from tspo_edge.agent import save_agent
+
+    save_agent(agent, folder)
+    return str(folder)
+
+
 @pytest.fixture
 def cli_lite_encoder(lite_encoder, monkeypatch):
     """Make the CLI's load_encoder("lite") return the session's lite encoder (same model, loaded once)."""
-    import tspo_edge.encoders as enc
+    import tspo_edge.models as models
 
-    real = enc.load_encoder
-    monkeypatch.setattr(enc, "load_encoder",
+    real = models.load_encoder
+    monkeypatch.setattr(models, "load_encoder",
                         lambda spec="lite", **kw: lite_encoder if spec in (None, "", "lite") else real(spec, **kw))
     return lite_encoder

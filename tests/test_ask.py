@@ -13,21 +13,22 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from tspo_edge.cli import app
 from tspo_edge.ask import Asker, AskError, ask, default_frames
 from tspo_edge.errors import TspoError, VideoError
 from tspo_edge.mllm import load_answerer
+from tspo_edge.scoring import score_frames
 from tspo_edge.store import Store
 
 MC = "What is shown?\nA. cyclists\nB. a cartoon rabbit\nC. food\nD. a musical instrument"
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory, lite_encoder, real_clips) -> Path:
+def db(tmp_path_factory, lite_encoder, lite_models, real_clips) -> Path:
     """An index holding bikes.mp4 and bigbuckbunny.mp4 (indexed by a first ask)."""
     path = tmp_path_factory.mktemp("ask") / "index.db"
     with Store(path) as store:
-        a = Asker(store=store, encoder=lite_encoder, answerer=load_answerer("none"))
+        a = Asker(store=store, models=lite_models(), answerer=load_answerer("none"))
         for clip in ("bikes", "bigbuckbunny"):
             r = a.ask(real_clips[clip], "What happens?")
             assert r.indexed_now
@@ -45,9 +46,9 @@ def snapshot(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_lite_answers_multiple_choice_from_the_chosen_frames(db, lite_encoder, real_clips):
+def test_lite_answers_multiple_choice_from_the_chosen_frames(db, lite_encoder, lite_models, real_clips):
     with Store(db) as store:
-        a = Asker(store=store, encoder=lite_encoder, answerer=load_answerer("lite", encoder=lite_encoder))
+        a = Asker(store=store, models=lite_models(), answerer=load_answerer("lite", encoder=lite_encoder))
         bikes = a.ask(real_clips["bikes"], MC, frames=4)
         bunny = a.ask(real_clips["bigbuckbunny"], MC, frames=4)
     # the same question gets the answer its own video shows
@@ -61,11 +62,9 @@ def test_lite_answers_multiple_choice_from_the_chosen_frames(db, lite_encoder, r
         assert set(r.timings) == {"lookup", "text", "score", "select", "decode", "answer", "total"}
 
 
-def test_the_agent_sees_the_stem_and_keyframes_are_the_top_scores(db, lite_encoder, real_clips):
-    from tspo_edge.agent import score_frames
-
+def test_the_agent_sees_the_stem_and_keyframes_are_the_top_scores(db, lite_encoder, lite_models, real_clips):
     with Store(db) as store:
-        r = ask(real_clips["bikes"], MC, store=store, encoder=lite_encoder, answerer=load_answerer("none"),
+        r = ask(real_clips["bikes"], MC, store=store, models=lite_models(), answerer=load_answerer("none"),
                 frames=3)
         f = store.load_features(store.find_video(real_clips["bikes"]).id)
     s_stem = score_frames(f.z, f.x, lite_encoder.encode_texts(["What is shown?"]), z_norm=f.z_norm, x_norm=f.x_norm)
@@ -78,10 +77,10 @@ def test_the_agent_sees_the_stem_and_keyframes_are_the_top_scores(db, lite_encod
     assert r.answer is None and "decode" not in r.timings  # none: moments only, nothing decoded
 
 
-def test_methods_open_questions_and_default_frame_counts(db, lite_encoder, real_clips):
+def test_methods_open_questions_and_default_frame_counts(db, lite_encoder, lite_models, real_clips):
     assert default_frames(600) == 16 and default_frames(600.5) == 64 and default_frames(None) == 16
     with Store(db) as store:
-        a = Asker(store=store, encoder=lite_encoder, answerer=load_answerer("lite", encoder=lite_encoder))
+        a = Asker(store=store, models=lite_models(), answerer=load_answerer("lite", encoder=lite_encoder))
         for m in ("topk", "bin-max", "aks", "uniform"):
             r = a.ask(real_clips["bikes"], "Where do the riders go?", frames=5, method=m)
             assert 1 <= len(r.frames) <= 5 and r.method == m
@@ -92,21 +91,21 @@ def test_methods_open_questions_and_default_frame_counts(db, lite_encoder, real_
         assert [k.index for k in allf.frames] == list(range(10))
 
 
-def test_a_changed_video_is_reindexed_and_a_bad_one_changes_nothing(tmp_path, lite_encoder, real_clips):
+def test_a_changed_video_is_reindexed_and_a_bad_one_changes_nothing(tmp_path, lite_encoder, lite_models, real_clips):
     video = tmp_path / "clip.mp4"
     shutil.copy(real_clips["bigbuckbunny"], video)
     with Store(tmp_path / "i.db") as store:
-        a = Asker(store=store, encoder=lite_encoder, answerer=load_answerer("none"))
+        a = Asker(store=store, models=lite_models(), answerer=load_answerer("none"))
         assert a.ask(video, "What happens?").indexed_now
         assert not a.ask(video, "What happens?").indexed_now
         shutil.copy(real_clips["bikes"], video)  # same path, other content
-        r = Asker(store=store, encoder=lite_encoder, answerer=load_answerer("none")).ask(video, "What happens?")
+        r = Asker(store=store, models=lite_models(), answerer=load_answerer("none")).ask(video, "What happens?")
         assert r.indexed_now and len(r.frames) == 10
     before = snapshot(tmp_path / "i.db")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x01 not a video " * 100)
     with Store(tmp_path / "i.db") as store:
-        a = Asker(store=store, encoder=lite_encoder, answerer=load_answerer("none"))
+        a = Asker(store=store, models=lite_models(), answerer=load_answerer("none"))
         with pytest.raises(VideoError, match="bad.mp4"):
             a.ask(bad, "What happens?")
         with pytest.raises(AskError, match="empty"):
@@ -125,7 +124,7 @@ def run(*args):
     return CliRunner().invoke(app, ["ask", *map(str, args)])
 
 
-def test_cli_readable_json_and_sheet(db, real_clips, tmp_path, cli_lite_encoder):
+def test_cli_readable_json_and_sheet(db, real_clips, tmp_path, cli_lite_encoder, lite_models):
     r = run(real_clips["bikes"], "What is shown?", "--option", "a bicycle", "--option", "a rabbit",
             "--frames", "4", "--db", db, "--sheet", tmp_path / "sheet.jpg")
     assert r.exit_code == 0, r.output
@@ -144,7 +143,7 @@ def test_cli_readable_json_and_sheet(db, real_clips, tmp_path, cli_lite_encoder)
     assert set(d["models"]) == {"encoder", "agent", "answerer"} and d["models"]["agent"].startswith("tspo-agent:")
 
 
-def test_cli_batch_loads_once_and_reports_per_line(db, real_clips, tmp_path, cli_lite_encoder):
+def test_cli_batch_loads_once_and_reports_per_line(db, real_clips, tmp_path, cli_lite_encoder, lite_models):
     q = tmp_path / "q.jsonl"
     q.write_text("\n".join(json.dumps(x) for x in [
         {"id": "q1", "video": str(real_clips["bikes"]), "question": "What is shown?", "options": ["a bicycle", "a rabbit"]},
@@ -166,7 +165,7 @@ def test_cli_batch_loads_once_and_reports_per_line(db, real_clips, tmp_path, cli
     (["{missing}", "Why?"], "no such file"),
     (["{bad}", "Why?"], "bad.mp4"),
     (["{clip}", "  "], "question is empty"),
-    (["{clip}", "Why?", "--method", "best"], "unknown method"),
+    (["{clip}", "Why?", "--method", "best"], "--method best: choose from"),
     (["{clip}", "Why?", "--frames", "0"], "--frames must be a positive"),
     (["{clip}", "Why?", "--mllm", "openai:http://127.0.0.1:{port}/v1", "--mllm-model", "m", "--timeout", "5"],
      "cannot connect"),

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from tspo_edge.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ def test_eval_frames_cli_end_to_end(tmp_path, make_video, cli_lite_encoder):
     """One of the two LongVideoBench sample videos exists: its questions get frame_idx, the other is listed."""
     from typer.testing import CliRunner
 
-    from cli import app
+    from tspo_edge.cli import app
     from tspo_edge.store import Store
 
     root = tmp_path / "videos"

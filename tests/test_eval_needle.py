@@ -115,7 +115,7 @@ def test_metrics_against_hand_computed_values():
 def test_eval_needle_cli_end_to_end(tmp_path, cli_lite_encoder):
     from typer.testing import CliRunner
 
-    from cli import app
+    from tspo_edge.cli import app
 
     out = tmp_path / "ev"
     r = CliRunner().invoke(app, ["eval", "needle", "--out", str(out), "--videos", "1", "--minutes", "1",
@@ -157,7 +157,7 @@ def test_eval_needle_cli_end_to_end(tmp_path, cli_lite_encoder):
 def test_eval_needle_cli_bad_method(tmp_path):
     from typer.testing import CliRunner
 
-    from cli import app
+    from tspo_edge.cli import app
 
     r = CliRunner().invoke(app, ["eval", "needle", "--out", str(tmp_path), "--methods", "uniform,best"])
     assert r.exit_code == 2

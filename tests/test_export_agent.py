@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.agent_export import export_agent
-from export.manifest import ManifestError, file_entry, write_manifest
-from export.runtime import OnnxAgent
+from tspo_edge.export.agent_export import export_agent
+from tspo_edge.export.manifest import ManifestError, file_entry, write_manifest
+from tspo_edge.export.runtime import OnnxAgent
 from tspo_edge.agent import load_agent, score_frames
 from tspo_edge.select import select_frames
 
@@ -120,7 +120,7 @@ def test_no_quadratic_tensor_in_graph(tmp_path):
     import onnx
     import torch
 
-    from export.onnx_utils import to_onnx
+    from tspo_edge.export.onnx_utils import to_onnx
 
     agent = load_agent("similarity:32", heads=4, window=12)
     _export(agent, tmp_path)
@@ -172,7 +172,7 @@ def test_provider_order_and_tensorrt_options(tmp_path, monkeypatch):
     """TensorRT -> CUDA -> CPU among the providers onnxruntime has; TensorRT caches inside DIR."""
     import onnxruntime as ort
 
-    from export.providers import available_providers, provider_options
+    from tspo_edge.export.providers import available_providers, provider_options
 
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"])

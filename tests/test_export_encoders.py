@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.api import export_model
-from export.manifest import ManifestError, read_manifest, sha256_file
-from export.runtime import OnnxEncoder, load_runtime
+from tspo_edge.export.api import export_model
+from tspo_edge.export.manifest import ManifestError, read_manifest, sha256_file
+from tspo_edge.export.runtime import OnnxEncoder, load_runtime
 from tspo_edge.encoders import Encoder, load_encoder
 
 TEXTS = ["a dog", "what happens at the very start of the video?", "x"]
@@ -168,7 +168,7 @@ def test_lite_towers_match_torch(lite, real_clips):
 def test_cli_export_agent_only(tmp_path):
     from typer.testing import CliRunner
 
-    from cli import app
+    from tspo_edge.cli import app
 
     r = CliRunner().invoke(app, ["export", "similarity:32", "--out", str(tmp_path), "--encoder", "none",
                                  "--heads", "4", "--json"])
@@ -195,14 +195,14 @@ def test_tensorrt_refused_without_it(tmp_path):
         pytest.skip("tensorrt and a GPU are present: the refusal cannot happen here")
     from typer.testing import CliRunner
 
-    from cli import app
+    from tspo_edge.cli import app
 
     r = CliRunner().invoke(app, ["export", "similarity:32", "--out", str(tmp_path), "--encoder", "none",
                                  "--heads", "4", "--tensorrt"])
     assert r.exit_code == 2
     message = " ".join(r.output.split())
     assert message.startswith("error: --tensorrt: ") and ("not installed" in message or "no CUDA GPU" in message)
-    from export.tensorrt_build import TensorRTUnavailable, require_tensorrt
+    from tspo_edge.export.tensorrt_build import TensorRTUnavailable, require_tensorrt
 
     with pytest.raises(TensorRTUnavailable) as e:
         require_tensorrt()

@@ -16,11 +16,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import write_test_video
-from index import ensure_indexed, find_videos, index_paths
+from conftest import agent_checkpoint, write_test_video
+from tspo_edge.index import find_videos, index_paths
 from tspo_edge import video
 from tspo_edge.agent import TemporalAgent, load_agent
 from tspo_edge.errors import IndexMismatchError, TspoError
+from tspo_edge.models import ModelSpec, load_models
+from tspo_edge.pipeline import Sampling, ensure_indexed, prefetch
 from tspo_edge.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def lite(lite_encoder):
     """The session's lite encoder (conftest)."""
     return lite_encoder
+
+
+@pytest.fixture
+def models(lite_models):
+    """Models of the session's lite encoder; models(agent=spec) for another agent."""
+    return lite_models
 
 
 @pytest.fixture
@@ -48,7 +56,7 @@ class _Renamed:
     """The lite encoder under another id: an index built with lite must refuse it."""
 
     def __init__(self, enc, new_id):
-        self._enc, self.id, self.dim, self.image_size = enc, new_id, enc.dim, enc.image_size
+        self._enc, self.id, self.dim, self.image_size, self.source = enc, new_id, enc.dim, enc.image_size, enc.source
 
     def encode_images(self, frames):
         return self._enc.encode_images(frames)
@@ -108,7 +116,7 @@ def test_find_videos_recursive_by_extension(archive, tmp_path):
 
 def test_cli_archive_and_real_clips(archive, real_clips, cached_lite, tmp_path):
     """Good files indexed, each bad one recorded failed with its error, the run goes on, exit 1."""
-    from cli import app
+    from tspo_edge.cli import app
 
     root, good, bad = archive
     db = tmp_path / "i.db"
@@ -150,7 +158,7 @@ def test_cli_archive_and_real_clips(archive, real_clips, cached_lite, tmp_path):
 
 
 def test_cli_bad_usage_exits_2(tmp_path, cached_lite):
-    from cli import app
+    from tspo_edge.cli import app
 
     v = write_test_video(tmp_path / "v.mp4", seconds=1)
     runner = CliRunner()
@@ -165,44 +173,44 @@ def test_cli_bad_usage_exits_2(tmp_path, cached_lite):
     assert r.exit_code == 2 and "not a tspo-edge index" in " ".join(r.output.split())
 
 
-def test_incremental_changed_and_force(tmp_path, lite, monkeypatch):
+def test_incremental_changed_and_force(tmp_path, models, monkeypatch):
     a = write_test_video(tmp_path / "a.mp4", seconds=3)
     b = write_test_video(tmp_path / "b.mp4", seconds=2, seed=3)
     db = tmp_path / "i.db"
-    s1 = index_paths([tmp_path], db=db, encoder=lite)
+    s1 = index_paths([tmp_path], db=db, models=models())
     assert s1.ok and s1.count("indexed") == 2 and s1.frames == 5
 
     decoded = []
     real_iter = video.iter_frames
     monkeypatch.setattr(video, "iter_frames", lambda p, **kw: (decoded.append(Path(p).name), real_iter(p, **kw))[1])
-    s2 = index_paths([tmp_path], db=db, encoder=lite)
+    s2 = index_paths([tmp_path], db=db, models=models())
     assert s2.count("skipped") == 2 and decoded == []
 
     write_test_video(a, seconds=5, seed=7)  # changed content and size
-    s3 = index_paths([tmp_path], db=db, encoder=lite)
+    s3 = index_paths([tmp_path], db=db, models=models())
     assert {f.path: f.status for f in s3.files} == {str(a.resolve()): "indexed", str(b.resolve()): "skipped"}
     assert decoded == ["a.mp4"]
     with Store(db) as s:
         assert s.find_video(a).frame_count == 5 and len(s.videos()) == 2
 
     os.utime(b, (1e9, 1e9))  # same bytes, new mtime: re-indexed (an edit outside the sampled MiBs shows only so)
-    assert index_paths([b], db=db, encoder=lite).count("indexed") == 1
+    assert index_paths([b], db=db, models=models()).count("indexed") == 1
 
-    s4 = index_paths([tmp_path], db=db, encoder=lite, force=True)
+    s4 = index_paths([tmp_path], db=db, models=models(), force=True)
     assert s4.count("indexed") == 2 and decoded == ["a.mp4", "b.mp4", "a.mp4", "b.mp4"]
 
-    s5 = index_paths([a], db=db, encoder=lite, fps=2.0, max_frames=4)  # other sampling: re-indexed
+    s5 = index_paths([a], db=db, models=models(), sampling=Sampling(fps=2.0, max_frames=4))  # other sampling: re-indexed
     assert s5.count("indexed") == 1
     with Store(db) as s:
         f = s.load_features(s.find_video(a).id)
         assert len(f.times) == 4 and f.video.sample_fps == 2.0 and f.video.max_frames == 4
-    assert index_paths([a], db=db, encoder=lite, fps=2.0, max_frames=4).count("skipped") == 1
+    assert index_paths([a], db=db, models=models(), sampling=Sampling(fps=2.0, max_frames=4)).count("skipped") == 1
 
 
-def test_agent_change_recomputes_events_without_decoding(tmp_path, lite, monkeypatch):
+def test_agent_change_recomputes_events_without_decoding(tmp_path, lite, models, monkeypatch):
     v = write_test_video(tmp_path / "v.mp4", seconds=4)
     db = tmp_path / "i.db"
-    first = index_paths([v], db=db, encoder=lite)
+    first = index_paths([v], db=db, models=models())
     assert first.agent_source.startswith(f"similarity:{lite.dim}")
 
     def no_decoding(*a, **kw):
@@ -211,7 +219,8 @@ def test_agent_change_recomputes_events_without_decoding(tmp_path, lite, monkeyp
     monkeypatch.setattr(video, "iter_frames", no_decoding)
     monkeypatch.setattr(video, "probe", no_decoding)
     agent = _other_agent(lite.dim)
-    s = index_paths([v], db=db, encoder=lite, agent=agent)
+    ckpt = agent_checkpoint(agent, tmp_path / "agent")
+    s = index_paths([v], db=db, models=models(ckpt))
     assert [f.status for f in s.files] == ["events"] and s.agent_id == agent.id
     with Store(db) as st:
         f = st.load_features(st.find_video(v).id)
@@ -219,33 +228,32 @@ def test_agent_change_recomputes_events_without_decoding(tmp_path, lite, monkeyp
         np.testing.assert_allclose(f.z, agent.events(f.x), atol=2e-2, rtol=1e-2)
         assert not np.allclose(f.z, f.x, atol=1e-2)  # really the new agent's features, not the old z == x
         assert st.meta("agent_id") == agent.id
-    assert index_paths([v], db=db, encoder=lite, agent=agent).count("skipped") == 1
+    assert index_paths([v], db=db, models=models(ckpt)).count("skipped") == 1
 
 
-def test_agent_of_wrong_width_refused(tmp_path, lite):
+def test_agent_of_wrong_width_refused(tmp_path, models):
     v = write_test_video(tmp_path / "v.mp4", seconds=1)
     with pytest.raises(IndexMismatchError, match="width 64"):
-        index_paths([v], db=tmp_path / "i.db", encoder=lite, agent=_other_agent(64))
+        index_paths([v], db=tmp_path / "i.db", models=models(agent_checkpoint(_other_agent(64), tmp_path / "a")))
 
 
-def test_encoder_mismatch_refused(tmp_path, lite, monkeypatch):
+def test_encoder_mismatch_refused(tmp_path, lite, models, monkeypatch):
     v = write_test_video(tmp_path / "v.mp4", seconds=2)
     db = tmp_path / "i.db"
-    index_paths([v], db=db, encoder=lite)
+    index_paths([v], db=db, models=models())
     other = _Renamed(lite, "clip:some/other-model")
+    other_models = load_models(ModelSpec(encoder="lite"), loaded_encoder=other)
     with pytest.raises(IndexMismatchError) as e:
-        index_paths([v], db=db, encoder=other, force=True)
+        index_paths([v], db=db, models=other_models, force=True)
     assert lite.id in str(e.value) and other.id in str(e.value)
     with Store(db) as s, pytest.raises(IndexMismatchError):
-        ensure_indexed(v, store=s, encoder=other)
+        ensure_indexed(s, v, other_models)
     with Store(db, readonly=True) as s:
         assert s.find_video(v).encoder_id == lite.id  # nothing was overwritten
 
 
 def test_prefetch_keeps_order_passes_errors_and_stops_its_thread():
     import threading
-
-    from index.indexer import prefetch
 
     assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
 
@@ -277,7 +285,7 @@ def test_prefetch_keeps_order_passes_errors_and_stops_its_thread():
 
 
 @pytest.mark.parametrize("threaded", [False, True], ids=["in-turn", "decode-thread"])
-def test_interrupted_run_leaves_db_consistent_and_resumes(tmp_path, lite, threaded):
+def test_interrupted_run_leaves_db_consistent_and_resumes(tmp_path, lite, models, threaded):
     vids = [write_test_video(tmp_path / f"v{i}.mp4", seconds=2 + i, seed=i) for i in range(3)]
     db = tmp_path / "i.db"
     seen = []
@@ -288,12 +296,12 @@ def test_interrupted_run_leaves_db_consistent_and_resumes(tmp_path, lite, thread
             raise KeyboardInterrupt  # mid-video: its frames are decoded but nothing is written
 
     with pytest.raises(KeyboardInterrupt):
-        index_paths(vids, db=db, encoder=lite, progress=ctrl_c_in_second_video, threaded=threaded)
+        index_paths(vids, db=db, models=models(), progress=ctrl_c_in_second_video, threaded=threaded)
     with Store(db) as s:
         rows = s.videos()
         assert [r.path for r in rows] == [str(vids[0].resolve())] and rows[0].status == "indexed"
         assert s.load_features(rows[0].id).x.shape == (2, lite.dim)
-    resumed = index_paths(vids, db=db, encoder=lite, threaded=threaded)
+    resumed = index_paths(vids, db=db, models=models(), threaded=threaded)
     assert [f.status for f in resumed.files] == ["skipped", "indexed", "indexed"]
     assert [f.frames for f in resumed.files] == [2, 3, 4]
 
@@ -305,11 +313,12 @@ def test_killed_process_resumes(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from index import index_paths
+        from tspo_edge.index import index_paths
+        from tspo_edge.models import load_models
         def progress(ev):
             if ev.kind == "frames" and ev.path.endswith("v1.mp4"):
                 os.kill(os.getpid(), signal.SIGKILL)
-        index_paths({[str(v) for v in vids]!r}, db={str(db)!r}, encoder="lite", progress=progress)
+        index_paths({[str(v) for v in vids]!r}, db={str(db)!r}, models=load_models(encoder="lite"), progress=progress)
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
@@ -319,19 +328,19 @@ def test_killed_process_resumes(tmp_path):
         assert s.load_features(row.id).x.shape[0] == row.frame_count == 2
 
 
-def test_ensure_indexed(tmp_path, lite):
+def test_ensure_indexed(tmp_path, models):
     v = write_test_video(tmp_path / "v.mp4", seconds=3)
     bad = tmp_path / "bad.mp4"
     bad.write_text("nope")
     with Store(tmp_path / "i.db") as s:
-        row = ensure_indexed(v, store=s, encoder=lite)
+        row = ensure_indexed(s, v, models())
         assert row.status == "indexed" and row.frame_count == 3
-        assert ensure_indexed(v, store=s, encoder=lite).indexed_at == row.indexed_at  # not redone
+        assert ensure_indexed(s, v, models()).indexed_at == row.indexed_at  # not redone
         with pytest.raises(TspoError, match="bad.mp4"):
-            ensure_indexed(bad, store=s, encoder=lite)
+            ensure_indexed(s, bad, models())
         assert s.find_video(bad).status == "failed"
         with pytest.raises(TspoError, match="no such file"):
-            ensure_indexed(tmp_path / "missing.mp4", store=s, encoder=lite)
+            ensure_indexed(s, tmp_path / "missing.mp4", models())
 
 
 def _tiny_clip_folder(folder: Path, projection_dim: int) -> Path:
@@ -370,7 +379,7 @@ def test_default_agent_is_tspo_0_4b_for_a_tspo_folder(tmp_path):
     weights.update({"selector." + k: t.contiguous() for k, t in official.state_dict().items()})
     save_file(weights, tspo / "model.safetensors", metadata={"format": "pt"})
 
-    s = index_paths([v], db=tmp_path / "tspo.db", encoder=str(tspo))
+    s = index_paths([v], db=tmp_path / "tspo.db", models=load_models(encoder=str(tspo)))
     assert s.ok and s.agent_id == official.id and s.agent_source.startswith("TSPO-0.4B")
     with Store(tmp_path / "tspo.db") as st:
         f = st.load_features(st.find_video(v).id)
@@ -378,15 +387,15 @@ def test_default_agent_is_tspo_0_4b_for_a_tspo_folder(tmp_path):
         assert st.meta("agent_source").startswith("TSPO-0.4B")
         np.testing.assert_allclose(f.z, official.events(f.x), atol=2e-2, rtol=1e-2)
 
-    s = index_paths([v], db=tmp_path / "clip.db", encoder=str(plain))
+    s = index_paths([v], db=tmp_path / "clip.db", models=load_models(encoder=str(plain)))
     assert s.ok and s.agent_id == load_agent("similarity:768").id and s.agent_source.startswith("similarity:768")
 
 
 @pytest.mark.skipif("decord" not in video.available_decoders(), reason="decord not installed")
-def test_decord_decoder_gives_the_same_frames(tmp_path, lite):
+def test_decord_decoder_gives_the_same_frames(tmp_path, models):
     v = write_test_video(tmp_path / "v.mp4", seconds=3)
-    a = index_paths([v], db=tmp_path / "a.db", encoder=lite, decoder="pyav")
-    b = index_paths([v], db=tmp_path / "b.db", encoder=lite, decoder="decord")
+    a = index_paths([v], db=tmp_path / "a.db", models=models(), sampling=Sampling(decoder="pyav"))
+    b = index_paths([v], db=tmp_path / "b.db", models=models(), sampling=Sampling(decoder="decord"))
     assert a.ok and b.ok and a.frames == b.frames == 3
     with Store(tmp_path / "a.db") as sa, Store(tmp_path / "b.db") as sb:
         fa, fb = sa.load_features(1), sb.load_features(1)

@@ -137,7 +137,7 @@ def test_missing_or_broken_model_is_a_clear_error(tmp_path):
 def test_cli_ask_with_the_tiny_mllm(tiny_dir, real_clips, tmp_path, cli_lite_encoder):
     from typer.testing import CliRunner
 
-    from cli import app
+    from tspo_edge.cli import app
 
     db = tmp_path / "ask.db"
     r = CliRunner().invoke(app, ["ask", str(real_clips["bikes"]), "What is shown?\nA. bicycles\nB. a cat",

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from train.data import DataError, Row, load_rows
-from train.features import MemoryFeatures
-from train.loop import Env, TrainConfig, Trainer
-from train.rl import accuracy_rewards, advantages, tau_at, temporal_rewards, tspo_loss
-from train.rollout import decode_positions
-from train.samples import SampleSpec, build_sample, general_frames
+from tspo_edge.train.data import DataError, Row, load_rows
+from tspo_edge.train.features import MemoryFeatures
+from tspo_edge.train.loop import Env, TrainConfig, Trainer
+from tspo_edge.train.rl import accuracy_rewards, advantages, tau_at, temporal_rewards, tspo_loss
+from tspo_edge.train.rollout import decode_positions
+from tspo_edge.train.samples import SampleSpec, build_sample, general_frames
 from tspo_edge.agent import load_agent
 
 
@@ -298,8 +298,8 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_train import synthetic_env, SPEC
-from train.loop import TrainConfig, Trainer
-from train.dist import Dist
+from tspo_edge.train.loop import TrainConfig, Trainer
+from tspo_edge.train.dist import Dist
 from tspo_edge.agent import load_agent
 dist = Dist.from_env("cpu")
 cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=1, group=4)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from tspo_edge.cli import app
 from tspo_edge.agent import load_agent
 
 
@@ -65,7 +65,7 @@ def test_train_cli_needs_data_or_toy(tmp_path):
 
 def test_official_layout_from_tiny_clip(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from train.official import is_clip_vit_l14, save_official
+    from tspo_edge.train.official import is_clip_vit_l14, save_official
 
     cfg = transformers.CLIPConfig(
         text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,

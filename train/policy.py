@@ -15,7 +15,7 @@ def sample_frames(scores: torch.Tensor, n: int, generator: torch.Generator | Non
     """
     scores = torch.as_tensor(scores)
     if not torch.isfinite(scores).all():
-        safe = torch.as_tensor(finite_ranks(scores), dtype=scores.dtype, device=scores.device)
+        safe = torch.as_tensor(finite_ranks(scores.detach().cpu().numpy()), dtype=scores.dtype, device=scores.device)
         scores = torch.where(torch.isfinite(scores), scores, safe)
     log_probs = torch.log_softmax(scores.float(), dim=-1)
     u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=torch.float64)

@@ -207,10 +207,17 @@ class Models:
         return Models(replace(self.spec, agent=agent), _encoder=self._encoder, _manifest=self._manifest)
 
 
-def load_models(spec: ModelSpec | None = None, **kw) -> Models:
-    """Models for a spec (or for ModelSpec(**kw)); nothing loads until it is used."""
+def load_models(spec: ModelSpec | None = None, *, loaded_encoder: Encoder | None = None, **kw) -> Models:
+    """Models for a spec (or for ModelSpec(**kw)); nothing loads until it is used.
+
+    `loaded_encoder`: the spec's encoder, already loaded (a long-running process that holds
+    it); it must come from the same source, so every choice still follows the spec.
+    """
+    encoder = loaded_encoder
     if spec is None:
         spec = ModelSpec(**kw)
     elif kw:
         spec = replace(spec, **kw)
-    return Models(spec)
+    if encoder is not None and spec.runtime == "torch" and getattr(encoder, "source", None) != spec.encoder_spec:
+        raise ValueError(f"encoder loaded from {getattr(encoder, 'source', None)!r}, not {spec.encoder_spec!r}")
+    return Models(spec, _encoder=encoder)

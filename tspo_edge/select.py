@@ -25,8 +25,6 @@ METHODS = ("topk", "bin-max", "aks", "uniform")
 
 def finite_ranks(scores) -> np.ndarray:
     """Scores as finite float64 with the same order: inf/NaN mapped just outside the finite range."""
-    if hasattr(scores, "detach"):  # a torch tensor (training's policy), read without importing torch
-        scores = scores.detach().cpu()
     s = np.asarray(scores, dtype=np.float64).ravel()
     finite = np.isfinite(s)
     if finite.all():
