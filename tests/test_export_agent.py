@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from tspo_edge.export.agent_export import export_agent
-from tspo_edge.export.manifest import ManifestError, file_entry, write_manifest
-from tspo_edge.export.runtime import OnnxAgent
-from tspo_edge.agent import load_agent, score_frames
+from tspo_edge.agent import load_agent
+from tspo_edge.agent_onnx import OnnxAgent
+from tspo_edge.errors import ManifestError
+from tspo_edge.export.manifest import file_entry, write_manifest
+from tspo_edge.onnx_session import available_providers, provider_options
+from tspo_edge.scoring import score_frames
 from tspo_edge.select import select_frames
 
 GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
@@ -172,7 +175,6 @@ def test_provider_order_and_tensorrt_options(tmp_path, monkeypatch):
     """TensorRT -> CUDA -> CPU among the providers onnxruntime has; TensorRT caches inside DIR."""
     import onnxruntime as ort
 
-    from tspo_edge.export.providers import available_providers, provider_options
 
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"])

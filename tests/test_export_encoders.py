@@ -12,10 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tspo_edge.export.api import export_model
-from tspo_edge.export.manifest import ManifestError, read_manifest, sha256_file
-from tspo_edge.export.runtime import OnnxEncoder, load_runtime
+from tspo_edge.agent import TemporalAgent, load_agent
+from tspo_edge.agent_onnx import OnnxAgent
 from tspo_edge.encoders import Encoder, load_encoder
+from tspo_edge.encoders.onnx import OnnxEncoder
+from tspo_edge.errors import ManifestError
+from tspo_edge.export import export_model
+from tspo_edge.index import index_paths
+from tspo_edge.manifest import read_manifest, sha256_file
+from tspo_edge.models import ModelSpec, load_models
+from tspo_edge.scoring import score_frames
+from tspo_edge.select import select_frames
+from tspo_edge.store import Store
+from tspo_edge.video import iter_frames
+
+from conftest import agent_checkpoint
 
 TEXTS = ["a dog", "what happens at the very start of the video?", "x"]
 
@@ -71,9 +82,8 @@ def tiny(request, tmp_path_factory):
     folder = _tiny_folder(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"))
     enc = load_encoder(str(folder))
     out = tmp_path_factory.mktemp(f"export-{request.param}")
-    export_model(f"similarity:{enc.dim}", out, encoder=str(folder), heads=4)
-    onnx_enc, _ = load_runtime("onnx", out, quiet=True)
-    return enc, out, onnx_enc
+    export_model(load_models(encoder=str(folder), agent=f"similarity:{enc.dim}"), out)
+    return enc, out, OnnxEncoder(out, quiet=True)
 
 
 def test_tiny_towers_match_torch(tiny):
@@ -112,11 +122,12 @@ def test_mismatches_refused(tiny, tmp_path):
     with pytest.raises(ManifestError, match="does not match the requested"):
         OnnxEncoder(out, encoder_id="lite:effnet-lite0+minilm-l6:v2")
     with pytest.raises(ManifestError, match="does not match the requested 'lite:"):
-        load_runtime("onnx", out, encoder_spec="lite")  # an export of another encoder
+        load_models(runtime="onnx", model_dir=str(out), encoder="lite").encoder  # an export of another encoder
     with pytest.raises(ManifestError, match="exported from encoder"):
-        load_runtime("onnx", out, encoder_spec="openai/clip-vit-base-patch32")
+        load_models(runtime="onnx", model_dir=str(out), encoder="openai/clip-vit-base-patch32").encoder
+    other = agent_checkpoint(TemporalAgent(enc.dim).eval(), tmp_path / "other-agent")  # random: not the exported one
     with pytest.raises(ManifestError, match="agent id .* does not match"):
-        load_runtime("onnx", out, agent_spec="tspo-agent:d24:w12:ffffffffffff")
+        load_models(runtime="onnx", model_dir=str(out), agent=other).agent
     copy = shutil.copytree(out, tmp_path / "copy")
     tok = next(p for p in sorted((copy / "tokenizer").iterdir()) if p.suffix == ".json")
     tok.write_text(tok.read_text() + " ")
@@ -130,7 +141,7 @@ def test_mismatches_refused(tiny, tmp_path):
 def test_fp16_export(tmp_path):
     folder = _tiny_folder("clip", tmp_path / "clip")
     enc = load_encoder(str(folder))
-    m = export_model(f"similarity:{enc.dim}", tmp_path / "out", encoder=str(folder), heads=4, fp16=True)
+    m = export_model(load_models(encoder=str(folder), agent=f"similarity:{enc.dim}"), tmp_path / "out", fp16=True)
     assert m["precision"] == "fp16" and m["encoder"]["fp16_converter"]
     import onnx
 
@@ -145,18 +156,15 @@ def test_fp16_export(tmp_path):
 @pytest.fixture(scope="module")
 def lite(lite_encoder, tmp_path_factory):
     out = tmp_path_factory.mktemp("export-lite")
-    export_model("similarity:384", out, encoder=lite_encoder)
+    export_model(load_models(ModelSpec(encoder="lite", agent="similarity:384"), loaded_encoder=lite_encoder), out)
     return lite_encoder, out
 
 
 def test_lite_towers_match_torch(lite, real_clips):
-    from tspo_edge.video import iter_frames
-
     enc, out = lite
-    onnx_enc, onnx_agent = load_runtime("onnx", out, encoder_spec="lite", agent_spec="similarity:384", quiet=True)
+    m = load_models(runtime="onnx", model_dir=str(out), encoder="lite", agent="similarity:384")
+    onnx_enc, onnx_agent = m.encoder, m.agent
     assert onnx_enc.id == enc.id and onnx_agent.dim == 384
-    from tspo_edge.agent import load_agent
-
     for name in ("bikes", "bigbuckbunny"):  # 16:9 and 4:3 frames, decoded at the encoder's short side
         frames = next(iter(iter_frames(real_clips[name], fps=1.0, size=enc.image_size))).frames[:3]
         x = enc.encode_images(frames)
@@ -170,8 +178,7 @@ def test_cli_export_agent_only(tmp_path):
 
     from tspo_edge.cli import app
 
-    r = CliRunner().invoke(app, ["export", "similarity:32", "--out", str(tmp_path), "--encoder", "none",
-                                 "--heads", "4", "--json"])
+    r = CliRunner().invoke(app, ["export", "similarity:32", "--out", str(tmp_path), "--encoder", "none", "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout[r.stdout.index("{"):])
     assert set(m["models"]) == {"agent"} and m["encoder"] is None
@@ -197,11 +204,10 @@ def test_tensorrt_refused_without_it(tmp_path):
 
     from tspo_edge.cli import app
 
-    r = CliRunner().invoke(app, ["export", "similarity:32", "--out", str(tmp_path), "--encoder", "none",
-                                 "--heads", "4", "--tensorrt"])
+    r = CliRunner().invoke(app, ["export", "similarity:32", "--out", str(tmp_path), "--encoder", "none", "--tensorrt"])
     assert r.exit_code == 2
     message = " ".join(r.output.split())
-    assert message.startswith("error: --tensorrt: ") and ("not installed" in message or "no CUDA GPU" in message)
+    assert message.startswith("error: TensorRT engines: ") and ("not installed" in message or "no CUDA GPU" in message)
     from tspo_edge.export.tensorrt_build import TensorRTUnavailable, require_tensorrt
 
     with pytest.raises(TensorRTUnavailable) as e:
@@ -218,7 +224,7 @@ def test_tensorrt_engines(tmp_path):
     import tensorrt as trt
 
     folder = _tiny_folder("clip", tmp_path / "clip")
-    m = export_model("similarity:24", tmp_path / "out", encoder=str(folder), heads=4, tensorrt=True)
+    m = export_model(load_models(encoder=str(folder), agent="similarity:24"), tmp_path / "out", tensorrt=True)
     engines = m["tensorrt"]["engines"]
     assert set(engines) == {"agent", "image", "text"}
     assert engines["agent"]["profile"]["x"][2][0] == 50_000
@@ -231,16 +237,13 @@ def test_tensorrt_engines(tmp_path):
 def test_index_torch_read_onnx_and_index_onnx(lite, make_video, tmp_path):
     """An index built with torch features is read with ONNX text features of the same encoder id
     (same picks), and indexing through the ONNX runtime stores the same features as torch."""
-    from index import index_paths
-    from tspo_edge.agent import load_agent, score_frames
-    from tspo_edge.select import select_frames
-    from tspo_edge.store import Store
-
     enc, out = lite
-    onnx_enc, onnx_agent = load_runtime("onnx", out, quiet=True)
+    onnx_models = load_models(runtime="onnx", model_dir=str(out))
+    onnx_enc, onnx_agent = onnx_models.encoder, onnx_models.agent
     video = make_video("v.mp4", seconds=8, fps=4, size=(320, 180))
-    index_paths([video], db=tmp_path / "torch.db", encoder=enc, agent=load_agent("similarity:384"))
-    index_paths([video], db=tmp_path / "onnx.db", encoder=onnx_enc, agent=onnx_agent)
+    torch_models = load_models(ModelSpec(encoder="lite", agent="similarity:384"), loaded_encoder=enc)
+    index_paths([video], db=tmp_path / "torch.db", models=torch_models)
+    index_paths([video], db=tmp_path / "onnx.db", models=onnx_models)
     feats = {}
     for name in ("torch", "onnx"):
         with Store(tmp_path / f"{name}.db") as store:
