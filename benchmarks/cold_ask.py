@@ -9,7 +9,7 @@ selection (`--mllm none`: no answerer). The video is generated and indexed once 
 benchmarks/out/cold_ask/, with the lite ONNX export); both runtimes then ask the same index.
 Runs alternate between the runtimes, after one discarded warm-up run each (so both see the
 same page cache and machine load); each run is `python -m tspo_edge ask …` in a fresh
-process, its peak RSS from wait4's rusage of that child alone. Medians; the torch runtime is
+process, its peak RSS and CPU time from wait4's rusage of that child alone. Medians; the torch runtime is
 the baseline, and the bare interpreter (`python -c pass`) is measured alongside as the floor.
 Results: a Markdown table on stdout, benchmarks/out/cold_ask.json.
 """
@@ -33,8 +33,9 @@ QUESTION = "What colour is the screen when the bar passes the middle?"
 GOAL = {"seconds": 1.5, "rss_mb": 400.0}  # ONNX runtime, issue 10
 
 
-def run_child(cmd: list[str], *, env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(wall seconds, peak RSS in MB, result) of `cmd` in a new process started from ROOT.
+def run_child(cmd: list[str], *, env: dict) -> tuple[float, float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds, peak RSS in MB, result) of `cmd` in a new process started from ROOT.
+    CPU time (user + system) is the figure that a loaded machine disturbs least.
 
     The child is reaped with os.wait4, whose rusage is that child's alone (RUSAGE_CHILDREN
     would be the largest of all children so far). Output goes to files, so no pipe fills up."""
@@ -47,7 +48,7 @@ def run_child(cmd: list[str], *, env: dict) -> tuple[float, float, subprocess.Co
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
-    return wall, usage.ru_maxrss / 1024.0, result  # Linux: ru_maxrss in kilobytes
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, result  # ru_maxrss: KiB
 
 
 def child_env(threads: int | None) -> dict:
@@ -108,10 +109,10 @@ def main(argv=None) -> int:
     load_before = [round(x, 2) for x in os.getloadavg()]
     for i in range(a.runs + 1):  # run 0 of each case warms the page cache and is discarded
         for name, cmd in cases.items():
-            wall, rss, r = run_child(cmd, env=env)
+            wall, cpu, rss, r = run_child(cmd, env=env)
             if r.returncode != 0:
                 sys.exit(f"{name} failed ({r.returncode}):\n{r.stderr[-2000:]}")
-            rec = {"wall_s": round(wall, 4), "peak_rss_mb": round(rss, 1)}
+            rec = {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "peak_rss_mb": round(rss, 1)}
             if name.startswith("ask"):
                 res = json.loads(r.stdout[r.stdout.index("{"):])
                 if res["indexed_now"]:
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
             if i:
                 runs[name].append(rec)
 
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "peak_rss_mb", "work_s") if k in rs[0]}
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s", "peak_rss_mb", "work_s") if k in rs[0]}
            for name, rs in runs.items()}
     base, onnx = med["ask --runtime torch"], med["ask --model-dir (onnx)"]
     agents = {name: {r["agent"] for r in rs} for name, rs in runs.items() if name.startswith("ask")}
@@ -136,6 +137,7 @@ def main(argv=None) -> int:
         "runs_per_case": a.runs, "threads": a.threads,
         "median": med,
         "ratio_onnx_vs_torch": {"wall": round(onnx["wall_s"] / base["wall_s"], 3),
+                                "cpu": round(onnx["cpu_s"] / base["cpu_s"], 3),
                                 "peak_rss": round(onnx["peak_rss_mb"] / base["peak_rss_mb"], 3)},
         "goal_onnx": {**GOAL, "met": onnx["wall_s"] < GOAL["seconds"] and onnx["peak_rss_mb"] < GOAL["rss_mb"]},
         "agents": {k: sorted(v) for k, v in agents.items()},
@@ -146,11 +148,11 @@ def main(argv=None) -> int:
 
     print(f"cold ask on {video.name} ({a.runs} runs each, median; {os.cpu_count()} CPUs, "
           f"load {load_before} before, {result['machine']['load_avg_after']} after)\n")
-    print("| process | wall s | peak RSS MB | ask work s | wall vs torch | RSS vs torch |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| process | wall s | CPU s | peak RSS MB | ask work s | wall vs torch | RSS vs torch |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, m in med.items():
         work = f"{m['work_s']:.3f}" if "work_s" in m else "-"
-        print(f"| {name} | {m['wall_s']:.2f} | {m['peak_rss_mb']:.0f} | {work} | "
+        print(f"| {name} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {m['peak_rss_mb']:.0f} | {work} | "
               f"{m['wall_s'] / base['wall_s']:.2f} | {m['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")
     g = result["goal_onnx"]
     print(f"\nONNX goal (< {GOAL['seconds']} s and < {GOAL['rss_mb']:.0f} MB): {'met' if g['met'] else 'NOT met'}; "
