@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from tspo_edge.batch import read_batch  # noqa: F401 (moved to tspo_edge.batch; importable from here)
 from tspo_edge.errors import TspoError, VideoError
 from tspo_edge.mllm.base import mmss
 from tspo_edge.questions import Question, option_letters, parse_question
@@ -266,34 +267,6 @@ def format_result(r: AskResult) -> str:
     lines.append(f"models:   answerer {r.models['answerer']} | encoder {r.models['encoder']} | "
                  f"agent {r.models['agent']}")
     return "\n".join(lines)
-
-
-def read_batch(path) -> list[dict]:
-    """questions.jsonl: one JSON object a line with `question` and optional `video`, `options`,
-    `frames`, `method`, `id`."""
-    import json
-
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise AskError(f"{path}: cannot read ({e.strerror or e})") from e
-    items = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AskError(f"{path}:{n}: not JSON ({e.msg})") from e
-        if not isinstance(d, dict) or not isinstance(d.get("question"), str):
-            raise AskError(f"{path}:{n}: each line needs a \"question\" string")
-        if "options" in d and not (isinstance(d["options"], list) and all(isinstance(o, str) for o in d["options"])):
-            raise AskError(f"{path}:{n}: \"options\" must be a list of strings")
-        items.append(d)
-    if not items:
-        raise AskError(f"{path}: no questions")
-    return items
 
 
 class IndexingProgress:
