@@ -86,7 +86,7 @@ def load_batch(path) -> Batch:
         line = data[:e.start].count(b"\n") + 1
         raise BatchError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
     batch = Batch(p)
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON may hold U+2028
         if not line.strip():
             continue
         where = f"{path}:{n}"
