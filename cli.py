@@ -30,7 +30,7 @@ from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
-from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, videos_table
+from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, printable, videos_table
 from tspo_edge.mllm import load_answerer
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
@@ -70,8 +70,8 @@ def examples(*lines: str) -> str:
 
 def fail(e: BaseException, code: int | None = None) -> NoReturn:
     """Print a one-line error and exit with its code."""
-    msg = " ".join(str(e).split()) or type(e).__name__
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True, markup=True)
+    msg = printable(" ".join(str(e).split()) or type(e).__name__)
+    err.print("error: " + msg, highlight=False, soft_wrap=True, markup=False, style="bold red")
     raise typer.Exit(code if code is not None else getattr(e, "exit_code", 2))
 
 
@@ -168,6 +168,9 @@ def index_cmd(
     except TspoError as e:
         fail(e)
     print_summary(err, summary)
+    if summary.stopped:
+        err.print(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)",
+                  highlight=False, markup=False, soft_wrap=True)
     for m in summary.missing:
         err.print(f"[red]missing[/] {m}: no such file or folder", highlight=False, markup=True)
     if not summary.files and not summary.missing:
@@ -233,6 +236,7 @@ def ask_cmd(
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
         bad(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
     progress = None
+    new_index = not db.exists()
     try:
         if batch is not None:
             if sheet is not None:
@@ -270,14 +274,25 @@ def ask_cmd(
                     err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
                 return
             _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TspoError) as e:
         if progress is not None:
             progress.close()
-        interrupted("interrupted: nothing was changed by the question in flight")
-    except TspoError as e:
-        if progress is not None:
-            progress.close()
+        if new_index and batch is None:
+            _remove_if_empty(db)  # a failed first ask leaves no empty index behind
+        if isinstance(e, KeyboardInterrupt):
+            interrupted("interrupted: nothing was changed by the question in flight")
         fail(e)
+
+
+def _remove_if_empty(db: Path) -> None:
+    try:
+        with Store(db, readonly=True) as store:
+            if store.videos():
+                return
+    except TspoError:
+        return
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        p.unlink(missing_ok=True)
 
 
 def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *, option, frames, method) -> None:

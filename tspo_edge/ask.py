@@ -138,7 +138,8 @@ class Asker:
             sampling = None
             if before is not None and before.sample_fps:
                 sampling = Sampling(fps=before.sample_fps, max_frames=before.max_frames, decoder=self.decoder)
-            row = ensure_indexed(self.store, path, models, sampling, progress=self.progress)
+            # a video that fails here changes nothing: no failed row (an ask is not an index run)
+            row = ensure_indexed(self.store, path, models, sampling, progress=self.progress, record_failure=False)
             self.last_index_seconds = time.perf_counter() - t0
             indexed_now = True
         feats = self.store.load_features(row.id, encoder_id=self.encoder.id)

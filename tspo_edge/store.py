@@ -349,7 +349,7 @@ class Store:
             raise NotAnIndexError(f"{self.path}: not a tspo-edge index (no schema_version in meta)")
         if int(version) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: index schema version {version} is newer than this tspo-edge "
-                             f"supports ({SCHEMA_VERSION}); upgrade tspo-edge or index into a new --db")
+                             f"supports ({SCHEMA_VERSION}); upgrade tspo-edge or index into a new file")
         if int(version) < SCHEMA_VERSION:  # no older versions exist yet
             raise StoreError(f"{self.path}: unknown index schema version {version}")
 
@@ -409,20 +409,23 @@ class Store:
         """Raise IndexMismatchError when the index was built with another encoder."""
         bound = self.encoder_id
         if bound is not None and bound != encoder_id:
+            source = self.meta("encoder_source")
+            hint = f"the encoder it was built with ({source})" if source else "the encoder it was built with"
             raise IndexMismatchError(
                 f"{self.path}: index was built with encoder {bound!r}, not {encoder_id!r}; "
-                f"use --encoder {bound} or another --db")
+                f"use {hint} or another index file")
 
-    def bind_encoder(self, encoder_id: str) -> None:
-        """Bind an index to `encoder_id` (an index with no indexed video may be re-bound)."""
-        if self.encoder_id == encoder_id:
+    def bind_encoder(self, encoder_id: str, source: str | None = None) -> None:
+        """Bind an index to `encoder_id` (an index with no indexed video may be re-bound);
+        `source` is what the encoder was loaded from ('lite', a hub id, a folder), for messages."""
+        if self.encoder_id == encoder_id and (source is None or self.meta("encoder_source") == source):
             return
         with self.write("binding the encoder"):  # checked and set under the lock: no two encoders
-            if self.encoder_id == encoder_id:
-                return
-            if self.encoder_id is not None and self.videos(status="indexed"):
+            if self.encoder_id is not None and self.encoder_id != encoder_id and self.videos(status="indexed"):
                 self.check_encoder(encoder_id)
             self.set_meta("encoder_id", encoder_id)
+            if source is not None:
+                self.set_meta("encoder_source", source)
 
     # ---- reading ----------------------------------------------------------------------------
     def _row(self, d: dict) -> VideoRow:
