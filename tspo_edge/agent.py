@@ -25,6 +25,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CheckpointError
@@ -217,8 +219,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     .bin/.pt go through torch.load(weights_only=True): a pickle that names anything but tensors
     and plain containers is refused before any of it runs."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             tensors = load_file(str(path))
         except OSError as e:
@@ -300,8 +300,6 @@ def _saved_config(path: Path, cfg_path: Path) -> dict:
     if cfg_path.exists() and (path.is_dir() or path.name == AGENT_FILE):
         return _read_json(cfg_path)
     if path.is_file() and path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -387,8 +385,6 @@ def load_agent(source, *, heads: int = 8, window: int = 12, init: str | None = N
 def save_agent(agent: TemporalAgent, out_dir, *, encoder_id: str | None = None,
                official_layout: bool = False) -> Path:
     """Write agent.safetensors + agent.json; with `official_layout`, keys get the `selector.` prefix."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = OFFICIAL_PREFIX if official_layout else ""

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of, mmss
@@ -34,8 +35,6 @@ def api_key_from_env() -> str | None:
 
 
 def jpeg_data_url(frame: np.ndarray, quality: int = 85) -> str:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
