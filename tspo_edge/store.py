@@ -552,11 +552,6 @@ class Store:
                             [agent_id, _now(), int(video_id)])
         return self.get_video(video_id)
 
-    def delete_video(self, video_id: int) -> None:
-        with self.write("deleting a video"):
-            self.db.execute("DELETE FROM features WHERE video_id = ?", [int(video_id)])
-            self.db.execute("DELETE FROM videos WHERE id = ?", [int(video_id)])
-
     def _upsert_video(self, row: dict) -> int:
         old = self.db.execute("SELECT id FROM videos WHERE path = ?", [row["path"]]).fetchone()
         if old is not None:
