@@ -12,9 +12,9 @@ A search (NumPy only; SimSIMD's int8 kernels when installed):
 1. scans every live row's int8 code against the int8 question: an approximate score a_t and a
    proven bound |exact_t - a_t| <= e_t (quantisation of u and q, the scorer's epsilon, float
    rounding), so hi_t = a_t + e_t bounds the exact score from above;
-2. rescores exactly (float16 features read straight from the `features` blobs of the index,
-   the numbers `Store.load_features` + `agent.score_frames` would use) every frame whose
-   hi_t reaches a threshold;
+2. rescores exactly (from a copy of the stored float16 x, z and norms in the sidecar: the
+   numbers `Store.load_features` + `agent.score_frames` use; random access into SQLite blobs
+   walks their overflow pages, ~10 ms a video) every frame whose hi_t reaches a threshold;
 3. keeps moments greedily, best first, skipping any frame within `nms_seconds` of a moment
    already kept in the same video and any video that has `per_video` moments already;
 4. stops when the threshold is at or below the last kept moment's score (and the last listed
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import os
 import sqlite3
 import time
@@ -128,8 +129,49 @@ def _state(db, key: str) -> str | None:
     return None if row is None else row[0]
 
 
-def _files(folder: Path, gen: int) -> tuple[Path, Path]:
-    return folder / f"codes-{gen}.i8", folder / f"aux-{gen}.f32"
+# Per-row sidecar files of one generation: name -> (dtype, values per row for width d).
+#   codes  int8 codes c of u (the scan reads only these: D bytes per frame)
+#   aux    float32 [scale, |c|_1, x_norm, z_norm]
+#   exact  float16 [x | z], the stored values themselves (exact rescoring of a few rows)
+#   times  float64 seconds
+PARTS = {"codes": (np.int8, lambda d: d), "aux": (np.float32, lambda d: 4),
+         "exact": (np.float16, lambda d: 2 * d), "times": (np.float64, lambda d: 1)}
+
+
+def _path(folder: Path, name: str, gen: int) -> Path:
+    return folder / f"{name}-{gen}.{np.dtype(PARTS[name][0]).name}"
+
+
+def _map(path: Path, dtype, width: int, rows: int, populate: bool) -> np.ndarray:
+    if rows == 0:
+        return np.zeros((0, width), dtype)
+    nbytes = rows * width * np.dtype(dtype).itemsize
+    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), nbytes, flags=flags, prot=mmap.PROT_READ)
+    return np.frombuffer(mm, dtype=dtype).reshape(rows, width)
+
+
+def _maps(folder: Path, gen: int, rows: int, dim: int) -> dict[str, np.ndarray]:
+    """Read-only maps of a generation's files, first `rows` rows. The scanned files (codes, aux)
+    are populated at map time: faulting 1 GB in page by page costs more than the scan itself."""
+    return {name: _map(_path(folder, name, gen), dtype, width(dim), rows, populate=name in ("codes", "aux"))
+            for name, (dtype, width) in PARTS.items()}
+
+
+_CACHE: dict[str, tuple[int, int, int, dict[str, np.ndarray]]] = {}  # folder -> (gen, rows, dim, maps)
+
+
+def _cached_maps(folder: Path, gen: int, rows: int, dim: int) -> dict[str, np.ndarray]:
+    """Maps kept across searches in this process (a server maps once); remapped when the
+    generation changes or rows were appended. Rows below the committed end never change."""
+    key = str(folder)
+    hit = _CACHE.get(key)
+    if hit is None or hit[0] != gen or hit[1] < rows or hit[2] != dim:
+        if len(_CACHE) >= 8:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = hit = (gen, rows, dim, _maps(folder, gen, rows, dim))
+    return {name: a[:rows] for name, a in hit[3].items()}
 
 
 class _Tx:
@@ -231,8 +273,11 @@ def refresh(store, *, batch_frames: int = 1 << 18) -> RefreshSummary:
             if key is None:
                 continue
             f = store.load_features(vid)
-        codes, aux = quantize(unit_sum(f.z, f.x, f.z_norm, f.x_norm))
-        batch.append((vid, key, codes, aux, _max_inv(f.z_norm, f.x_norm)))
+        codes, qa = quantize(unit_sum(f.z, f.x, f.z_norm, f.x_norm))
+        parts = {"codes": codes, "aux": np.column_stack([qa, f.x_norm, f.z_norm]),
+                 # float32 from float16 and back is exact: these are the stored values
+                 "exact": np.concatenate([f.x, f.z], axis=1).astype(np.float16), "times": f.times[:, None]}
+        batch.append((vid, key, parts, _max_inv(f.z_norm, f.x_norm)))
         rows_in_batch += len(codes)
         if rows_in_batch >= batch_frames:
             summary.added += _commit_batch(store, folder, batch)
@@ -265,13 +310,29 @@ def _committed_end(db) -> int:
 
 
 def _prepare_append(folder: Path, gen: int, dim: int, end: int) -> None:
-    """Cut a crashed writer's unreferenced tail so both files end at row `end`."""
-    for path, width in zip(_files(folder, gen), (dim, 8)):
+    """Cut a crashed writer's unreferenced tail so every file ends at row `end`."""
+    for name, (dtype, width) in PARTS.items():
+        path, size = _path(folder, name, gen), end * width(dim) * np.dtype(dtype).itemsize
         if not path.exists():
             path.touch()
-        if path.stat().st_size != end * width:
+        if path.stat().st_size != size:
             with open(path, "r+b") as fh:
-                fh.truncate(end * width)
+                fh.truncate(size)
+
+
+def _write_parts(folder: Path, gen: int, mode: str, chunks) -> None:
+    """Write (or append) row chunks {name: array} to the generation's files, then fsync them."""
+    handles = {name: open(_path(folder, name, gen), mode) for name in PARTS}
+    try:
+        for parts in chunks:
+            for name, (dtype, _) in PARTS.items():
+                handles[name].write(np.ascontiguousarray(parts[name], dtype=dtype).tobytes())
+        for fh in handles.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        for fh in handles.values():
+            fh.close()
 
 
 def _commit_batch(store, folder: Path, batch) -> int:
@@ -279,28 +340,22 @@ def _commit_batch(store, folder: Path, batch) -> int:
     written = 0
     with _Tx(conn, write=True):
         gen = _gen(db)
-        dim = int(batch[0][2].shape[1])
+        dim = int(batch[0][2]["codes"].shape[1])
         old_dim = _state(db, "dim")
         if old_dim is not None and int(old_dim) != dim and db.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone():
             raise SearchError(f"{store.path}: search data has width {old_dim}, new videos {dim}; "
                               f"remove {folder} and run refresh again")
         end = _committed_end(db)
-        codes_path, aux_path = _files(folder, gen)
         _prepare_append(folder, gen, dim, end)
-        rows = []
-        with open(codes_path, "ab") as fc, open(aux_path, "ab") as fa:
-            for vid, key, codes, aux, max_inv in batch:
-                if _live_keys_one(db, vid) != key:  # re-indexed while we encoded it: next refresh
-                    continue
-                fc.write(codes.tobytes())
-                fa.write(aux.tobytes())
-                rows.append({"video_id": vid, "indexed_at": key[0], "agent_id": key[1], "frames": key[2],
-                             "dim": key[3], "digest": key[4], "row0": end, "gen": gen, "max_inv": max_inv})
-                end += len(codes)
-            fc.flush()
-            fa.flush()
-            os.fsync(fc.fileno())
-            os.fsync(fa.fileno())
+        rows, chunks = [], []
+        for vid, key, parts, max_inv in batch:
+            if _live_keys_one(db, vid) != key:  # re-indexed while we encoded it: next refresh
+                continue
+            chunks.append(parts)
+            rows.append({"video_id": vid, "indexed_at": key[0], "agent_id": key[1], "frames": key[2],
+                         "dim": key[3], "digest": key[4], "row0": end, "gen": gen, "max_inv": max_inv})
+            end += len(parts["codes"])
+        _write_parts(folder, gen, "ab", chunks)
         for row in rows:
             db.execute(f"INSERT OR REPLACE INTO {TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                        list(row.values()))
@@ -320,28 +375,20 @@ def _maybe_compact(store, folder: Path) -> bool:
         if dim_s is None:
             return False
         dim = int(dim_s)
-        codes_path, aux_path = _files(folder, gen)
         file_rows = _committed_end(db)
         segs = db.execute(f"SELECT video_id, row0, frames FROM {TABLE} ORDER BY row0").fetchall()
         live = sum(int(s[2]) for s in segs)
         if file_rows - live <= COMPACT_RATIO * live and not (live == 0 and file_rows > 0):
             return False
         new = gen + 1
-        new_codes, new_aux = _files(folder, new)
-        src_c = np.memmap(codes_path, np.int8, "r", shape=(file_rows, dim)) if file_rows else None
-        src_a = np.memmap(aux_path, np.float32, "r", shape=(file_rows, 2)) if file_rows else None
+        src = _maps(folder, gen, file_rows, dim)
         end = 0
-        with open(new_codes, "wb") as fc, open(new_aux, "wb") as fa:
-            for vid, row0, n in segs:
-                fc.write(np.ascontiguousarray(src_c[row0:row0 + n]).tobytes())
-                fa.write(np.ascontiguousarray(src_a[row0:row0 + n]).tobytes())
-                db.execute(f"UPDATE {TABLE} SET row0 = ?, gen = ? WHERE video_id = ?", [end, new, vid])
-                end += int(n)
-            fc.flush()
-            fa.flush()
-            os.fsync(fc.fileno())
-            os.fsync(fa.fileno())
-        del src_c, src_a
+        for vid, row0, n in segs:
+            db.execute(f"UPDATE {TABLE} SET row0 = ?, gen = ? WHERE video_id = ?", [end, new, vid])
+            end += int(n)
+        _write_parts(folder, new, "wb", ({name: a[row0:row0 + n] for name, a in src.items()}
+                                         for _, row0, n in segs))
+        del src
         _set_state(db, "gen", new)
         _set_state(db, "end", end)
     # a reader may still hold generation `gen` (its snapshot began before this commit): keep it,
@@ -376,29 +423,6 @@ def _dot_int8(codes: np.ndarray, k8: np.ndarray, out: np.ndarray, threads: int) 
     step = 1 << 16
     for i in range(0, len(codes), step):
         np.matmul(codes[i:i + step].astype(np.float32), kf, out=out[i:i + step])
-
-
-class _Video:
-    __slots__ = ("id", "path", "row0", "frames", "xz", "times", "xn", "zn")
-
-
-def _read_rows(conn, vid: int, frames: np.ndarray, dim: int, t_total: int):
-    """Exact float16 x and z rows, their stored norms and times for some frames of one video."""
-    out = {}
-    dense = len(frames) * 4 > t_total
-    for col, width, dtype in (("x", dim * 2, np.float16), ("z", dim * 2, np.float16),
-                              ("x_norm", 4, np.float32), ("z_norm", 4, np.float32), ("times", 8, np.float64)):
-        with conn.blobopen("features", col, vid, readonly=True) as blob:
-            if dense:
-                a = np.frombuffer(blob.read(), dtype=dtype).reshape(t_total, -1)[frames]
-            else:
-                parts = []
-                for f in frames:
-                    blob.seek(int(f) * width)
-                    parts.append(blob.read(width))
-                a = np.frombuffer(b"".join(parts), dtype=dtype).reshape(len(frames), -1)
-        out[col] = a
-    return out
 
 
 def exact_scores(x: np.ndarray, z: np.ndarray, x_norm: np.ndarray, z_norm: np.ndarray, q: np.ndarray,
@@ -438,7 +462,7 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
     if top < 1 or per_video < 1 or nms_seconds < 0:
         raise SearchError(f"bad search limits: top={top}, per_video={per_video}, nms_seconds={nms_seconds}")
     top_videos = top if top_videos is None else top_videos
-    threads = threads or min(4, os.cpu_count() or 1)
+    threads = threads or 1  # one thread: a threaded scan stalls on a busy core (see docs/search.md)
     t0 = time.perf_counter()
     db, conn = store.db, store.db.conn
     timings: dict[str, float] = {}
@@ -477,12 +501,11 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
         nfr = np.array([s[3] for s in segs], np.int64)
         paths = [s[1] for s in segs]
         n_rows = int((row0 + nfr).max())
-        codes_path, aux_path = _files(search_dir(store), gen)
         try:
-            codes = np.memmap(codes_path, np.int8, "r", shape=(n_rows, dim))
-            aux = np.memmap(aux_path, np.float32, "r", shape=(n_rows, 2))
+            maps = _cached_maps(search_dir(store), gen, n_rows, dim)
         except (OSError, ValueError) as e:
-            raise SearchError(f"{codes_path}: search data unreadable ({e}); run refresh") from None
+            raise SearchError(f"{search_dir(store)}: search data unreadable ({e}); run refresh") from None
+        codes, aux = maps["codes"], maps["aux"]
         # 1. scan: hi = upper bound of the exact cosine sum, per live row
         ts = time.perf_counter()
         hi = np.full(n_rows, -np.inf, np.float32)
@@ -508,7 +531,7 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
         while True:
             rows = np.flatnonzero(hi >= thr) if np.isfinite(thr) else np.flatnonzero(hi > -np.inf)
             new = [int(x) for x in rows if int(x) not in exact]
-            _rescore(conn, new, row0, nfr, vid, dim, qn, q, tau, exact, cache_rows)
+            _rescore(maps, new, row0, dim, q, tau, exact, cache_rows)
             order = sorted(exact.items(), key=lambda kv: -kv[1])
             cands = []
             for g, s in order:
@@ -566,16 +589,14 @@ def _initial_threshold(hi: np.ndarray, want: int, live_rows: int) -> float:
     return float(np.partition(sample, -k)[-k])
 
 
-def _rescore(conn, rows: list[int], row0, nfr, vid, dim, qn, q, tau, exact, cache_rows) -> None:
+def _rescore(maps, rows: list[int], row0, dim, q, tau, exact, cache_rows) -> None:
+    """Exact scores of some rows from the stored float16 values (one gather per file)."""
     if not rows:
         return
-    rows_a = np.array(sorted(rows), np.int64)
-    seg = np.searchsorted(row0, rows_a, side="right") - 1
-    for i in np.unique(seg):
-        g = rows_a[seg == i]
-        frames = g - row0[i]
-        d = _read_rows(conn, int(vid[i]), frames, dim, int(nfr[i]))
-        s = exact_scores(d["x"], d["z"], d["x_norm"][:, 0], d["z_norm"][:, 0], q, tau)
-        for gi, fi, si, ti in zip(g.tolist(), frames.tolist(), s.tolist(), d["times"][:, 0].tolist()):
-            exact[gi] = si
-            cache_rows[gi] = (fi, ti)
+    g = np.array(sorted(rows), np.int64)
+    xz, aux, times = maps["exact"][g], maps["aux"][g], maps["times"][g, 0]
+    s = exact_scores(xz[:, :dim], xz[:, dim:], aux[:, 2], aux[:, 3], q, tau)
+    frames = g - row0[np.searchsorted(row0, g, side="right") - 1]
+    for gi, fi, si, ti in zip(g.tolist(), frames.tolist(), s.tolist(), times.tolist()):
+        exact[gi] = si
+        cache_rows[gi] = (fi, ti)
