@@ -54,7 +54,7 @@ TAU = 0.025          # tspo_edge.agent.TAU (not imported: that module imports to
 EPS = 1e-6           # tspo_edge.agent.EPS: added to the product of norms
 TABLE = "search_segments"
 STATE = "search_state"
-ROUNDING_SLACK = 2e-4  # float32 rounding of u, the scan and the rescore, in cosine units (D <= 4096)
+ROUNDING_SLACK = 1e-4  # float32 rounding of u and the scale, in cosine units; plus 8*D*2^-24 below
 COMPACT_RATIO = 0.25   # rewrite the sidecar when dead rows exceed this fraction of live rows
 
 
@@ -509,7 +509,8 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
         # 1. scan: hi = upper bound of the exact cosine sum, per live row
         ts = time.perf_counter()
         hi = np.full(n_rows, -np.inf, np.float32)
-        slack = ROUNDING_SLACK + EPS * max(float(s[6] or 0.0) for s in segs) / qn
+        # float32 dot products of D terms with |u| <= 2, |q| = 1: error <= 2*D*2^-24 each (scan, rescore)
+        slack = ROUNDING_SLACK + 8 * dim * 2.0**-24 + EPS * max(float(s[6] or 0.0) for s in segs) / qn
         for a, b in _ranges(row0, nfr):
             part = hi[a:b]
             _dot_int8(codes[a:b], k8, part, threads)
