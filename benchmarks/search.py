@@ -1,6 +1,6 @@
 """Archive-wide search: tspo_edge.search against today's way, on one synthetic archive, same run.
 
-Today's way: for each indexed video, Store.load_features + agent.score_frames, then the same
+Today's way: for each indexed video, Store.load_features + scoring.score_frames, then the same
 greedy per-video NMS. The new way: tspo_edge.search.search over the int8 sidecar built by
 tspo_edge.search.refresh. Both answer the same questions; the moments must agree exactly.
 
@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tspo_edge import search as S  # noqa: E402
+from tspo_edge.scoring import score_frames  # noqa: E402
 from tspo_edge.store import Store  # noqa: E402
 
 FRAMES = 3600
@@ -69,8 +70,6 @@ def build(db: Path, hours: int, d: int, questions: np.ndarray, seed: int = 0) ->
 
 def baseline(store: Store, q: np.ndarray, top: int, per_video: int, nms_seconds: float):
     """Today's way: load and score every video's blob, then the same NMS."""
-    from tspo_edge.agent import score_frames
-
     best_frames = []
     for v in store.videos(status="indexed"):
         f = store.load_features(v.id)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tspo_edge import search as S
-from tspo_edge.agent import score_frames
+from tspo_edge.scoring import score_frames
 from tspo_edge.store import Store
 
 D = 32
@@ -25,7 +25,7 @@ def _put(store, name, t, rng, *, agent="agent-1", boost=None, q=None):
 
 
 def _brute(store, q, top, per_video, nms_seconds, top_videos=None):
-    """Today's way: load every video's features and score them with agent.score_frames."""
+    """Today's way: load every video's features and score them with scoring.score_frames."""
     frames = []
     for v in store.videos(status="indexed"):
         f = store.load_features(v.id)

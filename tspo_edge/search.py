@@ -13,7 +13,7 @@ A search (NumPy only; SimSIMD's int8 kernels when installed):
    proven bound |exact_t - a_t| <= e_t (quantisation of u and q, the scorer's epsilon, float
    rounding), so hi_t = a_t + e_t bounds the exact score from above;
 2. rescores exactly (from a copy of the stored float16 x, z and norms in the sidecar: the
-   numbers `Store.load_features` + `agent.score_frames` use; random access into SQLite blobs
+   numbers `Store.load_features` + `scoring.score_frames` use; random access into SQLite blobs
    walks their overflow pages, ~10 ms a video) every frame whose hi_t reaches a threshold;
 3. keeps moments greedily, best first, skipping any frame within `nms_seconds` of a moment
    already kept in the same video and any video that has `per_video` moments already;
@@ -44,14 +44,13 @@ from typing import NamedTuple
 import numpy as np
 
 from tspo_edge.errors import TspoError
+from tspo_edge.scoring import EPS, TAU
 
 try:  # int8 dot products with AVX-512 VNNI / AVX2 / NEON kernels; NumPy does the same slower
     import simsimd as _simsimd
 except ImportError:  # pragma: no cover - exercised where simsimd is not installed
     _simsimd = None
 
-TAU = 0.025          # tspo_edge.agent.TAU (not imported: that module imports torch)
-EPS = 1e-6           # tspo_edge.agent.EPS: added to the product of norms
 TABLE = "search_segments"
 STATE = "search_state"
 ROUNDING_SLACK = 1e-4  # float32 rounding of u and the scale, in cosine units; plus 8*D*2^-24 below
@@ -456,7 +455,7 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
     Moments are kept best first with per-video non-maximum suppression: none within
     `nms_seconds` of one already kept in its video, at most `per_video` per video. `videos`
     lists the `top_videos` (default `top`) videos whose best frame scores highest. The result
-    equals scoring every indexed frame with `agent.score_frames` (see the module docstring).
+    equals scoring every indexed frame with `scoring.score_frames` (see the module docstring).
     On a writable store, videos with no current search data are added first (`refresh_first`).
     """
     if top < 1 or per_video < 1 or nms_seconds < 0:
