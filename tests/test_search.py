@@ -178,3 +178,21 @@ def test_empty_index_and_bad_questions(tmp_path):
             S.search(store, np.ones(D, np.float32), top=0)
     with Store(tmp_path / "i.db", readonly=True) as ro, pytest.raises(S.SearchError, match="read-only"):
         S.refresh(ro)
+
+
+def test_few_long_videos_need_no_full_rescore(tmp_path):
+    rng = np.random.default_rng(6)
+    with Store(tmp_path / "i.db") as store:
+        for i in range(3):
+            _put(store, f"long{i}", 2000, rng)
+        q = rng.standard_normal(D).astype(np.float32)
+        # 3 videos < top_videos 10: proven once every video has a rescored frame
+        res = S.search(store, q, top=5, per_video=3, nms_seconds=10.0, top_videos=10)
+        kept, best = _brute(store, q, 5, 3, 10.0, top_videos=10)
+        _check(res, kept, best)
+        assert len(res.videos) == 3 and res.rescored < res.frames // 4
+        # at most 3 moments can exist (one per video): all of them, the brute-force ones
+        res = S.search(store, q, top=5, per_video=1)
+        kept, best = _brute(store, q, 5, 1, 30.0)
+        _check(res, kept, best)
+        assert len(res.moments) == 3

@@ -544,11 +544,18 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
                 best.setdefault(m.video_id, m)
             videos = [VideoHit(m.video_id, m.path, m.score) for m in list(best.values())[:top_videos]]
             # scores are logits (cosine sum / tau); the bound hi is in cosine units
+            # fewer videos than asked for: proven once every video has a rescored frame
+            full_v = len(videos) == top_videos or (videos and len(best) == len(segs))
             need = min(moments[-1].score if len(moments) == top else -np.inf,
-                       videos[-1].best_score if len(videos) == top_videos else -np.inf) * tau
+                       videos[-1].best_score if full_v else -np.inf) * tau
             if thr <= need or len(rows) == live_rows:
                 break
-            thr = need if np.isfinite(need) else -np.inf
+            if np.isfinite(need):
+                thr = need
+            else:  # too few moments or videos so far: widen the candidate set 8x, not to everything
+                want *= 8
+                lower = _initial_threshold(hi, want, live_rows)
+                thr = lower if lower < thr else -np.inf
         timings["rescore_ms"] = _ms(ts)
     timings["total_ms"] = _ms(t0)
     return SearchResult(moments, videos, frames=live_rows, unsearched=unsearched, rescored=len(exact),
@@ -593,10 +600,12 @@ def _rescore(maps, rows: list[int], row0, dim, q, tau, exact, cache_rows) -> Non
     """Exact scores of some rows from the stored float16 values (one gather per file)."""
     if not rows:
         return
-    g = np.array(sorted(rows), np.int64)
-    xz, aux, times = maps["exact"][g], maps["aux"][g], maps["times"][g, 0]
-    s = exact_scores(xz[:, :dim], xz[:, dim:], aux[:, 2], aux[:, 3], q, tau)
-    frames = g - row0[np.searchsorted(row0, g, side="right") - 1]
-    for gi, fi, si, ti in zip(g.tolist(), frames.tolist(), s.tolist(), times.tolist()):
-        exact[gi] = si
-        cache_rows[gi] = (fi, ti)
+    rows_a = np.array(sorted(rows), np.int64)
+    for i in range(0, len(rows_a), 1 << 14):  # bounded gathers: 16 k rows at a time
+        g = rows_a[i:i + (1 << 14)]
+        xz, aux, times = maps["exact"][g], maps["aux"][g], maps["times"][g, 0]
+        s = exact_scores(xz[:, :dim], xz[:, dim:], aux[:, 2], aux[:, 3], q, tau)
+        frames = g - row0[np.searchsorted(row0, g, side="right") - 1]
+        for gi, fi, si, ti in zip(g.tolist(), frames.tolist(), s.tolist(), times.tolist()):
+            exact[gi] = si
+            cache_rows[gi] = (fi, ti)
