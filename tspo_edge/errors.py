@@ -110,3 +110,7 @@ class BatchError(TspoError):
 
 class DataError(TspoError):
     """A training file is malformed ("<file>:<line>: <cause>")."""
+
+
+class SearchError(TspoError):
+    """The search data cannot be used or built (bad question, unwritable sidecar)."""

@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import SearchError
 from tspo_edge.scoring import EPS, TAU
 
 try:  # int8 dot products with AVX-512 VNNI / AVX2 / NEON kernels; NumPy does the same slower
@@ -55,10 +55,6 @@ TABLE = "search_segments"
 STATE = "search_state"
 ROUNDING_SLACK = 1e-4  # float32 rounding of u and the scale, in cosine units; plus 8*D*2^-24 below
 COMPACT_RATIO = 0.25   # rewrite the sidecar when dead rows exceed this fraction of live rows
-
-
-class SearchError(TspoError):
-    """The search data cannot be used or built (bad question, unwritable sidecar)."""
 
 
 class Moment(NamedTuple):
