@@ -22,14 +22,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import tspo_edge
 from tspo_edge import video
-from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, read_batch
+from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
+from tspo_edge.batch import load_batch
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
-from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, videos_table
+from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, printable, videos_table
 from tspo_edge.mllm import load_answerer
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
@@ -69,8 +70,8 @@ def examples(*lines: str) -> str:
 
 def fail(e: BaseException, code: int | None = None) -> NoReturn:
     """Print a one-line error and exit with its code."""
-    msg = " ".join(str(e).split()) or type(e).__name__
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True, markup=True)
+    msg = printable(" ".join(str(e).split()) or type(e).__name__)
+    err.print("error: " + msg, highlight=False, soft_wrap=True, markup=False, style="bold red")
     raise typer.Exit(code if code is not None else getattr(e, "exit_code", 2))
 
 
@@ -167,6 +168,9 @@ def index_cmd(
     except TspoError as e:
         fail(e)
     print_summary(err, summary)
+    if summary.stopped:
+        err.print(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)",
+                  highlight=False, markup=False, soft_wrap=True)
     for m in summary.missing:
         err.print(f"[red]missing[/] {m}: no such file or folder", highlight=False, markup=True)
     if not summary.files and not summary.missing:
@@ -232,17 +236,19 @@ def ask_cmd(
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
         bad(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
     progress = None
+    new_index = not db.exists()
     try:
         if batch is not None:
             if sheet is not None:
                 bad("--sheet works with one question, not with --batch")
-            items, bad_lines = read_batch(batch, default_video=video_path)
+            questions = load_batch(batch)
+            if video_path is None and any(not it.get("video") for it in questions.items):
+                bad(f"{batch}: lines without \"video\" need the VIDEO argument")
         else:
             if video_path is None or question is None:
                 bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
             check_inputs(video_path, question, frames=frames, method=method)
             video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
-            items, bad_lines = [], []
         kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
         if mllm.startswith("openai:"):
             kw["timeout"] = timeout
@@ -267,38 +273,50 @@ def ask_cmd(
                 if sheet is not None:
                     err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
                 return
-            _ask_batch(asker, batch, items, bad_lines, progress, option=option, frames=frames, method=method)
-    except KeyboardInterrupt:
+            _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
+    except (KeyboardInterrupt, TspoError) as e:
         if progress is not None:
             progress.close()
-        interrupted("interrupted: nothing was changed by the question in flight")
-    except TspoError as e:
-        if progress is not None:
-            progress.close()
+        if new_index and batch is None:
+            _remove_if_empty(db)  # a failed first ask leaves no empty index behind
+        if isinstance(e, KeyboardInterrupt):
+            interrupted("interrupted: nothing was changed by the question in flight")
         fail(e)
 
 
-def _ask_batch(asker: Asker, batch: Path, items: list[dict], bad_lines: list[dict], progress, *,
-               option, frames, method) -> None:
-    """One JSON line per question (or per bad line, with its error); exit 1 when some failed."""
-    failed = len(bad_lines)
-    for b in bad_lines:
-        err.print(f"[red]skipped[/] {b['error']}", highlight=False, markup=True)
-        typer.echo(json.dumps(b))
-    for it in items:
-        rid = it["id"]
+def _remove_if_empty(db: Path) -> None:
+    try:
+        with Store(db, readonly=True) as store:
+            if store.videos():
+                return
+    except TspoError:
+        return
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        p.unlink(missing_ok=True)
+
+
+def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *, option, frames, method) -> None:
+    """One JSON line per question (a bad line gets one with its error); exit 1 when some failed."""
+    failed = len(questions.errors)
+    for e in questions.errors:
+        err.print(f"skipped {e}", highlight=False, markup=False, soft_wrap=True)
+        typer.echo(json.dumps({"error": e}))
+    for it in questions.items:
+        rid = it.get("id", it["line"])
+        where = it.get("video") or video_path
         try:
-            r = asker.ask(it["video"], it["question"], options=it.get("options") or option or None,
+            r = asker.ask(where, it["question"], options=it.get("options") or option or None,
                           frames=it.get("frames", frames), method=it.get("method", method))
             progress.close()
             typer.echo(json.dumps(_finite({"id": rid, **r.to_dict()}), allow_nan=False))
         except TspoError as e:
             progress.close()
             failed += 1
-            err.print(f"[red]failed[/] {rid}: {e}", highlight=False, markup=True)
-            typer.echo(json.dumps({"id": rid, "video": str(it["video"]), "question": it["question"],
+            err.print(f"failed {rid} ({questions.path}:{it['line']}): {e}", highlight=False, markup=False,
+                      soft_wrap=True)
+            typer.echo(json.dumps({"id": rid, "line": it["line"], "video": str(where), "question": it["question"],
                                    "error": str(e)}))
-    total = len(items) + len(bad_lines)
+    total = questions.lines
     if failed:
         err.print(f"{failed} of {total} questions failed", highlight=False)
         raise typer.Exit(2 if failed == total else 1)

@@ -83,7 +83,7 @@ def reference_path(video: Path, question: str, *, encoder, agent, n: int, method
     With `seconds`, decoding and encoding stop after that much video and their times are scaled
     to the whole video by frame count (their cost per frame is constant); the agent then runs on
     the full-length embeddings `x_full` (from the index), so it is measured at full length."""
-    from tspo_edge.agent import score_frames
+    from tspo_edge.scoring import score_frames
     from tspo_edge.select import select_frames
     from tspo_edge.video import iter_frames
 
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
 
     from tspo_edge.ask import Asker
-    from tspo_edge.encoders import load_encoder
     from tspo_edge.mllm import load_answerer
+    from tspo_edge.models import load_models
     from tspo_edge.store import Store
     from tspo_edge.video import probe
 
@@ -157,7 +157,8 @@ def main(argv=None) -> int:
         print(f"generated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     info = probe(video)
     db = OUT / f"ask-{tag}.db"
-    encoder = load_encoder("lite")
+    models = load_models(encoder="lite")
+    encoder = models.encoder
     answerer = load_answerer("lite", encoder=encoder)
     results: dict = {"video": {"path": str(video), "duration": info.duration, "fps": info.fps,
                                "width": info.width, "height": info.height, "codec": info.codec},
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
                      "encoder": encoder.id, "answerer": answerer.id, "torch_threads": a.threads or "default",
                      "load_average_at_start": __import__("os").getloadavg()[0]}
     with Store(db) as store:
-        asker = Asker(store=store, encoder=encoder, answerer=answerer, cache_videos=0)
+        asker = Asker(store=store, models=models, answerer=answerer, cache_videos=0)
         t0 = time.perf_counter()
         first = asker.ask(video, QUESTIONS[0], frames=a.frames[0])  # indexes once (cached in the db)
         results["first_ask_s"] = time.perf_counter() - t0

@@ -27,6 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tspo_edge.agent import load_agent, save_agent  # noqa: E402
+from tspo_edge.agent_onnx import OnnxAgent  # noqa: E402
+from tspo_edge.encoders import load_encoder  # noqa: E402
+from tspo_edge.encoders.onnx import OnnxEncoder  # noqa: E402
+from tspo_edge.export import export_model  # noqa: E402
+from tspo_edge.models import load_models  # noqa: E402
+
 D = 768
 QUESTIONS = [f"what does the person do in scene {i} before the {w} appears?" for i, w in
              zip(range(32), ["dog", "car", "bike", "ball"] * 8)]
@@ -71,16 +78,12 @@ def rows_for(name: str, torch_fn, onnx_fn, repeat: int, what: str) -> list[dict]
 
 
 def cpu_rows(args, tmp: Path) -> list[dict]:
-    from export.api import export_model
-    from export.runtime import OnnxAgent, OnnxEncoder
-    from tspo_edge.agent import load_agent
-    from tspo_edge.encoders import load_encoder
-
     prov = ["CPUExecutionProvider"]
     rows = []
     agent = load_agent(f"similarity:{D}")
     torch.nn.init.normal_(agent.mlp[2].weight, std=0.02)  # a non-trivial residual branch
-    export_model(agent, tmp / "agent", encoder=None)
+    save_agent(agent, tmp / "agent-ckpt")
+    export_model(load_models(agent=str(tmp / "agent-ckpt")), tmp / "agent", with_encoder=False)
     onnx_agent = OnnxAgent(tmp / "agent", providers=prov, threads=args.threads)
     for T in args.T:
         x = np.random.default_rng(T).standard_normal((T, D)).astype(np.float32)
@@ -91,8 +94,9 @@ def cpu_rows(args, tmp: Path) -> list[dict]:
     if args.clip:
         encoders.append(("CLIP ViT-B/32 (random weights)", str(clip_b32(tmp / "clip-b32"))))
     for name, spec in encoders:
-        enc = load_encoder(spec, device="cpu", batch_size=32)
-        export_model(f"similarity:{enc.dim}", tmp / name[:4], encoder=enc)
+        models = load_models(encoder=spec, device="cpu")
+        enc = models.encoder
+        export_model(load_models(models.spec, agent=f"similarity:{enc.dim}", loaded_encoder=enc), tmp / name[:4])
         onnx_enc = OnnxEncoder(tmp / name[:4], providers=prov, threads=args.threads)
         rows += rows_for(f"{name} image", lambda: enc.encode_images(frames), lambda: onnx_enc.encode_images(frames),
                          args.repeat, "32 frames 224x398")
@@ -105,18 +109,12 @@ def gpu_rows(args, tmp: Path) -> list[dict]:
     """torch fp16 on CUDA against ORT CUDA fp16 and ORT TensorRT fp16 (agent and lite towers)."""
     import onnxruntime as ort
 
-    from export.api import export_model
-    from export.runtime import OnnxAgent, OnnxEncoder
-    from tspo_edge.agent import load_agent
-    from tspo_edge.encoders import load_encoder
-
     have = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in have]
     if not providers:
         print("GPU present but onnxruntime has no CUDA/TensorRT provider (pip install onnxruntime-gpu)",
               file=sys.stderr)
-    agent = load_agent(f"similarity:{D}")
-    export_model(agent, tmp / "gpu", encoder="lite", fp16=True)  # exports trace on the CPU
+    export_model(load_models(encoder="lite", agent=f"similarity:{D}"), tmp / "gpu", fp16=True)  # traced on the CPU
     enc = load_encoder("lite", device="cuda")
     agent_gpu = load_agent(f"similarity:{D}").cuda().half()
     frames = np.random.default_rng(0).integers(0, 256, (32, 224, 398, 3), dtype=np.uint8)

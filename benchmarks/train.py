@@ -29,13 +29,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.data import load_rows  # noqa: E402
-from train.features import index_videos  # noqa: E402
-from train.rl import accuracy_rewards, temporal_rewards  # noqa: E402
-from train.rollout import VideoFrames, _resize, answer_rollouts, draw  # noqa: E402
-from train.run import encode_questions  # noqa: E402
-from train.samples import build_sample  # noqa: E402
-from train.toy import TOY_FPS, make_toy_data, toy_options  # noqa: E402
+from tspo_edge.train.data import load_rows  # noqa: E402
+from tspo_edge.train.features import indexed_features  # noqa: E402
+from tspo_edge.models import load_models  # noqa: E402
+from tspo_edge.train.rl import accuracy_rewards, temporal_rewards  # noqa: E402
+from tspo_edge.train.rollout import VideoFrames, _resize, answer_rollouts, draw  # noqa: E402
+from tspo_edge.train.run import encode_questions  # noqa: E402
+from tspo_edge.train.samples import build_sample  # noqa: E402
+from tspo_edge.train.toy import TOY_FPS, make_toy_data, toy_options  # noqa: E402
 
 
 def _letters(answers, n_opts):
@@ -88,19 +89,16 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    from index import resolve_agent
-    from tspo_edge.encoders import load_encoder
     from tspo_edge.mllm import load_answerer
 
     o = toy_options(Path(a.out), group=a.group)
     make_toy_data(Path(a.out) / "toy-data")
     ds = load_rows(o.data, o.videos)
-    encoder = load_encoder("lite")
-    agent, _ = resolve_agent(None, encoder)
+    models = load_models(o.models)
+    encoder, agent = models.encoder, models.agent
     agent.eval()
     t = time.perf_counter()
-    feats, failed = index_videos(list(dict.fromkeys(ds.videos + o.pool)), db=o.db, encoder=encoder, agent=agent,
-                                 fps=TOY_FPS)
+    feats, failed = indexed_features(list(dict.fromkeys(ds.videos + o.pool)), db=o.db, models=models, fps=TOY_FPS)
     index_s = time.perf_counter() - t
     assert not failed, failed
     answerer = load_answerer("lite", encoder=encoder)

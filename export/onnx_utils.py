@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import onnx
 import torch
 
 # torch.onnx's dynamo exporter needs onnxscript, which is not a dependency; the
@@ -39,8 +40,6 @@ def fp16_converter():
 
 def convert_fp16(path: Path) -> str:
     """Rewrite the model at `path` with fp16 weights and math; inputs and outputs stay float32."""
-    import onnx
-
     name, convert = fp16_converter()
     model = onnx.load(str(path))
     with warnings.catch_warnings():

@@ -12,7 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from tspo_edge.models import Models
-from tspo_edge.pipeline import FileResult, Progress, Sampling, index_videos
+from tspo_edge.errors import StoreError
+from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos
 from tspo_edge.store import Store
 
 from .files import find_videos
@@ -27,6 +28,7 @@ class IndexSummary:
     files: list[FileResult] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str | None = None      # why the run stopped early (a storage fault), the rest not tried
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -48,7 +50,7 @@ class IndexSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.missing
+        return not self.failed and not self.missing and self.stopped is None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,7 +69,16 @@ def index_paths(paths, *, db, models: Models, sampling: Sampling = Sampling(), f
     """
     t0 = time.perf_counter()
     files, missing = find_videos(paths)
+    results: list[FileResult] = []
+    stopped = None
     with Store(db) as store:
-        results = index_videos(store, files, models, sampling, force=force, progress=progress, threaded=threaded)
+        try:
+            for r in iter_index_videos(store, files, models, sampling, force=force, progress=progress,
+                                       threaded=threaded):
+                results.append(r)
+        except StoreError as e:  # a storage fault mid-run: what was committed stays, the rest waits
+            if not any(r.status in ("indexed", "events") for r in results):
+                raise
+            stopped = str(e)
     return IndexSummary(str(db), models.encoder.id, models.agent_id, models.agent_source, files=results,
-                        missing=[str(m) for m in missing], seconds=time.perf_counter() - t0)
+                        missing=[str(m) for m in missing], seconds=time.perf_counter() - t0, stopped=stopped)

@@ -14,6 +14,16 @@ from tspo_edge.pipeline import IndexEvent
 from .batch import IndexSummary
 
 
+def printable(text) -> str:
+    """Control characters (terminal escape codes in a file name) shown escaped, never sent raw."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def shown(text) -> str:
+    """Text for a rich markup string: printable and markup-escaped."""
+    return escape(printable(text))
+
+
 class IndexProgress:
     """A progress callback for `index_paths` drawing files, frames and frames/s on a console."""
 
@@ -37,14 +47,14 @@ class IndexProgress:
     def __call__(self, ev: IndexEvent) -> None:
         p = self.progress
         if ev.kind == "start":
-            self.console.print(f"encoder: {escape(ev.encoder_id or '?')}\nagent:   {escape(ev.agent or '?')} "
-                               f"[dim]({escape(ev.agent_id or '?')})[/]", highlight=False, soft_wrap=True)
+            self.console.print(f"encoder: {shown(ev.encoder_id or '?')}\nagent:   {shown(ev.agent or '?')} "
+                               f"[dim]({shown(ev.agent_id or '?')})[/]", highlight=False, soft_wrap=True)
             self.files = p.add_task("files", total=ev.total_files, rate="")
             self.frames = p.add_task("frames", total=None, rate="")
             self.t0 = time.perf_counter()
         elif ev.kind == "file":
             name = ev.path.rsplit("/", 1)[-1] if ev.path else ""
-            p.reset(self.frames, total=ev.expected_frames, description=f"frames {escape(name[:40])}",
+            p.reset(self.frames, total=ev.expected_frames, description=f"frames {shown(name[:40])}",
                     rate=self._rate())
         elif ev.kind == "frames":
             self.n_frames += ev.frames
@@ -54,7 +64,7 @@ class IndexProgress:
             p.advance(self.files, 1)
             r = ev.result
             if r is not None and r.status == "failed":
-                p.console.print(f"[red]failed[/] {escape(r.error or '')}", highlight=False)
+                p.console.print(f"[red]failed[/] {shown(r.error or '')}", highlight=False)
 
     def _rate(self) -> str:
         dt = time.perf_counter() - self.t0
@@ -77,7 +87,7 @@ def print_summary(console: Console, s: IndexSummary) -> None:
             err = r.error or ""
             if err.startswith(r.path + ": "):
                 err = err[len(r.path) + 2:]
-            f.add_row(escape(r.path), escape(err))
+            f.add_row(shown(r.path), shown(err))
         console.print(f)
 
 
@@ -92,13 +102,13 @@ def videos_table(rows, *, db: str, encoder_id: str | None = None) -> Table:
     t.add_column("agent", no_wrap=True)
     t.add_column("error", overflow="fold", ratio=2)
     for r in rows:
-        status = "[green]indexed[/]" if r.status == "indexed" else f"[red]{escape(r.status)}[/]"
+        status = "[green]indexed[/]" if r.status == "indexed" else f"[red]{shown(r.status)}[/]"
         err = r.error or ""
         if err.startswith(r.path + ": "):
             err = err[len(r.path) + 2:]
-        t.add_row(str(r.id), escape(r.path), "-" if r.duration is None else f"{r.duration:.1f}s",
+        t.add_row(str(r.id), shown(r.path), "-" if r.duration is None else f"{r.duration:.1f}s",
                   "-" if r.frame_count is None else str(r.frame_count), status,
-                  escape((r.agent_id or "-").rsplit(":", 1)[-1]), escape(err))
+                  shown((r.agent_id or "-").rsplit(":", 1)[-1]), shown(err))
     return t
 
 
@@ -113,7 +123,8 @@ class IndexingProgress:
 
     def __call__(self, ev) -> None:
         if self._bar is None:
-            self.console.print(f"indexing {ev.path} first (once; later questions reuse the index)", highlight=False)
+            self.console.print(f"indexing {printable(ev.path)} first (once; later questions reuse the index)",
+                               highlight=False, markup=False)
             self._bar = IndexProgress(self.console).__enter__()
             self._bar(IndexEvent("start", total_files=1, encoder_id=self.encoder_id,
                                  agent_id=self.agent_id, agent="the ask's agent"))

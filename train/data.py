@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import DataError, TspoError
 from tspo_edge.questions import parse_question
 
 KINDS = ("general", "specific")
@@ -25,10 +25,6 @@ _SOLUTION = re.compile(r"^\s*<answer>\s*\(?([A-Ha-h])\)?[.)]?\s*(?:.*?)</answer>
 # Instructions the paper's data appends to questions; neither the agent nor the MLLM needs them twice.
 _PROMPTS = ("Please provide your answer by stating the letter followed by the full option.",
             "Please respond with only the letter of the correct answer.")
-
-
-class DataError(TspoError):
-    """A training file is malformed ("<file>:<line>: <cause>")."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,10 @@ def parse_row(obj: object, where: str, videos_dir: Path, line: int) -> Row:
     if not m:
         raise DataError(f"{where}: 'solution' {obj['solution'][:40]!r} is not like '<answer>a</answer>'")
     answer = m.group(1).upper()
-    q = parse_question(_clean(obj["original_question"]))
+    try:
+        q = parse_question(_clean(obj["original_question"]))
+    except ValueError as e:  # nothing left once <image> and prompts are removed, too many options ...
+        raise DataError(f"{where}: 'original_question' cannot be parsed ({e})") from None
     if len(q.options) < 2:
         raise DataError(f"{where}: 'original_question' has no answer options (expected 'A. ...' lines)")
     if ord(answer) - ord("A") >= len(q.options):
@@ -104,25 +103,35 @@ def load_rows(path: str | Path, videos_dir: str | Path, *, strict: bool = False)
     missing: dict[str, None] = {}
     skipped = 0
     exists: dict[str, bool] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            row = parse_row(obj, where, videos_dir, line_no)
-            if row.video not in exists:
-                exists[row.video] = Path(row.video).is_file()
-            if not exists[row.video]:
-                if strict:
-                    raise DataError(f"{where}: video not found: {row.video}")
-                missing[row.video] = None
-                skipped += 1
-                continue
-            rows.append(row)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        lines = data.decode("utf-8-sig").split("\n")  # not splitlines: JSON strings may hold U+2028
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+    for line_no, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
+        row = parse_row(obj, where, videos_dir, line_no)
+        if row.video not in exists:
+            exists[row.video] = Path(row.video).is_file()
+        if not exists[row.video]:
+            if strict:
+                raise DataError(f"{where}: video not found: {row.video}")
+            missing[row.video] = None
+            skipped += 1
+            continue
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no usable rows" + (f" ({skipped} skipped: videos missing)" if skipped else ""))
     return Dataset(rows=rows, missing=list(missing), skipped=skipped)

@@ -18,11 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CheckpointError
@@ -170,20 +174,20 @@ def _torch_scores(z: torch.Tensor, x: torch.Tensor, q: torch.Tensor, tau: float)
 
 # --------------------------------------------------------------------------- checkpoints
 
-def _strip_prefix(tensors: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+def _strip_prefix(tensors: Mapping[str, Any], where: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
     """The selector's tensors without their prefix, and which format they came in."""
     for prefix, kind in ((OFFICIAL_PREFIX, "tspo-0.4b"), (TRAINING_PREFIX, "training"), ("", "tspo-edge")):
         found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if any(k in _SHAPES for k in found):
             return {k: torch.as_tensor(v) for k, v in found.items()}, kind
-    raise CheckpointError("no agent tensors found (expected keys like 'selector.temporal.Self_q.weight', "
+    raise CheckpointError(f"{where}: no agent tensors found (expected keys like 'selector.temporal.Self_q.weight', "
                           "'multiModal_align.temporal.Self_q.weight' or 'temporal.Self_q.weight')")
 
 
 def agent_from_tensors(tensors: Mapping[str, Any], *, heads: int = 8, window: int = 12,
                        where: str = "checkpoint") -> TemporalAgent:
     """Build an agent from a dict of tensors with any known prefix; shapes are checked."""
-    state, kind = _strip_prefix(tensors)
+    state, kind = _strip_prefix(tensors, where)
     if "temporal.Self_q.weight" not in state:
         raise CheckpointError(f"{where}: missing key 'temporal.Self_q.weight'")
     dim = int(state["temporal.Self_q.weight"].shape[0])
@@ -196,25 +200,75 @@ def agent_from_tensors(tensors: Mapping[str, Any], *, heads: int = 8, window: in
     unknown = sorted(set(state) - set(_SHAPES) - set(_IGNORED))
     if unknown:
         raise CheckpointError(f"{where}: unexpected agent keys {unknown[:3]}")
+    if dim % heads:
+        raise CheckpointError(f"{where}: width {dim} is not divisible by {heads} heads")
     agent = TemporalAgent(dim, heads, window)
     agent.load_state_dict({k: state[k].float() for k in _SHAPES})
     agent.source = f"{kind}:{where}"
     return agent.eval()
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def _cause(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:160] + "…" if len(text) > 160 else text) or type(e).__name__
 
-        return load_file(str(path))
-    if path.suffix in (".bin", ".pt", ".pth"):
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one weight file; anything unreadable is a one-line CheckpointError.
+
+    .bin/.pt go through torch.load(weights_only=True): a pickle that names anything but tensors
+    and plain containers is refused before any of it runs."""
+    if path.suffix == ".safetensors":
+        try:
+            tensors = load_file(str(path))
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot read ({e.strerror or _cause(e)})") from None
+        except Exception as e:  # SafetensorError (a header claiming 2^62 bytes too), MemoryError ...
+            raise CheckpointError(f"{path}: not a valid safetensors file ({_cause(e)})") from None
+    elif path.suffix in (".bin", ".pt", ".pth"):
+        try:
+            with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot read ({e.strerror or _cause(e)})") from None
+        except Exception as e:  # UnpicklingError, RuntimeError (bad zip), EOFError, MemoryError ...
+            m = re.search(r"unsupported GLOBAL (\S+)|Unsupported global: (?:GLOBAL )?(\S+)", str(e))
+            if m:
+                raise CheckpointError(
+                    f"{path}: refused: the pickle names {m.group(1) or m.group(2)}, and only tensors "
+                    f"are loaded (nothing was run)") from None
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else "")
+            if "Weights only load failed" in str(e):
+                raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint "
+                                      f"({_cause(detail)}; nothing was run)") from None
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({_cause(e)})") from None
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path}: not a dict of tensors")
-        return obj
-    raise CheckpointError(f"{path}: unknown checkpoint file type (expected .safetensors, .bin, .pt)")
+        tensors = obj
+    else:
+        raise CheckpointError(f"{path}: unknown checkpoint file type (expected .safetensors, .bin, .pt)")
+    bad = [k for k, v in tensors.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a dict of tensors (entry {str(bad[0])[:60]!r})")
+    return tensors
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or _cause(e)})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not UTF-8 text, not a JSON file") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: broken JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:
@@ -224,7 +278,13 @@ def _checkpoint_files(folder: Path) -> list[Path]:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         idx = folder / index_name
         if idx.exists():
-            shards = sorted(set(json.loads(idx.read_text())["weight_map"].values()))
+            weight_map = _read_json(idx).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{idx}: no 'weight_map' of file names")
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not (folder / s).is_file()]
+            if missing:
+                raise CheckpointError(f"{idx}: shard {missing[0]} is missing")
             return [folder / s for s in shards]
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).exists():
@@ -238,15 +298,46 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 def _saved_config(path: Path, cfg_path: Path) -> dict:
     """heads/window saved with a tspo-edge checkpoint (agent.json, or the safetensors metadata)."""
     if cfg_path.exists() and (path.is_dir() or path.name == AGENT_FILE):
-        return json.loads(cfg_path.read_text())
+        return _read_json(cfg_path)
     if path.is_file() and path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({_cause(e)})") from None
         if meta.get("format") == FORMAT:
             return meta
     return {}
+
+
+def _config_int(cfg: dict, key: str, default: int, where) -> int:
+    value = cfg.get(key, default)
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n <= 0 or (isinstance(value, float) and value != n):
+        raise CheckpointError(f"{where}: '{key}' is {value!r}, expected a positive whole number")
+    return n
+
+
+PROBE_FRAMES = 16
+
+
+def probe_agent(agent: TemporalAgent, where) -> None:
+    """Refuse an agent whose weights or event features on a fixed probe input are not finite."""
+    for name, t in agent.state_dict().items():
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{where}: weight '{name}' holds NaN or infinity; refusing this agent")
+    t = torch.arange(PROBE_FRAMES, dtype=torch.float32)[:, None]
+    c = torch.arange(agent.dim, dtype=torch.float32)[None, :]
+    x = torch.sin(0.37 * t + 0.11 * c) + 0.5 * torch.cos(0.05 * t * c)  # deterministic, unit-scale
+    p = next(agent.parameters())
+    with torch.inference_mode():
+        z = agent(x.to(device=p.device, dtype=p.dtype))
+    if not torch.isfinite(z).all():
+        raise CheckpointError(f"{where}: the agent's event features are not finite (NaN or infinity) "
+                              f"on a probe input; refusing this agent")
 
 
 def load_agent(source, *, heads: int = 8, window: int = 12, init: str | None = None) -> TemporalAgent:
@@ -276,7 +367,8 @@ def load_agent(source, *, heads: int = 8, window: int = 12, init: str | None = N
         folder = path if path.is_dir() else path.parent
         cfg_path = folder / CONFIG_FILE
         cfg = _saved_config(path, cfg_path)
-        heads, window = int(cfg.get("heads", heads)), int(cfg.get("window", window))
+        heads = _config_int(cfg, "heads", heads, cfg_path if cfg_path.exists() else path)
+        window = _config_int(cfg, "window", window, cfg_path if cfg_path.exists() else path)
         files = _checkpoint_files(path) if path.is_dir() else [path]
         tensors: dict[str, torch.Tensor] = {}
         for f in files:
@@ -286,14 +378,13 @@ def load_agent(source, *, heads: int = 8, window: int = 12, init: str | None = N
         agent.zero_residual_branch()
     elif init is not None:
         raise ValueError(f"unknown init {init!r} (expected 'similarity')")
+    probe_agent(agent, source if not isinstance(source, Mapping) else "dict")
     return agent
 
 
 def save_agent(agent: TemporalAgent, out_dir, *, encoder_id: str | None = None,
                official_layout: bool = False) -> Path:
     """Write agent.safetensors + agent.json; with `official_layout`, keys get the `selector.` prefix."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = OFFICIAL_PREFIX if official_layout else ""

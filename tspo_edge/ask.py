@@ -10,7 +10,6 @@ Everything is validated before the index is touched, so a failed ask leaves it a
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -139,7 +138,8 @@ class Asker:
             sampling = None
             if before is not None and before.sample_fps:
                 sampling = Sampling(fps=before.sample_fps, max_frames=before.max_frames, decoder=self.decoder)
-            row = ensure_indexed(self.store, path, models, sampling, progress=self.progress)
+            # a video that fails here changes nothing: no failed row (an ask is not an index run)
+            row = ensure_indexed(self.store, path, models, sampling, progress=self.progress, record_failure=False)
             self.last_index_seconds = time.perf_counter() - t0
             indexed_now = True
         feats = self.store.load_features(row.id, encoder_id=self.encoder.id)
@@ -261,53 +261,3 @@ def format_result(r: AskResult) -> str:
     lines.append(f"models:   answerer {r.models['answerer']} | encoder {r.models['encoder']} | "
                  f"agent {r.models['agent']}")
     return "\n".join(lines)
-
-
-def read_batch(path, *, default_video=None) -> tuple[list[dict], list[dict]]:
-    """questions.jsonl: one JSON object a line with `question` and optional `video`, `options`,
-    `frames`, `method`, `id`. Returns (items, bad): every item has `id` (default: its line
-    number) and `video`; a bad line costs only itself and comes back as {"id", "line", "error"}
-    with the error as `file:line: cause`. A file that cannot be read at all raises AskError."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise AskError(f"{path}: cannot read ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise AskError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    items, bad = [], []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            items.append(_batch_item(json.loads(line), n, default_video))
-        except json.JSONDecodeError as e:
-            bad.append({"id": n, "line": n, "error": f"{path}:{n}: not JSON ({e.msg})"})
-        except AskError as e:
-            bad.append({"id": n, "line": n, "error": f"{path}:{n}: {e}"})
-    if not items and not bad:
-        raise AskError(f"{path}: no questions")
-    return items, bad
-
-
-def _batch_item(d, n: int, default_video) -> dict:
-    if not isinstance(d, dict):
-        raise AskError("each line must be a JSON object")
-    if not isinstance(d.get("question"), str) or not d["question"].strip():
-        raise AskError('"question" must be a non-empty string')
-    video_path = d.get("video", default_video)
-    if video_path is None:
-        raise AskError('no "video" on the line and no VIDEO given')
-    if not isinstance(video_path, (str, Path)) or not str(video_path).strip():
-        raise AskError('"video" must be a path string')
-    if "options" in d and not (isinstance(d["options"], list) and all(isinstance(o, str) for o in d["options"])):
-        raise AskError('"options" must be a list of strings')
-    frames = d.get("frames")
-    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
-        raise AskError(f'"frames" must be a positive whole number, got {frames!r}')
-    if "method" in d and d["method"] not in METHODS:
-        raise AskError(f'"method" must be one of {", ".join(METHODS)}, got {d["method"]!r}')
-    rid = d.get("id", n)
-    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        raise AskError('"id" must be a string or a number')
-    return {**d, "id": rid, "video": Path(video_path)}

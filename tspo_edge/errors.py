@@ -67,3 +67,50 @@ class AnnotationError(TspoError):
 
 class AskError(TspoError):
     """Bad ask input (empty question, unknown method, a frame count below 1)."""
+
+
+class StoreError(TspoError):
+    """The index file cannot be used (not an index, newer schema, missing video, storage fault)."""
+
+
+class NotAnIndexError(StoreError):
+    """The file exists and SQLite can read it, but it is not a tspo-edge index (or not SQLite at all)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process held the index's write lock for longer than the bounded wait."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or quota) holding the index is full; what was committed before is kept."""
+
+
+class StoreReadOnlyError(StoreError):
+    """A write was needed but the index file, its folder or its mount is read-only."""
+
+
+class StoreUnreadableError(StoreError):
+    """The index cannot be opened or read (permissions, I/O error, a folder given as the file)."""
+
+
+class NonFiniteError(TspoError):
+    """An array that would be stored or used holds NaN or infinity."""
+
+
+class StoreNonFiniteError(StoreError, NonFiniteError):
+    """The store refused to write NaN/inf features; raised before the transaction starts.
+
+    A StoreError, so a batch indexer stops (the model is at fault, not the file) instead of
+    recording the video as failed and dropping its stored features."""
+
+
+class BatchError(TspoError):
+    """A batch file or line is malformed ("<file>[:<line>]: <cause>")."""
+
+
+class DataError(TspoError):
+    """A training file is malformed ("<file>:<line>: <cause>")."""
+
+
+class SearchError(TspoError):
+    """The search data cannot be used or built (bad question, unwritable sidecar)."""

@@ -115,7 +115,7 @@ class Models:
             enc = load_encoder(s.encoder_spec, device=s.device)
             enc.source = s.encoder_spec
             return enc
-        from .encoders.onnx import OnnxEncoder
+        from .encoders.onnx import OnnxEncoder  # backends load only when chosen (see encoders/__init__)
 
         return OnnxEncoder(s.model_dir, encoder_id=self._expected_encoder_id())
 

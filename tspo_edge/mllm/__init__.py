@@ -9,6 +9,7 @@ chosen by a spec string:
 
 from __future__ import annotations
 
+from tspo_edge.encoders import load_encoder
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.mllm.base import Answer, Answerer, build_prompt, mmss
 from tspo_edge.mllm.simple import LiteAnswerer, NoneAnswerer
@@ -27,16 +28,14 @@ def load_answerer(spec: str | None = "lite", *, model: str | None = None, encode
         return NoneAnswerer()
     if spec == "lite":
         if encoder is None:
-            from tspo_edge.encoders import load_encoder
-
             encoder = load_encoder("lite")
         return LiteAnswerer(encoder)
     if spec.startswith("openai:"):
-        from tspo_edge.mllm.openai_api import OpenAIAnswerer
+        from tspo_edge.mllm.openai_api import OpenAIAnswerer  # the openai client loads only for a server
 
         return OpenAIAnswerer(spec[len("openai:"):], model=model, **kw)
     if spec.startswith(("http://", "https://")):
         raise ModelLoadError(f"{spec}: write openai:{spec} for an OpenAI-compatible server")
-    from tspo_edge.mllm.hf import TransformersAnswerer
+    from tspo_edge.mllm.hf import TransformersAnswerer  # torch + transformers: only for such an MLLM
 
     return TransformersAnswerer(spec, trust_remote_code=trust_remote_code, **kw)

@@ -1,21 +1,28 @@
 """Any OpenAI-compatible chat server (vLLM, TensorRT-LLM's trtllm-serve, llama.cpp, Ollama).
 
 The chosen frames go in one chat request as JPEG data URLs, each preceded by its timestamp.
-The API key comes from $TSPO_EDGE_API_KEY or $OPENAI_API_KEY and is never printed.
+The API key comes from $TSPO_EDGE_API_KEY or $OPENAI_API_KEY and is never printed: every message
+goes through tspo_edge.secrets.redact (server error bodies, URLs with credentials).
+
+One timeout means one wait: the client does not retry by itself (max_retries=0 by default); with
+retries, the timeout message states the whole wait.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of, mmss
+from tspo_edge.secrets import redact
 
 KEY_VARS = ("TSPO_EDGE_API_KEY", "OPENAI_API_KEY")
 
@@ -28,8 +35,6 @@ def api_key_from_env() -> str | None:
 
 
 def jpeg_data_url(frame: np.ndarray, quality: int = 85) -> str:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -50,18 +55,30 @@ class OpenAIAnswerer(BaseAnswerer):
 
     def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 120.0,
                  max_new_tokens: int | None = None, frame_size: int = 448, jpeg_quality: int = 85,
-                 concurrency: int = 4, max_retries: int = 1, check: bool = True):
+                 concurrency: int = 4, max_retries: int = 0, check: bool = True):
         try:
             import openai
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ModelLoadError("openai: the 'openai' package is needed for --mllm openai:URL "
                                  "(pip install openai)") from e
         self._openai = openai
+        self._key = api_key_from_env()
+        shown = redact(base_url, known=[self._key])
         if not base_url.startswith(("http://", "https://")):
-            raise ModelLoadError(f"openai:{base_url}: the server URL must start with http:// or https://")
+            raise ModelLoadError(f"openai:{shown}: the server URL must start with http:// or https://")
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            timeout = math.nan
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ModelLoadError(f"openai:{shown}: timeout must be a positive number of seconds, got {timeout:g}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ModelLoadError(f"openai:{shown}: max_retries must be a whole number >= 0, got {max_retries!r}")
         self.base_url = base_url.rstrip("/")
-        self.timeout = float(timeout)
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key_from_env() or "EMPTY",
+        self.shown_url = redact(self.base_url, known=[self._key])  # what messages and ids name
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=self._key or "EMPTY",
                                     timeout=self.timeout, max_retries=max_retries)
         self.image_size = int(frame_size)
         self.jpeg_quality = int(jpeg_quality)
@@ -70,20 +87,23 @@ class OpenAIAnswerer(BaseAnswerer):
         self.model = model
         if check or model is None:
             self.model = self._resolve_model(model)
-        self.id = f"openai:{self.base_url}#{self.model}"
+        self.id = f"openai:{self.shown_url}#{self.model}"
 
     def _fail(self, e: Exception) -> AnswererError:
+        """One line naming the (masked) URL; server text is redacted before it is cut to length."""
         o = self._openai
         if isinstance(e, o.APITimeoutError):
-            msg = f"no answer within {self.timeout:g} s"
+            tries = 1 + self.max_retries
+            msg = (f"no answer within {self.timeout:g} s" if tries == 1 else
+                   f"no answer in {tries} tries of {self.timeout:g} s each (over {tries * self.timeout:g} s)")
         elif isinstance(e, o.APIConnectionError):
             msg = "cannot connect to the server (is it running?)"
         elif isinstance(e, o.APIStatusError):
-            body = " ".join(str(getattr(e, "message", "") or "").split())[:200]
+            body = " ".join(redact(getattr(e, "message", "") or "", known=[self._key]).split())[:200]
             msg = f"the server answered HTTP {e.status_code}" + (f": {body}" if body else "")
         else:
-            msg = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-        return AnswererError(f"{self.base_url}: {msg}")
+            msg = f"{type(e).__name__}: {' '.join(redact(e, known=[self._key]).split())[:200]}"
+        return AnswererError(f"{self.shown_url}: {msg}")
 
     def _resolve_model(self, model: str | None) -> str:
         """Checks the server is up (GET /models); without a model name takes the one it serves."""
@@ -92,18 +112,18 @@ class OpenAIAnswerer(BaseAnswerer):
         except self._openai.NotFoundError:
             served = []  # a server without /models: trust the name given
             if model is None:
-                raise AnswererError(f"{self.base_url}: the server lists no models; give --mllm-model NAME")
+                raise AnswererError(f"{self.shown_url}: the server lists no models; give --mllm-model NAME")
         except self._openai.OpenAIError as e:
             raise self._fail(e) from e
         if model is None:
             if not served:
-                raise AnswererError(f"{self.base_url}: the server serves no model; give --mllm-model NAME")
+                raise AnswererError(f"{self.shown_url}: the server serves no model; give --mllm-model NAME")
             return served[0]
         return model
 
     def answer(self, frames, times, question, options) -> Answer:
         if frames is None or len(frames) == 0:
-            raise AnswererError(f"{self.base_url}: no frames to answer from")
+            raise AnswererError(f"{self.shown_url}: no frames to answer from")
         mc = len(options) >= 2
         try:
             r = self.client.chat.completions.create(
@@ -118,7 +138,7 @@ class OpenAIAnswerer(BaseAnswerer):
         try:
             text = (r.choices[0].message.content or "").strip()
         except (AttributeError, IndexError, TypeError) as e:
-            raise AnswererError(f"{self.base_url}: the server's reply has no message") from e
+            raise AnswererError(f"{self.shown_url}: the server's reply has no message") from e
         return Answer(text=text, letter=letter_of(text, options), model_id=self.id)
 
     def answer_batch(self, items: Sequence[tuple]) -> list[Answer]:
