@@ -477,7 +477,7 @@ def eval_frames_cmd(
         err.print(f"[yellow]missing video[/] {v}", highlight=False, markup=True)
     for v in r.failed_videos:
         err.print(f"[red]failed[/] {v}", highlight=False, markup=True)
-    err.print(f"agent: {r.agent}", highlight=False, markup=False)
+    err.print(f"agent: {r.agent} ({r.agent_id})", highlight=False, markup=False)
     err.print(f"{r.written} of {r.questions} questions have frame_idx ({r.method}, {r.frames} frames) -> {r.out}",
               highlight=False, markup=False)
     if json_out:

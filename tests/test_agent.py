@@ -8,12 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tspo_edge.agent import (TemporalAgent, load_agent, positional_encoding, save_agent,
                              score_frames)
 from tspo_edge.errors import CheckpointError
 
 from conftest import GOLDENS
+from tiny_models import tiny_clip_folder
 
 CASES = json.loads((GOLDENS / "index.json").read_text()) if GOLDENS.exists() else []
 needs_goldens = pytest.mark.skipif(not CASES, reason=f"reference goldens not found at {GOLDENS}")
@@ -149,17 +151,7 @@ def test_training_checkpoint_prefix(tmp_path):
 
 def tspo_04b_folder(path, *, bin_format: bool = False):
     """A TSPO-0.4B-style folder: a (tiny) CLIP checkpoint plus 768-wide `selector.*` tensors."""
-    from transformers import CLIPConfig, CLIPModel
-
-    cfg = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=99),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                           image_size=30, patch_size=15),
-        projection_dim=768,
-    )
-    CLIPModel(cfg).save_pretrained(path)  # transformers writes model.safetensors
-    from safetensors.torch import load_file, save_file
-
+    tiny_clip_folder(path, projection_dim=768, selector=False)
     sd = load_file(str(path / "model.safetensors"))
     sd.update({"selector." + k: v for k, v in random_selector(768, seed=5).items()})
     if bin_format:  # the older release layout: pytorch_model.bin, read with weights_only=True

@@ -8,6 +8,8 @@ import pytest
 from tspo_edge.encoders import Encoder, load_encoder
 from tspo_edge.errors import ModelLoadError
 
+from tiny_models import tiny_clip_folder
+
 
 def decode_frames(path, n: int = 4, short_side: int = 224) -> np.ndarray:
     """n frames spread over the clip, resized so the short side is `short_side` (PyAV)."""
@@ -126,21 +128,10 @@ TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
-    import torch
-    from transformers import AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import AutoProcessor, CLIPModel
 
-    tok = tiny_tokenizer()
-    cfg = CLIPConfig(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16,
-                                      bos_token_id=0, eos_token_id=1, pad_token_id=1),
-                     vision_config=dict(**TINY, image_size=32, patch_size=8), projection_dim=24)
-    torch.manual_seed(0)
-    model = CLIPModel(cfg).eval()
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                 crop_size={"height": 32, "width": 32}),
-                              tokenizer=tok)
-    processor.save_pretrained(folder)
-    model.save_pretrained(folder)
+    folder = tiny_clip_folder(tmp_path_factory.mktemp("tiny-clip"), projection_dim=24, selector=False)
+    model = CLIPModel.from_pretrained(folder).eval()
     return folder, model, AutoProcessor.from_pretrained(folder)  # the reference, read back as users do
 
 

@@ -27,6 +27,7 @@ from tspo_edge.store import Store
 from tspo_edge.video import iter_frames
 
 from conftest import agent_checkpoint
+from tiny_models import tiny_clip_folder
 
 TEXTS = ["a dog", "what happens at the very start of the video?", "x"]
 
@@ -44,8 +45,10 @@ def _bytes_to_unicode() -> list[str]:
 
 
 def _tiny_folder(kind: str, folder: Path) -> Path:
-    """A random CLIP or SigLIP checkpoint of the real classes (width 32, 2 layers, 32 px), with a
-    byte-level CLIP tokenizer and the image processor the encoder reads."""
+    """A random CLIP (tests/tiny_models) or SigLIP checkpoint of the real classes (width 32, 2 layers,
+    32 px), with a fast byte-level tokenizer and the image processor the encoder reads."""
+    if kind == "clip":
+        return tiny_clip_folder(folder, projection_dim=24, selector=False)
     import torch
     import transformers as tf
 
@@ -59,14 +62,9 @@ def _tiny_folder(kind: str, folder: Path) -> Path:
                 num_attention_heads=4, max_position_embeddings=24, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                   num_attention_heads=4)
-    if kind == "clip":
-        model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
-        proc = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    else:
-        model = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision))
-        proc = tf.SiglipImageProcessor(size={"height": 32, "width": 32})
+    model = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision))
     model.save_pretrained(folder)
-    proc.save_pretrained(folder)
+    tf.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 

@@ -343,54 +343,6 @@ def test_ensure_indexed(tmp_path, models):
             ensure_indexed(s, tmp_path / "missing.mp4", models())
 
 
-def _tiny_clip_folder(folder: Path, projection_dim: int) -> Path:
-    """A tiny random CLIPModel (+ a letters-only tokenizer) saved as a Hugging Face folder."""
-    import string
-
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    chars = list(string.ascii_lowercase)
-    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)])}
-    tok = CLIPTokenizer(vocab=vocab, merges=[], bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                        pad_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=16)
-    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    cfg = CLIPConfig(text_config=dict(**tiny, vocab_size=len(vocab), max_position_embeddings=16,
-                                      bos_token_id=0, eos_token_id=1, pad_token_id=1),
-                     vision_config=dict(**tiny, image_size=32, patch_size=8), projection_dim=projection_dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = CLIPModel(cfg).eval()
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=tok).save_pretrained(folder)
-    model.save_pretrained(folder)
-    return folder
-
-
-def test_default_agent_is_tspo_0_4b_for_a_tspo_folder(tmp_path):
-    """`--encoder <TSPO-0.4B folder>` (CLIP weights + selector.*), no --agent: its selector is used;
-    a plain CLIP folder of the same width gives the similarity agent. Both through the real HF encoder."""
-    from safetensors.torch import load_file, save_file
-
-    v = write_test_video(tmp_path / "v.mp4", seconds=3)
-    plain = _tiny_clip_folder(tmp_path / "clip", 768)
-    tspo = _tiny_clip_folder(tmp_path / "TSPO-0.4B", 768)
-    official = _other_agent(768, seed=5)
-    weights = load_file(tspo / "model.safetensors")
-    weights.update({"selector." + k: t.contiguous() for k, t in official.state_dict().items()})
-    save_file(weights, tspo / "model.safetensors", metadata={"format": "pt"})
-
-    s = index_paths([v], db=tmp_path / "tspo.db", models=load_models(encoder=str(tspo)))
-    assert s.ok and s.agent_id == official.id and s.agent_source.startswith("TSPO-0.4B")
-    with Store(tmp_path / "tspo.db") as st:
-        f = st.load_features(st.find_video(v).id)
-        assert f.x.shape == (3, 768) and f.video.agent_id == official.id
-        assert st.meta("agent_source").startswith("TSPO-0.4B")
-        np.testing.assert_allclose(f.z, official.events(f.x), atol=2e-2, rtol=1e-2)
-
-    s = index_paths([v], db=tmp_path / "clip.db", models=load_models(encoder=str(plain)))
-    assert s.ok and s.agent_id == load_agent("similarity:768").id and s.agent_source.startswith("similarity:768")
-
-
 @pytest.mark.skipif("decord" not in video.available_decoders(), reason="decord not installed")
 def test_decord_decoder_gives_the_same_frames(tmp_path, models):
     v = write_test_video(tmp_path / "v.mp4", seconds=3)

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from tspo_edge.cli import app
 from tspo_edge.agent import load_agent
 
+from tiny_models import tiny_clip_folder
+
 
 def _rows(names, kinds):
     q = "<image>\nWhat colour dominates the video?\nA. red\nB. green\nC. blue"
@@ -67,15 +69,7 @@ def test_official_layout_from_tiny_clip(tmp_path):
     transformers = pytest.importorskip("transformers")
     from tspo_edge.train.official import is_clip_vit_l14, save_official
 
-    cfg = transformers.CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                         vocab_size=99, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                           image_size=28, patch_size=14),
-        projection_dim=16)
-    torch.manual_seed(0)
-    clip = transformers.CLIPModel(cfg)
-    clip.save_pretrained(tmp_path / "clip")
+    clip = transformers.CLIPModel.from_pretrained(tiny_clip_folder(tmp_path / "clip", projection_dim=16, selector=False))
     assert not is_clip_vit_l14(tmp_path / "clip")
     big = json.loads((tmp_path / "clip" / "config.json").read_text())
     big["vision_config"].update(hidden_size=1024, patch_size=14, num_hidden_layers=24)
