@@ -152,8 +152,9 @@ class Freshness:
         return self._rows
 
     def forget(self) -> None:
-        """Read the rows again on next use (after writes: a long-running watch calls it)."""
+        """Read the rows and the recorded ids again (after writes: a long-running watch calls it)."""
         self._rows = None
+        self.recorded = recorded_models(self.store, self.stamp)
 
     def state(self, path) -> FileState:
         """Stat and fingerprint the file (OSError when it cannot be read)."""

@@ -574,7 +574,8 @@ class Store:
         with self.write("restoring a missing video"):
             has = self.db.execute("SELECT 1 FROM features WHERE video_id = ?", [int(video_id)]).fetchone()
             self.db.execute("UPDATE videos SET status = ?, error = ? WHERE id = ? AND status = 'missing'",
-                            ["indexed" if has else "failed", None if has else "features lost", int(video_id)])
+                            ["indexed" if has else "failed", None if has else "features lost while missing; index it again",
+                             int(video_id)])
         return self.get_video(video_id)
 
     def _upsert_video(self, row: dict) -> int:
