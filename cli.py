@@ -13,6 +13,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
@@ -30,6 +32,7 @@ from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
+from tspo_edge.index.watch import DEFAULT_SETTLE, watch as watch_paths
 from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, printable, videos_table
 from tspo_edge.mllm import load_answerer
 from tspo_edge.models import ModelSpec, load_models
@@ -157,9 +160,14 @@ def index_cmd(
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
     json_out: bool = JsonOpt,
+    watch: bool = typer.Option(False, "--watch", help="Keep running: index new and changed videos under PATHS once they settle, mark removed ones missing (Ctrl-C or SIGTERM stops)."),
+    settle: Optional[float] = typer.Option(None, "--settle", help="With --watch: seconds a file's size and mtime must hold before it is indexed (default 5)."),
+    poll: bool = typer.Option(False, "--poll", help="With --watch: poll the folders instead of file-system events (network mounts)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
     s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir)
+    if watch or poll or settle is not None:
+        index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force, json_out=json_out)
     try:
         with IndexProgress(err) as progress:
             summary = index_paths(paths, db=db, models=load_models(spec), sampling=s, force=force, progress=progress)
@@ -179,6 +187,54 @@ def index_cmd(
     if json_out:
         dump(summary.to_dict())
     raise typer.Exit(0 if summary.ok else 1)
+
+
+def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, watch: bool, settle: Optional[float],
+                poll: bool, force: bool, json_out: bool) -> NoReturn:
+    """`index --watch`: run until SIGTERM (exit 0: a service stopped as asked) or Ctrl-C (exit 130,
+    the shell's code for an interrupt); either stops between videos. A second Ctrl-C stops at once
+    (the video in flight is not saved)."""
+    if not watch:
+        bad("--settle and --poll go with --watch")
+    if force:
+        bad("--force does not combine with --watch (run `tspo-edge index --force` first)")
+    settle = DEFAULT_SETTLE if settle is None else settle
+    if not (math.isfinite(settle) and settle >= 0):
+        bad(f"--settle must be a number of seconds >= 0, got {settle}")
+    stop, got = threading.Event(), []
+
+    def on_signal(signum, frame) -> None:
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        got.append(signum)
+        stop.set()
+
+    def on_result(r) -> None:
+        what = f"{r.frames} frames, {r.seconds:.1f} s" if r.status in ("indexed", "events", "restored") else r.error
+        err.print(f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else ""),
+                  highlight=False, markup=False, soft_wrap=True)
+        if json_out:
+            typer.echo(json.dumps(_finite(dataclasses.asdict(r))))
+
+    def on_ready() -> None:
+        err.print(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
+                  f"{', polling' if poll else ''}); Ctrl-C or SIGTERM stops", highlight=False, markup=False)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = watch_paths(paths, db=db, models=load_models(spec), sampling=s, settle=settle, poll=poll,
+                              stop=stop, on_result=on_result, on_ready=on_ready)
+    except KeyboardInterrupt:
+        interrupted("interrupted: the video in flight was not saved; the others are")
+    except TspoError as e:
+        fail(e)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    d = summary.to_dict()
+    err.print("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")),
+              highlight=False, markup=False)
+    raise typer.Exit(130 if signal.SIGINT in got else 0)
 
 
 @app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))

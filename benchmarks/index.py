@@ -18,6 +18,14 @@ second) and peak RSS; stream/baseline ratios come from the same invocation.
     python benchmarks/index.py            # 60 min 640x360 + 10 min 1080p + real clips
     python benchmarks/index.py --quick    # 5 min 640x360 + 1 min 1080p + real clips
     python benchmarks/index.py --json benchmarks/out/index.json --markdown
+    python benchmarks/index.py --rerun 1000   # a rerun with nothing to do: lazy vs models loaded first
+
+`--rerun N`: an archive of N files already indexed (one real video indexed with the lite encoder,
+then N small real files with rows written as they would be: same encoder and agent ids, same
+sampling, matching size/mtime/fingerprint), rerun as shipped (`lazy`: checked before any model
+loads) and as before (`eager`: the models loaded first, then the same run). Each run is its own
+process, timed from its start (interpreter and imports included); peak RSS and whether a model
+loaded are reported.
 """
 
 from __future__ import annotations
@@ -142,6 +150,82 @@ def run_one(mode: str, path: Path, decoder: str, fps: float, threads: int | None
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+# ---- a rerun with nothing to do ------------------------------------------------------------------
+
+def make_indexed_archive(folder: Path, db: Path, n: int, size: int = 4096) -> None:
+    """N files with rows as an index run writes them (real stats and fingerprints, random features)."""
+    from tspo_edge.index import index_paths
+    from tspo_edge.models import load_models
+    from tspo_edge.pipeline import Sampling
+    from tspo_edge.store import Store, canonical_path, fingerprint
+    from tspo_edge.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    real = folder / "real.mp4"
+    rng = np.random.default_rng(0)
+    write_video(real, (rng.integers(0, 255, (90, 160, 3), dtype=np.uint8) for _ in range(20)), fps=10)
+    models = load_models(encoder="lite")
+    s = index_paths([real], db=db, models=models, sampling=Sampling())
+    assert s.ok, s.failed
+    with Store(db) as store:
+        for i in range(n):
+            f = folder / f"rec{i:05d}.mp4"
+            f.write_bytes(rng.bytes(size))
+            st = f.stat()
+            x = rng.standard_normal((4, models.encoder.dim)).astype(np.float32)
+            store.put_video(path=canonical_path(f), size=st.st_size, mtime=st.st_mtime, fingerprint=fingerprint(f),
+                            times=np.arange(4.0), x=x, z=x, encoder_id=models.encoder.id, agent_id=models.agent_id,
+                            duration=4.0, fps=10.0, width=160, height=90, sample_fps=1.0)
+
+
+def rerun_worker(mode: str, folder: str, db: str) -> dict:
+    from tspo_edge.index import index_paths
+    from tspo_edge.models import load_models
+
+    models = load_models(encoder="lite")
+    if mode == "eager":  # as before: the models load before any file is looked at
+        models.encoder, models.agent_id
+    s = index_paths([folder], db=db, models=models)
+    return {"mode": mode, "files": len(s.files), "skipped": s.count("skipped"), "models_loaded": models.loaded,
+            "torch_imported": "torch" in sys.modules,
+            "peak_rss_mb": _vm_hwm_mb()}
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a child started by
+    fork + exec inherits from a parent that held the models)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_rerun(n: int, repeat: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, db = Path(tmp) / "archive", Path(tmp) / "i.db"
+        t0 = time.perf_counter()
+        make_indexed_archive(folder, db, n)
+        print(f"archive of {n + 1} indexed files made in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        for _ in range(repeat):
+            for mode in ("lazy", "eager"):
+                t0 = time.perf_counter()
+                p = subprocess.run([sys.executable, __file__, "--rerun-worker", mode, str(folder), str(db)],
+                                   capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                if p.returncode != 0:
+                    raise RuntimeError(f"{mode} failed:\n{p.stderr[-3000:]}")
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                r["seconds"] = wall
+                rows.append(r)
+                print(f"rerun {mode:5s} {r['files']} files, {r['skipped']} skipped: {wall:5.2f} s, "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB, models loaded: {r['models_loaded']}", flush=True)
+    lazy = float(np.median([r["seconds"] for r in rows if r["mode"] == "lazy"]))
+    eager = float(np.median([r["seconds"] for r in rows if r["mode"] == "eager"]))
+    print(f"median: lazy {lazy:.2f} s, eager {eager:.2f} s: lazy is {eager / lazy:.1f}x faster", flush=True)
+    return rows
+
+
 # ---- the table --------------------------------------------------------------------------------
 
 def markdown(rows: list[dict]) -> str:
@@ -175,9 +259,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--rerun", type=int, metavar="N", help="measure a rerun over N indexed files instead")
+    ap.add_argument("--repeat", type=int, default=3, help="--rerun: runs of each mode (median reported)")
+    ap.add_argument("--rerun-worker", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--decoder-name", default="pyav", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.rerun_worker:
+        print(json.dumps(rerun_worker(*a.rerun_worker)))
+        return {}
+    if a.rerun:
+        rows = run_rerun(a.rerun, a.repeat)
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps({"rerun": a.rerun, "cpu_count": os.cpu_count(), "rows": rows}, indent=2))
+        return {"rows": rows}
     if a.worker:
         print(json.dumps(worker(a.worker[0], a.worker[1], a.decoder_name, a.fps, a.threads)))
         return {}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from tspo_edge.models import Models
 from tspo_edge.errors import StoreError
-from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos
+from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos, run_models
 from tspo_edge.store import Store
 
 from .files import find_videos
@@ -22,9 +22,9 @@ from .files import find_videos
 @dataclass
 class IndexSummary:
     db: str
-    encoder_id: str
-    agent_id: str
-    agent_source: str
+    encoder_id: str | None
+    agent_id: str | None
+    agent_source: str | None
     files: list[FileResult] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -80,5 +80,6 @@ def index_paths(paths, *, db, models: Models, sampling: Sampling = Sampling(), f
             if not any(r.status in ("indexed", "events") for r in results):
                 raise
             stopped = str(e)
-    return IndexSummary(str(db), models.encoder.id, models.agent_id, models.agent_source, files=results,
+        encoder_id, agent_id, agent_source = run_models(store, models)  # loads nothing not yet loaded
+    return IndexSummary(str(db), encoder_id, agent_id, agent_source, files=results,
                         missing=[str(m) for m in missing], seconds=time.perf_counter() - t0, stopped=stopped)

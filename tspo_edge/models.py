@@ -102,6 +102,11 @@ class Models:
     agent_spec: str | None = None    # the chosen agent as load_agent takes it (None: ONNX-only)
     _manifest: dict | None = field(default=None, repr=False)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the encoder or the agent has been loaded (a run that skipped every file loads neither)."""
+        return self._encoder is not None or self._agent is not None
+
     # ---- encoder ------------------------------------------------------------------------
     @property
     def encoder(self) -> Encoder:

@@ -27,6 +27,7 @@ import numpy as np
 from . import video
 from .checks import check_positive
 from .errors import IndexMismatchError, InputError, TspoError
+from .freshness import Freshness, is_current, models_stamp, record_models, recorded_models
 from .models import Models
 from .store import Store, StoreError, VideoRow, canonical_path, fingerprint
 
@@ -186,16 +187,6 @@ def _error_text(e: BaseException) -> str:
     return " ".join(msg.split()) or type(e).__name__
 
 
-def is_current(row: VideoRow | None, size: int, mtime: float, fp: str, sampling: Sampling) -> bool:
-    """Whether a stored row still describes the file as it is, sampled as asked."""
-    # the fingerprint samples 3 MiB, so an edit elsewhere shows only in mtime: all three must match
-    if row is None or row.status != "indexed" or (row.size, row.mtime, row.fingerprint) != (size, mtime, fp):
-        return False
-    if row.sample_fps is None or abs(row.sample_fps - sampling.fps) > 1e-9:
-        return False
-    return row.max_frames == sampling.max_frames
-
-
 def index_video(store: Store, path, models: Models, sampling: Sampling = Sampling(), *, force: bool = False,
                 progress: Progress | None = None, threaded: bool | None = None,
                 record_failure: bool = True) -> FileResult:
@@ -246,28 +237,61 @@ def index_video(store: Store, path, models: Models, sampling: Sampling = Samplin
         return FileResult(key, "failed", 0, time.perf_counter() - t0, error=err, video_id=row.id)
 
 
-def bind_models(store: Store, models: Models) -> None:
-    """Tie the index to the encoder (refused when it holds another encoder's videos) and record the agent."""
+def bind_models(store: Store, models: Models, stamp: dict | None = None) -> None:
+    """Tie the index to the encoder (refused when it holds another encoder's videos), record the
+    agent, and record which ids the spec gave (`stamp`: `models_stamp(models.spec)` taken before
+    the models loaded), so that a later run can skip unchanged files without loading them."""
     if store.readonly:
         store.check_encoder(models.encoder.id)
         return
+    stamp = models_stamp(models.spec) if stamp is None else stamp
     store.bind_encoder(models.encoder.id, getattr(models.encoder, "source", None))
     if store.meta("agent_id") != models.agent_id:
         store.set_meta("agent_id", models.agent_id)
         store.set_meta("agent_source", models.agent_source)
+    record_models(store, stamp, models.encoder.id, models.agent_id, models.agent_source)
+
+
+def run_models(store: Store, models: Models) -> tuple[str | None, str | None, str | None]:
+    """(encoder id, agent id, agent source) of a run: the loaded models' or, when a run needed
+    none loaded, what the index recorded for their spec (no model loads here)."""
+    if models.loaded:
+        return models.encoder.id, models.agent_id, models.agent_source
+    rec = recorded_models(store, models_stamp(models.spec))
+    if rec is not None:
+        return rec.encoder_id, rec.agent_id, rec.agent_source
+    return store.encoder_id, store.meta("agent_id"), store.meta("agent_source")
 
 
 def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
                       force: bool = False, progress: Progress | None = None,
                       threaded: bool | None = None) -> Iterator[FileResult]:
     """Index the given video files, in order, yielding each one's result as it is committed
-    (failures recorded, not raised); a fault of the index itself raises between videos."""
-    bind_models(store, models)
+    (failures recorded, not raised); a fault of the index itself raises between videos.
+
+    Every file is first checked against the store without loading a model (`Freshness`); the
+    models load only when some file needs work, so a run with nothing to do loads none."""
+    t0 = time.perf_counter()
+    fresh = Freshness(store, models.spec, sampling)
+    current = {} if force else {i: fresh.current(p) for i, p in enumerate(paths)}
+    skipped = {i: FileResult(row.path, "skipped", row.frame_count or 0, 0.0, row.duration, video_id=row.id)
+               for i, row in current.items() if row is not None}
+    if len(skipped) < len(paths):
+        bind_models(store, models, fresh.stamp)  # the models load here, and only here
+        ids = models.encoder.id, models.agent_id, models.agent_source
+    else:
+        ids = (fresh.recorded.encoder_id, fresh.recorded.agent_id,
+               fresh.recorded.agent_source) if fresh.recorded else (None, None, None)
+    if skipped:  # the check's time, spread over the files it skipped
+        per = (time.perf_counter() - t0) / len(paths)
+        for r in skipped.values():
+            r.seconds = per
     if progress is not None:
-        progress(IndexEvent("start", total_files=len(paths), encoder_id=models.encoder.id,
-                            agent_id=models.agent_id, agent=models.agent_source))
-    for p in paths:
-        r = index_video(store, p, models, sampling, force=force, progress=progress, threaded=threaded)
+        progress(IndexEvent("start", total_files=len(paths), encoder_id=ids[0], agent_id=ids[1], agent=ids[2]))
+    for i, p in enumerate(paths):
+        r = skipped.get(i)
+        if r is None:
+            r = index_video(store, p, models, sampling, force=force, progress=progress, threaded=threaded)
         if progress is not None:
             progress(IndexEvent("done", r.path, result=r))
         yield r

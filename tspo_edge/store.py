@@ -4,7 +4,8 @@ Tables (plain, browsable with `sqlite-utils tables` or datasette):
 
 - `meta`     key/value: `schema_version`, `encoder_id` (the index is bound to one encoder), `created_at`.
 - `videos`   one row per video file: identity (path, size, mtime, fingerprint), probe facts,
-             sampling, encoder/agent ids, status ('indexed' | 'failed') and error.
+             sampling, encoder/agent ids, status ('indexed' | 'failed' | 'missing': the file was
+             removed from disk; its features are kept until it returns or is re-indexed) and error.
 - `features` one row per indexed video: `times` float64[T], `x` and `z` float16[T,D] (raw embeddings,
              event features), `x_norm` and `z_norm` float32[T] (norms of the stored float16 values,
              so ask-time cosine scoring needs no norm pass). A blob per video loads a 1-hour video
@@ -550,6 +551,31 @@ class Store:
                 [z16.tobytes(), _blob(np.linalg.norm(z16.astype(np.float32), axis=1), np.float32), int(video_id)])
             self.db.execute("UPDATE videos SET agent_id = ?, indexed_at = ? WHERE id = ?",
                             [agent_id, _now(), int(video_id)])
+        return self.get_video(video_id)
+
+    def mark_missing(self, path: str | os.PathLike) -> VideoRow | None:
+        """Record that a video's file is gone from disk (status 'missing'; readers that list or
+        search videos take status 'indexed' only). Its features stay, so the same file coming
+        back is restored by `mark_found` without decoding. None when the path has no row."""
+        key = canonical_path(path)
+        self._writable(f"marking {key} missing")
+        with self.write(f"marking {key} missing"):
+            row = self.db.execute("SELECT id, status FROM videos WHERE path = ?", [key]).fetchone()
+            if row is None:
+                return None
+            if row[1] != "missing":
+                self.db.execute("UPDATE videos SET status = 'missing', error = ? WHERE id = ?",
+                                [f"{key}: no longer on disk (was {row[1]})", row[0]])
+        return self.get_video(row[0])
+
+    def mark_found(self, video_id: int) -> VideoRow:
+        """A 'missing' video whose file is back unchanged: 'indexed' again if its features are
+        stored (else 'failed', so that it is indexed anew)."""
+        with self.write("restoring a missing video"):
+            has = self.db.execute("SELECT 1 FROM features WHERE video_id = ?", [int(video_id)]).fetchone()
+            self.db.execute("UPDATE videos SET status = ?, error = ? WHERE id = ? AND status = 'missing'",
+                            ["indexed" if has else "failed", None if has else "features lost while missing; index it again",
+                             int(video_id)])
         return self.get_video(video_id)
 
     def _upsert_video(self, row: dict) -> int:
