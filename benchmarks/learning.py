@@ -1,0 +1,186 @@
+"""Does a TSPO agent trained here choose better keyframes on videos it never saw?
+
+1. data:  train.synth.generate_training_set -> TSPO-10K JSONL from the training footage
+          (scikit-image photos the needle benchmark never uses; generated haystack with seeds
+          >= 2**31), including "what is shown right after ...?" questions.
+2. train: train.run.train_from_options -> the agent for the lite encoder (lite answerer as the
+          frozen MLLM), torch on 1 thread, CPU.
+3. eval:  tspo_edge.evaluation.runner.run_needle_eval on needle benchmarks of other seeds
+          (needles: the evaluation's own photos and clips, never seen in training), for the
+          baselines (uniform, similarity top-k, bin-max, AKS: similarity-initialised agent)
+          and for the trained agent (top-k, bin-max, AKS on its scores), at 8, 16, 32 frames;
+          mean and spread (std over seeds) of hit, needle recall and answer accuracy.
+
+    python -m benchmarks.learning all --out benchmarks/out/learning [--steps 600] [--seeds 1,2,3,4]
+    python -m benchmarks.learning eval --out benchmarks/out/learning --agent benchmarks/out/learning/run/agent
+
+Nothing here is tuned on the evaluation: the training set, its options and the training
+settings were chosen on training footage only, and the evaluation seeds are not used before
+the final run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.loop import TrainConfig  # noqa: E402
+from train.run import RunOptions, train_from_options  # noqa: E402
+from train.samples import SampleSpec  # noqa: E402
+from train.synth import SynthConfig, generate_training_set  # noqa: E402
+
+BASELINES = ("uniform", "similarity", "bin-max", "aks")
+TRAINED = ("agent", "bin-max", "aks")
+FRAMES = (8, 16, 32)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def make_data(out: Path, seed: int = 0, config: SynthConfig | None = None) -> Path:
+    t0 = time.perf_counter()
+    data = generate_training_set(out / "synth", seed=seed, config=config,
+                                 progress=lambda name, i, n: log(f"render {i}/{n} {name}") if i % 10 == 0 or i == n else None)
+    log(f"training set: {data} ({time.perf_counter() - t0:.0f} s)")
+    return data
+
+
+def train_agent(out: Path, data: Path, *, steps: int, group: int = 8, lr: float = 5e-4, seed: int = 0,
+                grad_accum: int = 1, save_every: int = 50, resume: bool = False) -> dict:
+    pool = [l for l in (data.parent / "pool.txt").read_text().splitlines() if l.strip()]
+    opts = RunOptions(data=data, videos=data.parent / "videos", db=out / "train.db", encoder="lite", mllm="lite",
+                      out=out / "run", pool=pool, frame_cache=3500, resume=resume, official="never",
+                      cfg=TrainConfig(steps=steps, group=group, lr=lr, seed=seed, grad_accum=grad_accum,
+                                      save_every=save_every, spec=SampleSpec()))
+    t0 = time.perf_counter()
+
+    def on_step(rec: dict, total: int) -> None:
+        if rec["step"] % 10 == 0 or rec["step"] == total:
+            rt = "-" if rec.get("R_T") is None else f"{rec['R_T']:.2f}"
+            log(f"step {rec['step']}/{total} R_A {rec['R_A']:.2f} R_T {rt} entropy {rec['entropy']:.2f} "
+                f"grad {rec.get('grad_norm', float('nan')):.3g} lr {rec['lr']:.2e} "
+                f"({time.perf_counter() - t0:.0f} s)")
+
+    summary = train_from_options(opts, log=log, on_step=on_step,
+                                 index_progress=None)
+    summary["wall_s"] = time.perf_counter() - t0
+    summary["cpu_s"] = time.process_time()
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log(f"trained: {summary.get('agent')} in {summary['wall_s']:.0f} s")
+    return summary
+
+
+def evaluate(out: Path, agent: str | None, seeds: list[int], *, videos: int = 2, minutes: float = 6.0,
+             needles: int = 3, frames=FRAMES) -> dict:
+    """Baselines (and the trained agent when given) on needle benchmarks of each seed."""
+    from tspo_edge.evaluation.needle import BenchConfig, generate
+    from tspo_edge.evaluation.runner import run_needle_eval
+
+    per_seed = []
+    for s in seeds:
+        root = out / "eval" / f"seed{s}"
+        bench = generate(root / "bench", BenchConfig(videos=videos, minutes=minutes, seed=s, needles=needles))
+        t0 = time.perf_counter()
+        base = run_needle_eval(bench, db=root / "index.db", methods=list(BASELINES), frames=list(frames))
+        rows = [dict(r, method=r["method"] if r["method"] in ("uniform", "similarity") else f"{r['method']} (untrained)")
+                for r in base["summary"]]
+        res = {"seed": s, "questions": base["benchmark"]["questions"],
+               "needles": sorted({q["needle"] for q in base["questions"]}), "seconds_base": time.perf_counter() - t0}
+        if agent:
+            t0 = time.perf_counter()
+            tr = run_needle_eval(bench, db=root / "index.db", methods=list(TRAINED), frames=list(frames), agent=agent)
+            rows += [dict(r, method=f"{'top-k' if r['method'] == 'agent' else r['method']} (trained)")
+                     for r in tr["summary"]]
+            res["seconds_trained"] = time.perf_counter() - t0
+            res["agent_id"] = tr["agent_id"]
+        res["summary"] = rows
+        per_seed.append(res)
+        log(f"eval seed {s}: {res['questions']} questions")
+    table = aggregate(per_seed)
+    result = {"seeds": seeds, "agent": agent, "config": {"videos": videos, "minutes": minutes, "needles": needles},
+              "per_seed": per_seed, "table": table, "machine": f"{platform.machine()} {platform.processor()}".strip()}
+    return result
+
+
+def aggregate(per_seed: list[dict]) -> list[dict]:
+    """Mean and std (over seeds) of each method x frames row."""
+    keys: dict[tuple[str, int], list[dict]] = {}
+    for res in per_seed:
+        for r in res["summary"]:
+            keys.setdefault((r["method"], r["frames"]), []).append(r)
+    out = []
+    for (m, n), rs in keys.items():
+        row = {"method": m, "frames": n, "seeds": len(rs), "questions": sum(r["questions"] for r in rs)}
+        for k in ("hit", "recall", "accuracy"):
+            v = np.array([r[k] for r in rs if r[k] is not None], dtype=float)
+            row[k] = float(v.mean()) if len(v) else None
+            row[k + "_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def markdown(table: list[dict], frames=FRAMES) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    by = {(r["method"], r["frames"]): r for r in table}
+    head = "| method | " + " | ".join(f"{n} frames: hit / recall / acc" for n in frames) + " |"
+    lines = [head, "| --- |" + " --- |" * len(frames)]
+    for m in methods:
+        cells = []
+        for n in frames:
+            r = by.get((m, n))
+            if r is None:
+                cells.append("")
+                continue
+            cells.append(" / ".join("-" if r[k] is None else f"{100 * r[k]:.0f}±{100 * r[k + '_std']:.0f}"
+                                    for k in ("hit", "recall", "accuracy")))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", choices=["data", "train", "eval", "all"])
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out/learning"))
+    p.add_argument("--seed", type=int, default=0, help="training seed (data and run)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--group", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seeds", default="1,2,3,4", help="evaluation benchmark seeds")
+    p.add_argument("--videos", type=int, default=2)
+    p.add_argument("--minutes", type=float, default=6.0)
+    p.add_argument("--needles", type=int, default=3)
+    p.add_argument("--agent", default=None, help="eval: trained agent folder (default OUT/run/agent when present)")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.what in ("data", "train", "all"):
+        data = make_data(a.out, a.seed)
+    if a.what in ("train", "all"):
+        train_agent(a.out, data, steps=a.steps, group=a.group, lr=a.lr, seed=a.seed, resume=a.resume)
+    if a.what in ("eval", "all"):
+        agent = a.agent or (str(a.out / "run" / "agent") if (a.out / "run" / "agent").is_dir() else None)
+        res = evaluate(a.out, agent, [int(s) for s in a.seeds.split(",")], videos=a.videos, minutes=a.minutes,
+                       needles=a.needles)
+        res["command"] = " ".join(["python -m benchmarks.learning", *(argv or sys.argv[1:])])
+        res["cpu_s"] = time.process_time()
+        (a.out / "learning.json").write_text(json.dumps(res, indent=1) + "\n")
+        md = markdown(res["table"])
+        (a.out / "learning.md").write_text(md)
+        print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
