@@ -56,10 +56,10 @@ def make_data(out: Path, seed: int = 0, config: SynthConfig | None = None) -> Pa
 
 
 def train_agent(out: Path, data: Path, *, steps: int, group: int = 8, lr: float = 5e-4, seed: int = 0,
-                grad_accum: int = 1, save_every: int = 50, resume: bool = False) -> dict:
+                grad_accum: int = 1, save_every: int = 50, resume: bool = False, run: str = "run") -> dict:
     pool = [l for l in (data.parent / "pool.txt").read_text().splitlines() if l.strip()]
     opts = RunOptions(data=data, videos=data.parent / "videos", db=out / "train.db", encoder="lite", mllm="lite",
-                      out=out / "run", pool=pool, frame_cache=3500, resume=resume, official="never",
+                      out=out / run, pool=pool, frame_cache=3500, resume=resume, official="never",
                       cfg=TrainConfig(steps=steps, group=group, lr=lr, seed=seed, grad_accum=grad_accum,
                                       save_every=save_every, spec=SampleSpec()))
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def train_agent(out: Path, data: Path, *, steps: int, group: int = 8, lr: float 
                                  index_progress=None)
     summary["wall_s"] = time.perf_counter() - t0
     summary["cpu_s"] = time.process_time()
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / f"{run}_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log(f"trained: {summary.get('agent')} in {summary['wall_s']:.0f} s")
     return summary
 
@@ -110,6 +110,54 @@ def evaluate(out: Path, agent: str | None, seeds: list[int], *, videos: int = 2,
     result = {"seeds": seeds, "agent": agent, "config": {"videos": videos, "minutes": minutes, "needles": needles},
               "per_seed": per_seed, "table": table, "machine": f"{platform.machine()} {platform.processor()}".strip()}
     return result
+
+
+def temporal_check(out: Path, agents: dict[str, str | None], *, seed: int = 100, videos: int = 10,
+                   frames=FRAMES) -> list[dict]:
+    """Where top-k puts its frames on "What is shown right after A?" questions: the fraction in
+    B (the answer's scene, right after A) and in A (the scene the question names), per agent.
+
+    Videos: temporal videos of a data seed the training never used (new haystack, new placement,
+    the training photos): held-out videos, not held-out footage. No answerer: where the frames go."""
+    from index import index_paths
+    from tspo_edge.agent import load_agent, score_frames
+    from tspo_edge.encoders import load_encoder
+    from tspo_edge.select import select_frames
+    from tspo_edge.store import Store
+    from train.data import load_rows
+    from train.synth import plan
+
+    cfg = SynthConfig(needle_videos=0, temporal_videos=videos, clip_repeats=0, haystack_videos=0)
+    data = generate_training_set(out / "temporal-heldout", seed=seed, config=cfg)
+    synth, _ = plan(SynthConfig(**{**cfg.__dict__, "seed": seed}))
+    parts = {v.name: [p for p in v.parts if p.kind == "photo"] for v in synth}
+    rows = [r for r in load_rows(data, data.parent / "videos").rows if r.question.startswith("What is shown right after")]
+    enc = load_encoder("lite")
+    db = out / "temporal-heldout" / "index.db"
+    index_paths(sorted({Path(r.video) for r in rows}), db=db, encoder=enc)
+    q = {r.question: enc.encode_texts([r.question])[0] for r in rows}
+    from train.synth import TRAIN_SOURCES
+
+    res = []
+    with Store(db, readonly=True) as store:
+        feats = {r.video: store.load_features(store.find_video(r.video).id) for r in rows}
+        for name, spec in agents.items():
+            ag = load_agent(spec) if spec else None
+            for n in frames:
+                inA, inB = [], []
+                for r in rows:
+                    f = feats[r.video]
+                    ps = parts[Path(r.video).stem]
+                    a = next(p for p in ps if r.question.endswith(TRAIN_SOURCES[p.source].scene + "?"))
+                    b = next(p for p in ps if p.start == a.start + a.duration)
+                    z = ag.events(f.x) if ag is not None else f.x
+                    idx = select_frames(score_frames(z, f.x, q[r.question]), n, "topk")
+                    t = f.times[idx]
+                    inA.append(np.mean((t >= a.start) & (t < a.start + a.duration)))
+                    inB.append(np.mean((t >= b.start) & (t < b.start + b.duration)))
+                res.append({"agent": name, "frames": n, "questions": len(rows),
+                            "in_A": float(np.mean(inA)), "in_B": float(np.mean(inB))})
+    return res
 
 
 def aggregate(per_seed: list[dict]) -> list[dict]:
@@ -149,13 +197,14 @@ def markdown(table: list[dict], frames=FRAMES) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["data", "train", "eval", "all"])
+    p.add_argument("what", choices=["data", "train", "eval", "temporal", "all"])
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/learning"))
     p.add_argument("--seed", type=int, default=0, help="training seed (data and run)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--run", default="run", help="training run folder under OUT")
     p.add_argument("--seeds", default="1,2,3,4", help="evaluation benchmark seeds")
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--minutes", type=float, default=6.0)
@@ -168,17 +217,25 @@ def main(argv=None) -> int:
     if a.what in ("data", "train", "all"):
         data = make_data(a.out, a.seed)
     if a.what in ("train", "all"):
-        train_agent(a.out, data, steps=a.steps, group=a.group, lr=a.lr, seed=a.seed, resume=a.resume)
+        train_agent(a.out, data, steps=a.steps, group=a.group, lr=a.lr, seed=a.seed, resume=a.resume, run=a.run)
     if a.what in ("eval", "all"):
-        agent = a.agent or (str(a.out / "run" / "agent") if (a.out / "run" / "agent").is_dir() else None)
+        agent = a.agent or (str(a.out / a.run / "agent") if (a.out / a.run / "agent").is_dir() else None)
         res = evaluate(a.out, agent, [int(s) for s in a.seeds.split(",")], videos=a.videos, minutes=a.minutes,
                        needles=a.needles)
         res["command"] = " ".join(["python -m benchmarks.learning", *(argv or sys.argv[1:])])
         res["cpu_s"] = time.process_time()
-        (a.out / "learning.json").write_text(json.dumps(res, indent=1) + "\n")
+        name = f"learning-{a.run}" if agent else "learning-baselines"
+        (a.out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
         md = markdown(res["table"])
-        (a.out / "learning.md").write_text(md)
+        (a.out / f"{name}.md").write_text(md)
         print(md)
+    if a.what == "temporal":
+        agent = a.agent or str(a.out / a.run / "agent")
+        res = temporal_check(a.out, {"similarity": None, a.run: agent})
+        (a.out / f"temporal-{a.run}.json").write_text(json.dumps(res, indent=1) + "\n")
+        for r in res:
+            print(f"{r['agent']:12s} {r['frames']:3d} frames: in A {100 * r['in_A']:.0f} %, in B (answer) {100 * r['in_B']:.0f} %"
+                  f"  ({r['questions']} questions)")
     return 0
 
 
