@@ -265,6 +265,7 @@ def test_agent_learns_to_find_the_event(tmp_path, one_thread):
     assert chance < 0.3, chance
     assert late >= 0.8, (chance, late)
     assert np.mean([r["R_A"] for r in log[-10:]]) >= 0.9
+    assert max(r["grad_norm"] for r in log[:10]) > 0 and all(r["lr"] == 2e-3 for r in log)
     assert (tmp_path / "train.png").stat().st_size > 10_000
     # the final checkpoint is a loadable agent with the learned weights
     again = load_agent(summary["checkpoint"])
@@ -291,6 +292,29 @@ def test_resumed_run_equals_uninterrupted(tmp_path, one_thread):
     strip = lambda recs: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in recs]  # noqa: E731
     assert strip(la) == strip(lb)
     assert straight.opt.state_dict()["state"][0]["step"] == resumed.opt.state_dict()["state"][0]["step"]
+
+
+def test_schedule_and_step_output(tmp_path, one_thread):
+    """Every step runs at lr > 0 (the linear schedule ends at lr / steps, not 0), the log says
+    which rate each step ran at, and what moves (gradient norm, entropy), rounded."""
+    from train.progress import format_step
+
+    cfg = TrainConfig(steps=5, lr=1e-3, spec=SPEC, save_every=0, group=4)
+    trainer = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, tmp_path, tensorboard=False)
+    trainer.run()
+    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([1e-3 * (5 - k) / 5 for k in range(5)])
+    assert log[-1]["lr"] > 0
+    for r in log:  # one sample a step: no gradient exactly when the group's rewards are all equal
+        assert (r["grad_norm"] > 0) == (r["reward_std"] > 0), r
+    assert all(r["loss"] == pytest.approx(0, abs=1e-6) for r in log)  # why the loss is not shown
+    for r in log:  # rounded to 4 significant digits
+        for k in ("entropy", "grad_norm", "reward_mean"):
+            assert r[k] == float(f"{r[k]:.4g}")
+    line = format_step(log[-1])
+    assert "loss" not in line and "|grad|" in line and "lr 2.00e-04" in line
+    general = dict(log[-1], R_T=None)
+    assert "R_T -" in format_step(general) and "None" not in format_step(general)
 
 
 DP_SCRIPT = '''

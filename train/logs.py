@@ -64,7 +64,8 @@ def plot_run(records: list[dict], probe: dict | None, path: Path, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 2 if probe else 1
+    moves = any(r.get("grad_norm") is not None for r in records)
+    panels = 1 + bool(probe) + moves
     fig, axes = plt.subplots(panels, 1, figsize=(8, 3.2 * panels), squeeze=False)
     ax = axes[0, 0]
     steps = np.array([r["step"] for r in records])
@@ -80,8 +81,20 @@ def plot_run(records: list[dict], probe: dict | None, path: Path, title: str = "
     ax.set_title(title)
     ax.grid(True, linestyle="--", alpha=0.4)
     ax.legend(loc="best")
-    if probe:
+    if moves:  # what moves: the surrogate loss is 0 in value, the gradient and the entropy are not
         ax = axes[1, 0]
+        for key, label, color in (("grad_norm", "|grad| (before clipping)", "tab:red"),
+                                  ("entropy", "policy entropy (nats)", "tab:purple")):
+            vals = np.array([np.nan if r.get(key) is None else r[key] for r in records], dtype=float)
+            ok = np.isfinite(vals)
+            if ok.any():
+                ax.plot(steps[ok], vals[ok], alpha=0.25, color=color)
+                ax.plot(steps[ok], _smooth(vals[ok], k), label=label, color=color)
+        ax.set_xlabel("step")
+        ax.grid(True, linestyle="--", alpha=0.4)
+        ax.legend(loc="best")
+    if probe:
+        ax = axes[-1, 0]
         mask = np.asarray(probe["mask"], dtype=bool) if probe.get("mask") is not None else None
         t = np.arange(len(probe["before"]))
         if mask is not None:

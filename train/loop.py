@@ -35,7 +35,7 @@ class TrainConfig:
     group: int = 8                    # G rollouts per sample
     lr: float = 5e-4
     weight_decay: float = 0.0
-    lr_schedule: str = "linear"       # linear (to 0, as the paper's trainer) | constant
+    lr_schedule: str = "linear"       # linear (towards 0; the last step runs at lr / steps) | constant
     grad_accum: int = 1               # samples per process per optimizer step
     max_grad_norm: float | None = 1.0
     tau0: float = 0.025
@@ -94,7 +94,9 @@ class Trainer:
         self.total = total_steps(cfg, len(env.rows), self.dist.world)
         self.opt = torch.optim.AdamW(self.agent.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.lr_schedule == "linear":
-            lam = lambda s: max(0.0, 1.0 - s / self.total)  # noqa: E731
+            # step k (0-based) runs at lr * (1 - k / total): from lr down to lr / total at the last
+            # step, never 0 (a step at lr 0 would be wasted work)
+            lam = lambda s: max(1.0 / self.total, 1.0 - s / self.total)  # noqa: E731
         elif cfg.lr_schedule == "constant":
             lam = lambda s: 1.0  # noqa: E731
         else:
@@ -214,13 +216,14 @@ class Trainer:
                 (loss / A).backward()
                 recs.append(m)
             self.dist.reduce_grads(params)
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            # the norm before clipping: what moves the agent (the surrogate loss is 0 in value)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+            lr = self.opt.param_groups[0]["lr"]  # the rate this step runs at
             self.opt.step()
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
-            rec = self._merge(recs, tau, time.perf_counter() - t0)
+            rec = self._merge(recs, tau, time.perf_counter() - t0, lr=lr, grad_norm=grad_norm)
             if log is not None:
                 log.write(rec)
             if self.on_step and self.dist.is_main:
@@ -241,17 +244,30 @@ class Trainer:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _merge(self, recs: list[dict], tau: float, seconds: float) -> dict:
-        """Step metrics averaged over this step's samples on all processes."""
+    def _merge(self, recs: list[dict], tau: float, seconds: float, *, lr: float, grad_norm: float) -> dict:
+        """Step metrics averaged over this step's samples on all processes, rounded for the log.
+
+        `loss` is the surrogate's value, 0 by construction (exp(lp - sg(lp)) = 1 and the
+        advantages have mean 0); `grad_norm` (before clipping) and `entropy` show what moves."""
         keys = ["R_A", "reward_mean", "reward_std", "entropy", "loss"]
         local = [sum(r[k] for r in recs) for k in keys] + [float(len(recs))]
         rts = [r["R_T"] for r in recs if r["R_T"] is not None]
         local += [float(sum(rts)), float(len(rts)), seconds]
         tot = self.dist.sum(local)
         n = tot[len(keys)]
-        rec = {"step": self.step, **{k: tot[j] / n for j, k in enumerate(keys)}}
-        rec["R_T"] = tot[-3] / tot[-2] if tot[-2] else None
-        rec["tau"] = tau
-        rec["lr"] = self.sched.get_last_lr()[0]
-        rec["samples_per_s"] = n / (tot[-1] / self.dist.world) if tot[-1] else None
+        rec = {"step": self.step, **{k: _round(tot[j] / n) for j, k in enumerate(keys)}}
+        rec["R_T"] = _round(tot[-3] / tot[-2]) if tot[-2] else None  # None: no specific sample this step
+        rec["grad_norm"] = _round(grad_norm)
+        rec["tau"] = _round(tau)
+        rec["lr"] = _round(lr)
+        rec["samples_per_s"] = _round(n / (tot[-1] / self.dist.world)) if tot[-1] else None
         return rec
+
+
+def _round(v: float, digits: int = 4) -> float:
+    """`digits` significant digits (the log is read by people; -0.0 and 1e-17 noise become 0)."""
+    v = float(v)
+    if not math.isfinite(v) or v == 0.0:
+        return v
+    r = round(v, digits - 1 - int(math.floor(math.log10(abs(v)))))
+    return 0.0 if abs(r) < 1e-12 else r

@@ -10,8 +10,18 @@ def _fmt(v, spec=".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def format_step(rec: dict) -> str:
+    """One step's metrics for people: rewards, what moves (gradient norm, policy entropy), rates.
+
+    The surrogate loss is left out: it is 0 in value by construction, so it cannot show learning.
+    R_T reads '-' on steps without a specific sample (no ground-truth segment to score)."""
+    return (f"R_A {_fmt(rec.get('R_A'))}  R_T {_fmt(rec.get('R_T'))}  |grad| {_fmt(rec.get('grad_norm'), '.3g')}  "
+            f"H {_fmt(rec.get('entropy'), '.2f')}  lr {_fmt(rec.get('lr'), '.2e')}  tau {_fmt(rec.get('tau'), '.4f')}  "
+            f"{_fmt(rec.get('samples_per_s'), '.1f')} samples/s")
+
+
 class TrainProgress:
-    """on_step callback for Trainer: steps done, R_A, R_T, loss, tau, samples/s."""
+    """on_step callback for Trainer: steps done and `format_step` of the latest step."""
 
     def __init__(self, console: Console):
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
@@ -27,8 +37,7 @@ class TrainProgress:
         self.progress.stop()
 
     def __call__(self, rec: dict, total: int) -> None:
-        info = (f"R_A {_fmt(rec['R_A'])}  R_T {_fmt(rec['R_T'])}  loss {_fmt(rec['loss'], '+.3f')}  "
-                f"tau {rec['tau']:.4f}  {_fmt(rec['samples_per_s'], '.1f')} samples/s")
+        info = format_step(rec)
         if self.task is None:
             self.task = self.progress.add_task("train", total=total, completed=rec["step"] - 1, info="")
         self.progress.update(self.task, completed=rec["step"], info=info)

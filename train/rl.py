@@ -9,7 +9,9 @@ For one sample, G rollouts each choose n frames (Gumbel top-k on the agent's log
     loss   = -mean_g[ mean_i exp(lp[g,i] - sg(lp[g,i])) * A[g] ],  lp = log_softmax(s)[chosen]
 
 exp(lp - sg(lp)) is 1 in value; its gradient is that of lp: a REINFORCE step on the
-per-frame log-probabilities, as the paper's code does.
+per-frame log-probabilities, as the paper's code does. So the loss's value is -mean(A) = 0 at
+every step (up to rounding): the log shows the gradient norm and the policy entropy instead, and
+the gradient is 0 exactly when every rollout of a group got the same reward.
 """
 
 from __future__ import annotations

@@ -1,0 +1,107 @@
+"""train/synth.py: the training footage shares nothing with the needle evaluation's, and the
+generated set is TSPO-10K that `tspo-edge train` reads, with temporal questions whose answer is
+the scene right after the one they name."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from train.data import load_rows
+from train.synth import (SEED_BASE, TRAIN_SOURCES, SynthConfig, footage_split, generate_training_set,
+                         photo, pixel_hash, plan)
+from tspo_edge.evaluation import needle
+from tspo_edge.evaluation.sources import SOURCES, _photo
+
+pytest.importorskip("skimage")
+
+SMALL = SynthConfig(needle_videos=2, temporal_videos=2, clip_repeats=1, haystack_videos=2,
+                    long_seconds=50, clip_seconds=3, haystack_seconds=6, fps=1, width=64, height=36)
+
+
+def test_footage_names_are_disjoint():
+    split = footage_split()
+    assert split["train"] and split["eval"]
+    assert not split["train"] & split["eval"]
+    assert split["eval"] >= {"chelsea", "bikes.mp4", "carphone_pristine.mp4"}
+
+
+def test_training_photos_are_not_evaluation_photos_by_pixels():
+    train = {pixel_hash(photo(n)): n for n in TRAIN_SOURCES}
+    assert len(train) == len(TRAIN_SOURCES)  # twelve different pictures
+    evals = {pixel_hash(_photo(s.name)): s.name for s in SOURCES.values() if s.kind == "photo"}
+    assert not set(train) & set(evals), [(train[h], evals[h]) for h in set(train) & set(evals)]
+    # the check sees through names: scikit-image's `cat` is the evaluation's `chelsea`
+    assert pixel_hash(photo("cat")) == pixel_hash(_photo("chelsea"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_haystack_seeds_are_disjoint(seed):
+    videos, _ = plan(replace(SynthConfig(), seed=seed))
+    train = {p.seed for v in videos for p in v.parts}
+    assert min(train) >= SEED_BASE
+    for s in range(5):
+        bench = needle.plan(needle.BenchConfig(videos=4, seed=s))
+        assert max(seg.seed for v in bench for seg in v.segments) < SEED_BASE
+
+
+def test_plan_is_seeded():
+    a, ra = plan(SynthConfig(seed=3))
+    b, rb = plan(SynthConfig(seed=3))
+    c, rc = plan(SynthConfig(seed=4))
+    assert ra == rb and [v.parts for v in a] == [v.parts for v in b]
+    assert ra != rc
+
+
+def test_generated_set_is_tspo10k_and_temporal_questions_point_after(tmp_path):
+    data = generate_training_set(tmp_path, seed=0, config=SMALL)
+    ds = load_rows(data, tmp_path / "videos", strict=True)
+    videos, raw = plan(SMALL)
+    assert len(ds.rows) == len(raw) == 2 * 2 + 2 * 2 + len(TRAIN_SOURCES)
+    assert {r.kind for r in ds.rows} == {"general", "specific"}
+    answers = {s.answer for s in TRAIN_SOURCES.values()}
+    by_name = {v.name: v for v in videos}
+    temporal = 0
+    for row, obj in zip(ds.rows, raw):
+        assert set(obj) == {"video", "original_question", "problem", "solution", "type"}
+        answer = row.options[ord(row.answer) - ord("A")]
+        assert answer in answers
+        v = by_name[obj["video"][:-4]]
+        photos = [p for p in v.parts if p.kind == "photo"]
+        if row.question.startswith("What is shown right after"):
+            temporal += 1
+            # the named scene A is immediately followed by the answer's photo B
+            a = next(p for p in photos if row.question.endswith(TRAIN_SOURCES[p.source].scene + "?"))
+            b = next(p for p in photos if p.start == a.start + a.duration)
+            assert TRAIN_SOURCES[b.source].answer == answer
+            assert TRAIN_SOURCES[a.source].answer in row.options  # similarity's pick is a distractor
+        else:
+            src = next(s for s in TRAIN_SOURCES.values() if s.question == row.question)
+            assert src.answer == answer and src.name in {p.source for p in photos}
+    assert temporal == 2
+    pool = (tmp_path / "pool.txt").read_text().split()
+    assert len(pool) == 2 + len(TRAIN_SOURCES) and all(p.endswith(".mp4") for p in pool)
+    # distractors: haystack and single-photo clips; never a video with two photos
+    assert {str((tmp_path / "videos" / (n + ".mp4")).resolve()) for n in by_name
+            if n.startswith(("haystack", "clip"))} == set(pool)
+    # the videos decode with the length the plan gives them
+    from tspo_edge.video import probe
+
+    v = videos[0]
+    assert probe(tmp_path / "videos" / f"{v.name}.mp4").duration == pytest.approx(SMALL.long_seconds, abs=1.5)
+    # an identical set is reused, not rewritten
+    mtime = data.stat().st_mtime_ns
+    assert generate_training_set(tmp_path, seed=0, config=SMALL) == data and data.stat().st_mtime_ns == mtime
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["seed"] == 0
+
+
+def test_rendered_photo_frames_are_seeded():
+    from train.synth import render_photo
+
+    a = render_photo("clock", 3, (64, 36), np.random.default_rng(1))
+    b = render_photo("clock", 3, (64, 36), np.random.default_rng(1))
+    c = render_photo("clock", 3, (64, 36), np.random.default_rng(2))
+    assert a.shape == (3, 36, 64, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
