@@ -571,7 +571,7 @@ def train_cmd(
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
     from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
-    from tspo_edge.train.progress import TrainProgress
+    from tspo_edge.train.progress import TrainProgress, format_step
     from tspo_edge.train.run import RunOptions, train_from_options
     from tspo_edge.train.toy import toy_options
 
@@ -601,7 +601,7 @@ def train_cmd(
         fail(e)
     last = summary.get("last") or {}
     if summary.get("plot"):
-        err.print(f"{summary['steps']} steps; last R_A {last.get('R_A')}, R_T {last.get('R_T')}\n"
+        err.print(f"{summary['steps']} steps; last step: {format_step(last)}\n"
                   f"agent  {summary.get('agent')}\nplot   {summary['plot']}"
                   + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""),
                   highlight=False, markup=False)

@@ -112,13 +112,13 @@ def worker(mode: str, path: str, decoder: str, fps: float, threads: int | None) 
 
     if threads:
         torch.set_num_threads(threads)
-    from index import index_paths, resolve_agent
     from tspo_edge import video
-    from tspo_edge.encoders import load_encoder
+    from tspo_edge.index import index_paths
+    from tspo_edge.models import load_models
+    from tspo_edge.pipeline import Sampling
 
-    encoder = load_encoder("lite")
-    agent, _ = resolve_agent(None, encoder)
-    agent_id = agent.id
+    models = load_models(encoder="lite")
+    encoder, agent, agent_id = models.encoder, models.agent, models.agent_id
     encoder.encode_images(np.zeros((2, 224, 224, 3), np.uint8))  # warm-up outside the clock
     duration = video.probe(path, decoder=decoder).duration
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -126,7 +126,7 @@ def worker(mode: str, path: str, decoder: str, fps: float, threads: int | None) 
         db = str(Path(tmp) / "bench.db")
         t0 = time.perf_counter()
         if mode in ("stream", "overlap"):
-            s = index_paths([path], db=db, encoder=encoder, agent=agent, fps=fps, decoder=decoder,
+            s = index_paths([path], db=db, models=models, sampling=Sampling(fps=fps, decoder=decoder),
                             threaded=True if mode == "overlap" else None)
             if not s.ok:
                 raise SystemExit(f"{path}: {s.failed[0].error}")

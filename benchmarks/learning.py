@@ -36,10 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.loop import TrainConfig  # noqa: E402
-from train.run import RunOptions, train_from_options  # noqa: E402
-from train.samples import SampleSpec  # noqa: E402
-from train.synth import SynthConfig, generate_training_set  # noqa: E402
+from tspo_edge.models import ModelSpec, load_models  # noqa: E402
+from tspo_edge.train.loop import TrainConfig  # noqa: E402
+from tspo_edge.train.run import RunOptions, train_from_options  # noqa: E402
+from tspo_edge.train.samples import SampleSpec  # noqa: E402
+from tspo_edge.train.synth import SynthConfig, generate_training_set  # noqa: E402
 
 BASELINES = ("uniform", "similarity", "bin-max", "aks")
 TRAINED = ("agent", "bin-max", "aks")
@@ -61,7 +62,7 @@ def make_data(out: Path, seed: int = 0, config: SynthConfig | None = None) -> Pa
 def train_agent(out: Path, data: Path, *, steps: int, group: int = 8, lr: float = 5e-4, seed: int = 0,
                 grad_accum: int = 1, save_every: int = 50, resume: bool = False, run: str = "run") -> dict:
     pool = [l for l in (data.parent / "pool.txt").read_text().splitlines() if l.strip()]
-    opts = RunOptions(data=data, videos=data.parent / "videos", db=out / "train.db", encoder="lite", mllm="lite",
+    opts = RunOptions(data=data, videos=data.parent / "videos", db=out / "train.db", models=ModelSpec(encoder="lite"), mllm="lite",
                       out=out / run, pool=pool, frame_cache=3500, resume=resume, official="never",
                       cfg=TrainConfig(steps=steps, group=group, lr=lr, seed=seed, grad_accum=grad_accum,
                                       save_every=save_every, spec=SampleSpec()))
@@ -99,7 +100,8 @@ def evaluate(out: Path, agents: dict[str, str], seeds: list[int], *, videos: int
         bench = generate(root / "bench", BenchConfig(videos=videos, minutes=minutes, seed=s, needles=needles))
         spans = {v.name: [(n.source, n.start, n.end) for n in v.needles] for v in bench.videos}
         t0 = time.perf_counter()
-        base = run_needle_eval(bench, db=root / "index.db", methods=list(BASELINES), frames=list(frames))
+        base = run_needle_eval(bench, db=root / "index.db", methods=list(BASELINES), frames=list(frames),
+                               models=load_models(encoder="lite"))
         records = [dict(r, method=r["method"] if r["method"] in ("uniform", "similarity") else f"{r['method']} (untrained)")
                    for r in base["questions"]]
         res = {"seed": s, "questions": base["benchmark"]["questions"],
@@ -107,7 +109,8 @@ def evaluate(out: Path, agents: dict[str, str], seeds: list[int], *, videos: int
                "seconds": {"baselines": round(time.perf_counter() - t0, 1)}, "agent_ids": {}}
         for label, agent in agents.items():
             t0 = time.perf_counter()
-            tr = run_needle_eval(bench, db=root / "index.db", methods=list(TRAINED), frames=list(frames), agent=agent)
+            tr = run_needle_eval(bench, db=root / "index.db", methods=list(TRAINED), frames=list(frames),
+                                 models=load_models(encoder="lite", agent=agent))
             records += [dict(r, method=f"{'top-k' if r['method'] == 'agent' else r['method']} ({label})")
                         for r in tr["questions"]]
             res["seconds"][label] = round(time.perf_counter() - t0, 1)
@@ -136,24 +139,25 @@ def temporal_check(out: Path, agents: dict[str, str | None], *, seed: int = 100,
 
     Videos: temporal videos of a data seed the training never used (new haystack, new placement,
     the training photos): held-out videos, not held-out footage. No answerer: where the frames go."""
-    from index import index_paths
-    from tspo_edge.agent import load_agent, score_frames
-    from tspo_edge.encoders import load_encoder
+    from tspo_edge.agent import load_agent
+    from tspo_edge.index import index_paths
+    from tspo_edge.scoring import score_frames
     from tspo_edge.select import select_frames
     from tspo_edge.store import Store
-    from train.data import load_rows
-    from train.synth import plan
+    from tspo_edge.train.data import load_rows
+    from tspo_edge.train.synth import plan
 
     cfg = SynthConfig(needle_videos=0, temporal_videos=videos, clip_repeats=0, haystack_videos=0)
     data = generate_training_set(out / "temporal-heldout", seed=seed, config=cfg)
     synth, _ = plan(SynthConfig(**{**cfg.__dict__, "seed": seed}))
     parts = {v.name: [p for p in v.parts if p.kind == "photo"] for v in synth}
     rows = [r for r in load_rows(data, data.parent / "videos").rows if r.question.startswith("What is shown right after")]
-    enc = load_encoder("lite")
+    models = load_models(encoder="lite")
+    enc = models.encoder
     db = out / "temporal-heldout" / "index.db"
-    index_paths(sorted({Path(r.video) for r in rows}), db=db, encoder=enc)
+    index_paths(sorted({Path(r.video) for r in rows}), db=db, models=models)
     q = {r.question: enc.encode_texts([r.question])[0] for r in rows}
-    from train.synth import TRAIN_SOURCES
+    from tspo_edge.train.synth import TRAIN_SOURCES
 
     res = []
     with Store(db, readonly=True) as store:

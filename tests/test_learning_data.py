@@ -10,8 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from train.data import load_rows
-from train.synth import (SEED_BASE, TRAIN_SOURCES, SynthConfig, footage_split, generate_training_set,
+from tspo_edge.train.data import load_rows
+from tspo_edge.train.synth import (SEED_BASE, TRAIN_SOURCES, SynthConfig, footage_split, generate_training_set,
                          photo, pixel_hash, plan)
 from tspo_edge.evaluation import needle
 from tspo_edge.evaluation.sources import SOURCES, _photo
@@ -99,7 +99,7 @@ def test_generated_set_is_tspo10k_and_temporal_questions_point_after(tmp_path):
 
 
 def test_rendered_photo_frames_are_seeded():
-    from train.synth import render_photo
+    from tspo_edge.train.synth import render_photo
 
     a = render_photo("clock", 3, (64, 36), np.random.default_rng(1))
     b = render_photo("clock", 3, (64, 36), np.random.default_rng(1))

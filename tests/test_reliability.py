@@ -33,7 +33,7 @@ from tspo_edge.errors import (AnswererError, CheckpointError, ModelLoadError, No
 from tspo_edge.checks import check_finite
 from tspo_edge.secrets import redact
 from tspo_edge.store import Store
-from train.data import DataError, load_rows
+from tspo_edge.train.data import DataError, load_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -297,7 +297,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, one_thread):
 def test_schedule_and_step_output(tmp_path, one_thread):
     """Every step runs at lr > 0 (the linear schedule ends at lr / steps, not 0), the log says
     which rate each step ran at, and what moves (gradient norm, entropy), rounded."""
-    from train.progress import format_step
+    from tspo_edge.train.progress import format_step
 
     cfg = TrainConfig(steps=5, lr=1e-3, spec=SPEC, save_every=0, group=4)
     trainer = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, tmp_path, tensorboard=False)
