@@ -124,10 +124,10 @@ def tiny_tokenizer():
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
 
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory):
+def build_tiny_clip(folder):
+    """A tiny random CLIP (and its processor) saved to `folder`; -> the model."""
     import torch
-    from transformers import AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     tok = tiny_tokenizer()
     cfg = CLIPConfig(text_config=dict(**TINY, vocab_size=len(tok), max_position_embeddings=16,
@@ -135,12 +135,20 @@ def tiny_clip(tmp_path_factory):
                      vision_config=dict(**TINY, image_size=32, patch_size=8), projection_dim=24)
     torch.manual_seed(0)
     model = CLIPModel(cfg).eval()
-    folder = tmp_path_factory.mktemp("tiny-clip")
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
                                                                  crop_size={"height": 32, "width": 32}),
                               tokenizer=tok)
     processor.save_pretrained(folder)
     model.save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    from transformers import AutoProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    model = build_tiny_clip(folder)
     return folder, model, AutoProcessor.from_pretrained(folder)  # the reference, read back as users do
 
 
