@@ -111,8 +111,15 @@ def _half_white(w=64, h=32):
     return img
 
 
+PYAV_MAJOR = int(av.__version__.split(".")[0])
+
+
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_rotation_metadata_gives_upright_frames(tmp_path, rotation):
+    if PYAV_MAJOR < 18:  # decoding rotated videos works there (checked with files written by PyAV 18)
+        with pytest.raises(TspoError, match="display rotation needs PyAV >= 18"):
+            V.write_video(tmp_path / "rot.mp4", [_half_white()], fps=3, rotation=rotation)
+        pytest.skip(f"writing a rotated test video needs PyAV >= 18 (this is {av.__version__})")
     stored = _half_white()
     path = V.write_video(tmp_path / "rot.mp4", [stored] * 6, fps=3, rotation=rotation)
     info = V.probe(path)
@@ -273,7 +280,7 @@ def test_foreign_encoding_tags_do_not_stop_decoding(tmp_path):
     data = path.read_bytes()
     assert data.count(b"TSPOMARK\xc3\xa9") == 1
     path.write_bytes(data.replace(b"TSPOMARK\xc3\xa9", b"TSPOMARK\xff\xfe"))
-    if int(av.__version__.split(".")[0]) < 19:  # the case the open options exist for
+    if PYAV_MAJOR < 19:  # the case the open options exist for
         with pytest.raises(UnicodeDecodeError):
             av.open(str(path)).close()
     assert V.probe(path).frame_count == 5
