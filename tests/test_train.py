@@ -320,7 +320,7 @@ def run_data_parallel(tmp_path: Path, device: str | None, env: dict[str, str]) -
     script = tmp_path / "dp.py"
     script.write_text(DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path), device=device))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script)], env={**os.environ, **env},
+                        str(script)], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **env},
                        capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).parents[1]))
     assert r.returncode == 0, r.stderr[-2000:]
     return [torch.load(tmp_path / f"rank{i}.pt", map_location="cpu", weights_only=True) for i in range(2)]
