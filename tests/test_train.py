@@ -325,29 +325,41 @@ from test_train import synthetic_env, SPEC
 from tspo_edge.train.loop import TrainConfig, Trainer
 from tspo_edge.train.dist import Dist
 from tspo_edge.agent import load_agent
-dist = Dist.from_env("cpu")
+dist = Dist.from_env({device!r})
 cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=1, group=4)
 tr = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, {out!r}, dist=dist, tensorboard=False)
 tr.run()
 torch.save(tr.agent.state_dict(), {out!r} + f"/rank{{dist.rank}}.pt")
+with open({out!r} + f"/rank{{dist.rank}}.backend", "w") as f:
+    f.write(f"{{torch.distributed.get_backend()}} {{dist.device.type}}")
 '''
 
 
-def test_data_parallel_equals_one_process_with_accumulation(tmp_path, one_thread):
-    """2 processes x 1 sample (accelerate, gloo) == 1 process x 2 accumulated samples."""
+def run_data_parallel(tmp_path: Path, device: str | None, env: dict[str, str]) -> list[dict]:
+    """torchrun, 2 processes of DP_SCRIPT; -> the two ranks' final state dicts (on the CPU)."""
+    import os
     import subprocess
     import sys
 
     script = tmp_path / "dp.py"
-    script.write_text(DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    script.write_text(DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path), device=device))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script)],
+                        str(script)], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **env},
                        capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).parents[1]))
     assert r.returncode == 0, r.stderr[-2000:]
+    return [torch.load(tmp_path / f"rank{i}.pt", map_location="cpu", weights_only=True) for i in range(2)]
+
+
+def test_data_parallel_equals_one_process_with_accumulation(tmp_path, one_thread):
+    """2 processes x 1 sample (accelerate, gloo) == 1 process x 2 accumulated samples.
+
+    On the CPU, whatever GPUs the machine has: they are hidden from the two processes, so that
+    neither accelerate nor torch picks NCCL (which a machine with one GPU cannot run two ranks on)."""
+    ranks = run_data_parallel(tmp_path, "cpu", {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"})
+    assert [(tmp_path / f"rank{i}.backend").read_text() for i in range(2)] == ["gloo cpu"] * 2
     cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=2, group=4)
     single = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, tmp_path / "single", tensorboard=False)
     single.run()
-    ranks = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
     for k, v in single.agent.state_dict().items():
         torch.testing.assert_close(ranks[0][k], ranks[1][k], rtol=0, atol=0, msg=k)
         torch.testing.assert_close(ranks[0][k], v, rtol=0, atol=1e-6, msg=k)
@@ -355,3 +367,18 @@ def test_data_parallel_equals_one_process_with_accumulation(tmp_path, one_thread
     assert any((v - init[k]).abs().max() > 1e-5 for k, v in single.agent.state_dict().items())  # it learned
     lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
     assert len(lines) == 4  # only rank 0 logs
+
+
+@pytest.mark.gpu
+def test_data_parallel_on_two_gpus(tmp_path):
+    """One process per GPU (accelerate's choice: NCCL): the ranks stay identical and learn."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"data parallelism on GPUs needs two CUDA GPUs ({torch.cuda.device_count()} here; "
+                    "the CPU test above covers gloo)")
+    ranks = run_data_parallel(tmp_path, None, {})
+    assert [(tmp_path / f"rank{i}.backend").read_text() for i in range(2)] == ["nccl cuda"] * 2
+    init = load_agent("similarity:32").state_dict()
+    for k, v in ranks[0].items():
+        torch.testing.assert_close(v, ranks[1][k], rtol=0, atol=0, msg=k)
+    assert any((v - init[k]).abs().max() > 1e-5 for k, v in ranks[0].items())
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 4

@@ -10,6 +10,7 @@ variable frame rate works.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -124,13 +125,28 @@ def _check_path(path: Path) -> None:
         raise VideoError(f"{path}: empty file (0 bytes)")
 
 
+@functools.cache
+def _pyav_open_options() -> dict[str, str]:
+    """Keywords for av.open that make file tags in a foreign encoding harmless.
+
+    PyAV 18 decodes tags as strict UTF-8 unless told `metadata_errors="ignore"` (a video with
+    Latin-1 tags would not open); PyAV 19 always decodes them with surrogateescape and refuses
+    the keyword. Parse the major version rather than try-and-catch, so that a TypeError from
+    anything else is never mistaken for this.
+    """
+    import av
+
+    major = int(av.__version__.split(".", 1)[0])
+    return {"metadata_errors": "ignore"} if major < 19 else {}
+
+
 def _open_pyav(path: Path):
     """Open with PyAV; return (container, video stream) or raise VideoError."""
     import av
 
     _check_path(path)
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), **_pyav_open_options())
     except PermissionError as e:
         raise VideoError(f"{path}: permission denied") from e
     except av.error.FFmpegError as e:
@@ -653,6 +669,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: f
                 if tb is not None:
                     stream.codec_context.time_base = tb
                 if rotation:
+                    if not hasattr(stream, "set_display_rotation"):  # PyAV 17 (Python 3.10) reads it only
+                        raise TspoError(f"{path}: writing a display rotation needs PyAV >= 18 "
+                                        f"(this is PyAV {av.__version__})")
                     stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             if times is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import hub
 from ..errors import ModelLoadError
 from .preprocess import check_frames, normalize, resize_crop, to_tensor
 
@@ -66,11 +67,6 @@ def _looks_like_path(spec: str) -> bool:
     return not re.fullmatch(r"[\w][\w.-]*(/[\w][\w.-]*)?", spec)
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "0").lower() in ("1", "true", "yes", "on")
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def folder_fingerprint(folder: Path) -> str:
     """A cheap content fingerprint: config plus size, head and tail of each weight file."""
     h = hashlib.sha256()
@@ -98,16 +94,16 @@ def _resolve(spec: str, revision: str | None) -> tuple[Path, str, str]:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = _offline()
+    cached = hub.local_files_only(spec, revision, what="an encoder")  # cache, else one fast probe
     try:
-        folder = Path(snapshot_download(spec, revision=revision, local_files_only=offline,
+        folder = Path(snapshot_download(spec, revision=revision, local_files_only=cached,
                                         allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
         if not any(folder.glob("*.safetensors")):  # older repos: PyTorch .bin weights only
-            folder = Path(snapshot_download(spec, revision=revision, local_files_only=offline,
+            folder = Path(snapshot_download(spec, revision=revision, local_files_only=cached,
                                             allow_patterns=["*.bin"]))
     except LocalEntryNotFoundError as e:
-        raise ModelLoadError(f"{spec}: not in the local Hugging Face cache and the hub is offline "
-                             "(download it once, or pass a model folder)") from e
+        raise ModelLoadError(f"{spec}: only partly in the local Hugging Face cache "
+                             "(download it again, or pass a model folder)") from e
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise ModelLoadError(f"{spec}: cannot fetch from the Hugging Face hub ({str(e).splitlines()[0]})") from e
     commit = folder.name if folder.parent.name == "snapshots" else folder_fingerprint(folder)
@@ -243,12 +239,13 @@ class HFEncoder:
                 raise ModelLoadError(f"{folder}: cannot load its tokenizer ({first})") from e
         if model_type != "clip":
             raise ModelLoadError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-        try:  # a bare CLIP checkpoint (TSPO-0.4B): the ViT-L/14 tokenizer, if cached
-            tok = AutoTokenizer.from_pretrained(_FALLBACK_CLIP_TOKENIZER, local_files_only=_offline())
+        try:  # a bare CLIP checkpoint (TSPO-0.4B): the ViT-L/14 tokenizer, if cached or reachable
+            cached = hub.local_files_only(_FALLBACK_CLIP_TOKENIZER, what="a CLIP")
+            tok = AutoTokenizer.from_pretrained(_FALLBACK_CLIP_TOKENIZER, local_files_only=cached)
             return tok, f":tok={_FALLBACK_CLIP_TOKENIZER}"
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"{folder}: no tokenizer files, and {_FALLBACK_CLIP_TOKENIZER}'s "
-                                 "tokenizer is not cached") from e
+        except (ModelLoadError, OSError, ValueError) as e:
+            cause = str(e) if isinstance(e, ModelLoadError) else f"{_FALLBACK_CLIP_TOKENIZER}'s tokenizer is not cached"
+            raise ModelLoadError(f"{folder}: no tokenizer files, and {cause}") from e
 
     # --- encoding ----------------------------------------------------------------------
     @torch.inference_mode()

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tspo_edge import hub
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
 
@@ -60,13 +61,16 @@ class TransformersAnswerer(BaseAnswerer):
         if local.exists():
             if not (local / "config.json").is_file():
                 raise ModelLoadError(f"{src}: not a model folder (no config.json)")
-            src = str(local)
+            src, cached = str(local), True
+        else:  # a hub id: from the local cache, else after one fast probe of the hub
+            cached = hub.local_files_only(src, what="a video MLLM")
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(self.device, dtype)
         try:
-            self.processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)
+            self.processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code,
+                                                           local_files_only=cached)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                src, dtype=self.dtype, trust_remote_code=trust_remote_code)
+                src, dtype=self.dtype, trust_remote_code=trust_remote_code, local_files_only=cached)
         except Exception as e:  # OSError (missing), ValueError (unknown class, remote code), …
             cause = " ".join(str(e).split())[:300]
             raise ModelLoadError(f"{src}: cannot load a video MLLM ({type(e).__name__}: {cause})") from e
