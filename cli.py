@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -62,6 +63,7 @@ AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folde
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 RuntimeOpt = typer.Option(None, "--runtime", help="torch, or onnx (a `tspo-edge export` folder run by ONNX Runtime). Default: onnx with --model-dir, else torch.")
 ModelDirOpt = typer.Option(None, "--model-dir", help="The folder written by `tspo-edge export` (implies --runtime onnx).")
+DeviceOpt = typer.Option(None, "--device", help="Where torch models run: cpu, cuda, cuda:1, mps (default: the accelerator if there is one).")
 FpsOpt = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TSPO: 1).")
 MaxFramesOpt = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly.")
 
@@ -105,6 +107,8 @@ def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[s
         bad("--model-dir runs with --runtime onnx, not torch")
     if model_dir is not None and not model_dir.is_dir():
         bad(f"{model_dir}: --model-dir is not a folder")
+    if device is not None and not re.fullmatch(r"cpu|mps|auto|(cuda|xpu)(:\d+)?", device):
+        bad(f"--device {device}: expected cpu, cuda, cuda:N or mps")
     return ModelSpec(encoder=encoder, agent=agent, runtime=runtime,
                      model_dir=str(model_dir) if model_dir else None, device=device)
 
@@ -159,13 +163,14 @@ def index_cmd(
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
+    device: Optional[str] = DeviceOpt,
     json_out: bool = JsonOpt,
     watch: bool = typer.Option(False, "--watch", help="Keep running: index new and changed videos under PATHS once they settle, mark removed ones missing (Ctrl-C or SIGTERM stops)."),
     settle: Optional[float] = typer.Option(None, "--settle", help="With --watch: seconds a file's size and mtime must hold before it is indexed (default 5)."),
     poll: bool = typer.Option(False, "--poll", help="With --watch: poll the folders instead of file-system events (network mounts)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
-    s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir)
+    s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
     if watch or poll or settle is not None:
         index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force, json_out=json_out)
     try:
@@ -280,10 +285,11 @@ def ask_cmd(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Answer length limit (default 16 multiple-choice, longer open)."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
+    device: Optional[str] = DeviceOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
     # Everything is checked before a model loads or the index is touched.
-    spec = model_spec(encoder, None, runtime, model_dir)
+    spec = model_spec(encoder, None, runtime, model_dir, device)
     positive(frames, "--frames", integer=True)
     positive(timeout, "--timeout")
     positive(max_new_tokens, "--max-new-tokens", integer=True)
@@ -399,7 +405,7 @@ def export_cmd(
         bad("--encoder none exports the agent alone: give the AGENT checkpoint")
     if opset < 17:
         bad(f"--opset {opset}: needs 17 or newer")
-    spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None)
+    spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
     try:
         with err.status("exporting…"):
             manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
@@ -460,13 +466,14 @@ def eval_needle_cmd(
     encoder: Optional[str] = EncoderOpt,
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
+    device: Optional[str] = DeviceOpt,
     mllm: str = typer.Option("lite", "--mllm", help="Answerer: lite | none | openai:URL | a hub id or folder of a video MLLM."),
     db: Optional[Path] = typer.Option(None, "--db", help="Index for the benchmark videos (default OUT/index.db)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
     frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
-    spec = model_spec(encoder, agent, runtime, model_dir)
+    spec = model_spec(encoder, agent, runtime, model_dir, device)
     for value, flag in ((videos, "--videos"), (minutes, "--minutes"), (needles, "--needles"), (video_fps, "--video-fps")):
         positive(value, flag)
     try:
@@ -511,12 +518,13 @@ def eval_frames_cmd(
     agent: Optional[str] = AgentOpt,
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
+    device: Optional[str] = DeviceOpt,
     fps: float = FpsOpt,
     max_frames: Optional[int] = MaxFramesOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
-    s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir)
+    s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir, device)
     positive(frames, "--frames", integer=True)
     if method is not None and method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
@@ -589,7 +597,7 @@ def train_cmd(
         else:
             if data is None or videos is None:
                 bad("give DATA.jsonl and --videos DIR (or --toy)")
-            opts = RunOptions(data=data, videos=videos, db=db, models=model_spec(encoder, agent, runtime, model_dir),
+            opts = RunOptions(data=data, videos=videos, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
                               mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
                               cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
                                               save_every=save_every, seed=seed))

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import torch
 
+from tspo_edge.device import pooled
 from tspo_edge.encoders.onnx import TOKENIZER_DIR
 from tspo_edge.encoders.preprocess import normalize
 from tspo_edge.errors import ExportError
 
-from .onnx_utils import export_pair, features
+from .onnx_utils import export_pair
 
 
 class _Image(torch.nn.Module):
@@ -23,7 +24,7 @@ class _Image(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = normalize(pixels, self.mean, self.std, self.rescale, dtype=torch.float32)
-        return features(self.model.get_image_features(pixel_values=x))
+        return pooled(self.model.get_image_features(pixel_values=x))
 
 
 class _Text(torch.nn.Module):
@@ -32,7 +33,7 @@ class _Text(torch.nn.Module):
         self.model, self.names = model, names
 
     def forward(self, *arrays: torch.Tensor) -> torch.Tensor:
-        return features(self.model.get_text_features(**dict(zip(self.names, arrays))))
+        return pooled(self.model.get_text_features(**dict(zip(self.names, arrays))))
 
 
 def export_hf(encoder, out_dir: Path, *, opset: int, fp16: bool) -> dict:

@@ -49,11 +49,6 @@ def convert_fp16(path: Path) -> str:
     return name
 
 
-def features(out) -> torch.Tensor:
-    """get_*_features returns a tensor (transformers 4) or an output with pooler_output (5)."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
 def export_pair(image_module, text_module, text_inputs: dict[str, torch.Tensor], size: int, out_dir: Path,
                  opset: int, fp16: bool) -> dict:
     pixels = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)

@@ -73,10 +73,11 @@ def tspo(work):
 
 @pytest.fixture(scope="module")
 def indexed(work, tspo):
-    """`index --encoder FOLDER` of the videos folder: (db, the --json summary)."""
+    """`index --encoder FOLDER` of the videos folder: (db, the --json summary). On the CPU in fp32,
+    so that the ONNX runtime's features (CPU, fp32) can be compared with them on any machine."""
     folder, _ = tspo
     db = work / "index.db"
-    return db, run_json("index", work / "videos", "--encoder", folder, "--db", db)
+    return db, run_json("index", work / "videos", "--encoder", folder, "--db", db, "--device", "cpu")
 
 
 @pytest.fixture(scope="module")

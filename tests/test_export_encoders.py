@@ -78,9 +78,9 @@ def _close(a: np.ndarray, b: np.ndarray, rel: float = 1e-4) -> None:
 def tiny(request, tmp_path_factory):
     """(torch encoder, export folder, onnx encoder) for a tiny CLIP or SigLIP."""
     folder = _tiny_folder(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"))
-    enc = load_encoder(str(folder))
+    enc = load_encoder(str(folder), device="cpu")
     out = tmp_path_factory.mktemp(f"export-{request.param}")
-    export_model(load_models(encoder=str(folder), agent=f"similarity:{enc.dim}"), out)
+    export_model(load_models(device="cpu", encoder=str(folder), agent=f"similarity:{enc.dim}"), out)
     return enc, out, OnnxEncoder(out, quiet=True)
 
 
@@ -138,8 +138,8 @@ def test_mismatches_refused(tiny, tmp_path):
 
 def test_fp16_export(tmp_path):
     folder = _tiny_folder("clip", tmp_path / "clip")
-    enc = load_encoder(str(folder))
-    m = export_model(load_models(encoder=str(folder), agent=f"similarity:{enc.dim}"), tmp_path / "out", fp16=True)
+    enc = load_encoder(str(folder), device="cpu")
+    m = export_model(load_models(device="cpu", encoder=str(folder), agent=f"similarity:{enc.dim}"), tmp_path / "out", fp16=True)
     assert m["precision"] == "fp16" and m["encoder"]["fp16_converter"]
     import onnx
 
@@ -222,7 +222,7 @@ def test_tensorrt_engines(tmp_path):
     import tensorrt as trt
 
     folder = _tiny_folder("clip", tmp_path / "clip")
-    m = export_model(load_models(encoder=str(folder), agent="similarity:24"), tmp_path / "out", tensorrt=True)
+    m = export_model(load_models(device="cpu", encoder=str(folder), agent="similarity:24"), tmp_path / "out", tensorrt=True)
     engines = m["tensorrt"]["engines"]
     assert set(engines) == {"agent", "image", "text"}
     assert engines["agent"]["profile"]["x"][2][0] == 50_000

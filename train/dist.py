@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from tspo_edge.device import pick_device
+
 
 def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -22,7 +24,7 @@ class Dist:
             self.rank, self.world, self.device = accelerator.process_index, accelerator.num_processes, accelerator.device
         else:
             self.rank, self.world = 0, 1
-            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.device = pick_device(device)
 
     @classmethod
     def from_env(cls, device: str | None = None) -> "Dist":

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import hub
+from ..device import pick_device, pick_dtype, pooled
 from ..errors import ModelLoadError
 from .preprocess import check_frames, normalize, resize_crop, to_tensor
 
@@ -31,27 +32,6 @@ _OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _FALLBACK_CLIP_TOKENIZER = "openai/clip-vit-large-patch14"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model", "vocab.txt")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-
-
-def auto_device(device=None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def auto_dtype(device: torch.device, dtype=None) -> torch.dtype:
-    if dtype is not None:
-        if isinstance(dtype, str):
-            name = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}.get(dtype, dtype)
-            if not isinstance(getattr(torch, name, None), torch.dtype):
-                raise ModelLoadError(f"unknown dtype {dtype!r} (use float32, float16 or bfloat16)")
-            return getattr(torch, name)
-        return dtype
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -129,8 +109,8 @@ class HFEncoder:
                                  f"(expected one of: {', '.join(ARCHITECTURES)})")
         cls_name, self.text_padding = ARCHITECTURES[model_type]
         self.naflex: tuple[int, int] | None = None  # (max_num_patches, patch_size) for SigLIP 2 NaFlex
-        self.device = auto_device(device)
-        self.dtype = auto_dtype(self.device, dtype)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
         self.batch_size = int(batch_size)
 
         cls = getattr(transformers, cls_name)
@@ -281,6 +261,4 @@ def _as_dict(size) -> dict:
 
 def _embedding(out) -> np.ndarray:
     """transformers < 5 returns the projected tensor; 5 returns an output whose pooler_output it is."""
-    if not isinstance(out, torch.Tensor):
-        out = out.pooler_output
-    return out.float().cpu().numpy()
+    return pooled(out).float().cpu().numpy()

@@ -13,37 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
+import torch
+
 from tspo_edge import hub
+from tspo_edge.device import pick_device, pick_dtype
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
 
 # Frame timestamps are handed to processors as frame indices of a virtual 1 kHz stream,
 # so that index / fps gives each frame's time to the millisecond.
 _META_FPS = 1000.0
-
-
-def _pick_device(device: str | None):
-    import torch
-
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _pick_dtype(device, dtype):
-    import torch
-
-    if dtype is not None and dtype != "auto":
-        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
 
 
 class TransformersAnswerer(BaseAnswerer):
@@ -64,8 +43,8 @@ class TransformersAnswerer(BaseAnswerer):
             src, cached = str(local), True
         else:  # a hub id: from the local cache, else after one fast probe of the hub
             cached = hub.local_files_only(src, what="a video MLLM")
-        self.device = _pick_device(device)
-        self.dtype = _pick_dtype(self.device, dtype)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
         try:
             self.processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code,
                                                            local_files_only=cached)
@@ -124,8 +103,6 @@ class TransformersAnswerer(BaseAnswerer):
         return self.processor(**kw)
 
     def _generate(self, batch) -> list[str]:
-        import torch
-
         inputs = self._inputs(batch).to(self.device)
         if "pixel_values_videos" in inputs and inputs["pixel_values_videos"].is_floating_point():
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
