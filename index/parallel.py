@@ -275,7 +275,6 @@ def _decode_and_encode(store, models, sampling, pending: dict[int, Pending], *, 
     for wid in range(n):
         spawn(wid)
     live = set(procs)
-    last_check = time.monotonic()
     try:
         while live:
             try:
@@ -293,10 +292,11 @@ def _decode_and_encode(store, models, sampling, pending: dict[int, Pending], *, 
                         current[msg[2]] = msg[1]
                         started.add(msg[1])
                     run.on_message(msg)
-            if msg is None or time.monotonic() - last_check > 1.0:
-                last_check = time.monotonic()
+            if msg is None:
+                # the queue is empty, so whatever a dead worker sent has been read: a worker that is
+                # gone now without its "exit" died (a crash inside FFmpeg, killed)
                 for wid in [w for w in live if not procs[w].is_alive()]:
-                    live.discard(wid)  # died without saying so (a crash inside FFmpeg, killed)
+                    live.discard(wid)
                     job = current.pop(wid, None)
                     if job is not None:
                         path = pending[job].path if job in pending else "?"
