@@ -169,7 +169,8 @@ class _Run:
             p.ended = True
             self.finish_ready()
         elif kind == "failed":
-            p.error, p.ended = msg[2], True
+            p.error = p.error or msg[2]
+            p.ended = True
             self.finish_ready()
 
     def flush(self) -> None:
@@ -181,8 +182,17 @@ class _Run:
         for i, (_, _, frames) in enumerate(batch):
             shapes.setdefault(frames.shape[1:], []).append(i)
         for idx in shapes.values():
-            x = np.asarray(self.models.encoder.encode_images(np.concatenate([batch[i][2] for i in idx])),
-                           dtype=np.float32)
+            try:
+                x = np.asarray(self.models.encoder.encode_images(np.concatenate([batch[i][2] for i in idx])),
+                               dtype=np.float32)
+            except (IndexMismatchError, StoreError, sqlite3.Error):
+                raise
+            except Exception as e:  # as the plain path: the videos being encoded fail, the run goes on
+                for i in idx:
+                    p = self.pending[batch[i][0]]
+                    p.queued -= len(batch[i][1])
+                    p.error = p.error or error_text(e)
+                continue
             at = 0
             for i in idx:
                 job, times, frames = batch[i]

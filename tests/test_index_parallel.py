@@ -210,3 +210,26 @@ def test_nvdec_frames_equal_pyav_within_rounding(tmp_path):
     b = np.concatenate([c.frames for c in ref]).astype(int)
     assert a.shape == b.shape
     assert np.abs(a - b).mean() < 4.0  # YUV->RGB and resampling differ a little between decoders
+
+
+def test_workers_encoder_failure_fails_those_videos_only(folder, lite_models, lite_encoder, tmp_path):
+    from tspo_edge.models import Models
+
+    class Portrait:
+        """The lite encoder, failing on portrait frames (b.mp4 is 96x128)."""
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def encode_images(self, frames):
+            if frames.shape[1] > frames.shape[2]:
+                raise RuntimeError("out of memory (test)")
+            return self.inner.encode_images(frames)
+
+    models = Models(lite_models().spec, _encoder=Portrait(lite_encoder))
+    s = index_paths_parallel([folder / "a.mp4", folder / "b.mp4", folder / "d.mp4"], db=tmp_path / "f.db",
+                             models=models, workers=2)
+    assert {Path(f.path).name: f.status for f in s.files} == {"a.mp4": "indexed", "b.mp4": "failed", "d.mp4": "indexed"}
+    assert "RuntimeError: out of memory (test)" in s.failed[0].error and "b.mp4" in s.failed[0].error
