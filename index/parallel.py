@@ -31,7 +31,7 @@ from tspo_edge.decoding import DecodeJob, decode_worker, error_text
 from tspo_edge.errors import IndexMismatchError, StoreError, TspoError
 from tspo_edge.models import Models
 from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, bind_models,
-                                is_current)
+                                index_video, is_current)
 from tspo_edge.store import Store, canonical_path, fingerprint
 
 from .batch import IndexSummary
@@ -254,7 +254,11 @@ def run_workers(store: Store, paths, models: Models, sampling: Sampling, *, work
             done(i, r)
         else:
             pending[i] = r
-    if pending:
+    if len(pending) == 1:  # one video to decode: no process to start, the plain path does it
+        (i, p), = pending.items()
+        r = index_video(store, p.path, models, sampling, force=force, progress=progress)
+        done(i, r)
+    elif pending:
         _decode_and_encode(store, models, sampling, pending, workers=workers, progress=progress,
                            batch_frames=batch_frames or max(64, 2 * sampling.chunk), emit=done)
     return [results[i] for i in sorted(results)]
