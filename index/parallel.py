@@ -149,7 +149,6 @@ class _Run:
         self.pending, self.progress, self.batch_frames, self.emit = pending, progress, batch_frames, emit
         self.batch: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.queued = 0
-        self.frames_encoded = 0
 
     def on_message(self, msg) -> None:
         kind, job = msg[0], msg[1]
