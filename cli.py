@@ -151,7 +151,9 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 @app.command("index", epilog=examples(
     "tspo-edge index ./lectures ./dashcam/2026-11-01.mp4",
     "tspo-edge index ./archive --encoder ./TSPO-0.4B --db archive.db",
-    "tspo-edge index ./archive --model-dir edge/ --max-frames 50000 --json"))
+    "tspo-edge index ./archive --model-dir edge/ --max-frames 50000 --json",
+    "tspo-edge index ./archive --workers 8",
+    "tspo-edge index /shared/archive --engine ray --ray-address ray://head:10001 --db /shared/archive.db"))
 def index_cmd(
     paths: List[Path] = typer.Argument(..., exists=True, help="Video files and/or folders (searched recursively by video extension)."),
     db: Path = DbOpt,
@@ -159,7 +161,7 @@ def index_cmd(
     agent: Optional[str] = AgentOpt,
     fps: float = FpsOpt,
     max_frames: Optional[int] = MaxFramesOpt,
-    decoder: str = typer.Option("pyav", "--decoder", help="pyav, or decord where installed."),
+    decoder: str = typer.Option("pyav", "--decoder", help="pyav, decord where installed, or nvdec (NVIDIA GPU decoding through torchcodec; PyAV when it cannot run, with the reason)."),
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
@@ -168,14 +170,20 @@ def index_cmd(
     watch: bool = typer.Option(False, "--watch", help="Keep running: index new and changed videos under PATHS once they settle, mark removed ones missing (Ctrl-C or SIGTERM stops)."),
     settle: Optional[float] = typer.Option(None, "--settle", help="With --watch: seconds a file's size and mtime must hold before it is indexed (default 5)."),
     poll: bool = typer.Option(False, "--poll", help="With --watch: poll the folders instead of file-system events (network mounts)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes feeding one encoder (default: the cores less one; 1: decode and encode in turn in this process)."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine), or ray (Ray tasks decode, encoder actors on the GPUs; this process writes the index)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
+    decoder = choose_decoder(decoder)
     s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
+    check_engine(engine, workers, ray_address)
     if watch or poll or settle is not None:
         index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force, json_out=json_out)
     try:
         with IndexProgress(err) as progress:
-            summary = index_paths(paths, db=db, models=load_models(spec), sampling=s, force=force, progress=progress)
+            summary = run_index(paths, db=db, models=load_models(spec), sampling=s, force=force, progress=progress,
+                                workers=workers, engine=engine, ray_address=ray_address)
     except KeyboardInterrupt:
         interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
     except TspoError as e:
@@ -240,6 +248,46 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     err.print("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")),
               highlight=False, markup=False)
     raise typer.Exit(130 if signal.SIGINT in got else 0)
+
+
+def choose_decoder(decoder: str) -> str:
+    """--decoder nvdec where it can run, else PyAV with the one-line reason (other names pass through)."""
+    if decoder != "nvdec":
+        return decoder
+    from tspo_edge.nvdec import nvdec_unavailable
+
+    why = nvdec_unavailable()
+    if why is None:
+        return decoder
+    err.print(f"--decoder nvdec: {printable(why)}; decoding with PyAV", highlight=False, markup=False, soft_wrap=True)
+    return "pyav"
+
+
+def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
+    if engine not in ("local", "ray"):
+        bad(f"--engine {engine}: choose local or ray")
+    positive(workers, "--workers", integer=True)
+    if ray_address is not None and engine != "ray":
+        bad("--ray-address goes with --engine ray")
+    if engine == "ray" and workers is not None:
+        bad("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
+
+
+def run_index(paths, *, db, models, sampling: Sampling, force: bool, progress, workers: Optional[int],
+              engine: str, ray_address: Optional[str]):
+    """One library call for the engine asked for: Ray, worker processes, or the plain path."""
+    if engine == "ray":
+        from tspo_edge.index.ray_engine import index_paths_ray  # Ray is optional: imported when asked for
+
+        return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
+                               progress=progress)
+    from tspo_edge.index.parallel import default_workers, index_paths_parallel
+
+    n = default_workers() if workers is None else workers
+    if n > 1:
+        return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
+                                    progress=progress)
+    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, progress=progress)
 
 
 @app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))

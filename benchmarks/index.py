@@ -18,6 +18,7 @@ second) and peak RSS; stream/baseline ratios come from the same invocation.
     python benchmarks/index.py            # 60 min 640x360 + 10 min 1080p + real clips
     python benchmarks/index.py --quick    # 5 min 640x360 + 1 min 1080p + real clips
     python benchmarks/index.py --json benchmarks/out/index.json --markdown
+    python benchmarks/index.py scale --help   # --workers N against pure decoding and the encoder alone
     python benchmarks/index.py --rerun 1000   # a rerun with nothing to do: lazy vs models loaded first
 
 `--rerun N`: an archive of N files already indexed (one real video indexed with the lite encoder,
@@ -245,6 +246,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scale"]:  # N decoding processes vs pure decoding vs the encoder (index_scale.py)
+        from index_scale import main as scale
+
+        return scale(argv[1:])
     ap = argparse.ArgumentParser(description="tspo-edge index: streaming vs decode-all-first")
     ap.add_argument("--quick", action="store_true", help="5 min 640x360 + 1 min 1080p instead of 60 + 10 min")
     ap.add_argument("--fps", type=float, default=1.0)

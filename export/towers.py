@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tspo_edge.errors import ExportError, TspoError
+from tspo_edge.errors import ExportError
 
 from tspo_edge.encoders import lite
 from tspo_edge.encoders.lite import LiteEncoder

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tspo_edge.errors import DataError, TspoError
+from tspo_edge.errors import DataError
 from tspo_edge.questions import parse_question
 
 KINDS = ("general", "specific")

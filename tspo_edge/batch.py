@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tspo_edge.errors import BatchError, TspoError
+from tspo_edge.errors import BatchError
 from tspo_edge.select import METHODS
 
 MAX_OPTIONS = 8

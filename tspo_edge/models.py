@@ -24,7 +24,7 @@ import numpy as np
 from safetensors import safe_open, SafetensorError
 
 from .encoders import Encoder, load_encoder
-from .errors import CheckpointError, IndexMismatchError, InputError, ManifestError
+from .errors import IndexMismatchError, InputError, ManifestError
 from .manifest import MANIFEST, read_manifest
 
 RUNTIMES = ("torch", "onnx")

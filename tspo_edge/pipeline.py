@@ -187,6 +187,23 @@ def _error_text(e: BaseException) -> str:
     return " ".join(msg.split()) or type(e).__name__
 
 
+def stored_result(store: Store, key: str, size: int, mtime: float, fp: str, models: Models, sampling: Sampling,
+                  *, force: bool = False, t0: float | None = None) -> FileResult | None:
+    """The file's result when the stored row serves it as it is — skipped, or its event features
+    recomputed from the stored embeddings for another agent (no decoding) — else None: decode it.
+    Every engine (plain, worker processes, Ray) decides through this one function."""
+    t0 = time.perf_counter() if t0 is None else t0
+    old = store.find_video(key)
+    if force or not is_current(old, size, mtime, fp, sampling):
+        return None
+    if old.agent_id == models.agent_id:
+        return FileResult(key, "skipped", old.frame_count or 0, time.perf_counter() - t0, old.duration,
+                          video_id=old.id)
+    feats = store.load_features(old.id)
+    row = store.update_events(old.id, agent_events(models, feats.x, key), models.agent_id)
+    return FileResult(key, "events", row.frame_count or 0, time.perf_counter() - t0, row.duration, video_id=row.id)
+
+
 def index_video(store: Store, path, models: Models, sampling: Sampling = Sampling(), *, force: bool = False,
                 progress: Progress | None = None, threaded: bool | None = None,
                 record_failure: bool = True) -> FileResult:
@@ -202,16 +219,9 @@ def index_video(store: Store, path, models: Models, sampling: Sampling = Samplin
         st = os.stat(key)
         size, mtime = st.st_size, st.st_mtime
         fp = fingerprint(key, size)
-        old = store.find_video(key)
-        if not force and is_current(old, size, mtime, fp, sampling):
-            if old.agent_id == models.agent_id:
-                return FileResult(key, "skipped", old.frame_count or 0, time.perf_counter() - t0,
-                                  old.duration, video_id=old.id)
-            # another agent: recompute event features from the stored embeddings, no decoding
-            feats = store.load_features(old.id)
-            row = store.update_events(old.id, agent_events(models, feats.x, key), models.agent_id)
-            return FileResult(key, "events", row.frame_count or 0, time.perf_counter() - t0, row.duration,
-                              video_id=row.id)
+        stored = stored_result(store, key, size, mtime, fp, models, sampling, force=force, t0=t0)
+        if stored is not None:
+            return stored
         info = video.probe(key, decoder=sampling.decoder)
         on_frames = None
         if progress is not None:
@@ -263,14 +273,11 @@ def run_models(store: Store, models: Models) -> tuple[str | None, str | None, st
     return store.encoder_id, store.meta("agent_id"), store.meta("agent_source")
 
 
-def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
-                      force: bool = False, progress: Progress | None = None,
-                      threaded: bool | None = None) -> Iterator[FileResult]:
-    """Index the given video files, in order, yielding each one's result as it is committed
-    (failures recorded, not raised); a fault of the index itself raises between videos.
-
-    Every file is first checked against the store without loading a model (`Freshness`); the
-    models load only when some file needs work, so a run with nothing to do loads none."""
+def start_run(store: Store, paths: Sequence, models: Models, sampling: Sampling, *, force: bool = False,
+              progress: Progress | None = None) -> dict[int, FileResult]:
+    """The start of every engine's run: each file checked against the store without loading a
+    model (`Freshness`); the models load (and the index is bound to them) only when some file
+    needs work. Returns the files already current, by position, as "skipped" results."""
     t0 = time.perf_counter()
     fresh = Freshness(store, models.spec, sampling)
     current = {} if force else {i: fresh.current(p) for i, p in enumerate(paths)}
@@ -288,6 +295,18 @@ def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: S
             r.seconds = per
     if progress is not None:
         progress(IndexEvent("start", total_files=len(paths), encoder_id=ids[0], agent_id=ids[1], agent=ids[2]))
+    return skipped
+
+
+def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
+                      force: bool = False, progress: Progress | None = None,
+                      threaded: bool | None = None) -> Iterator[FileResult]:
+    """Index the given video files, in order, yielding each one's result as it is committed
+    (failures recorded, not raised); a fault of the index itself raises between videos.
+
+    Every file is first checked against the store without loading a model (`Freshness`); the
+    models load only when some file needs work, so a run with nothing to do loads none."""
+    skipped = start_run(store, paths, models, sampling, force=force, progress=progress)
     for i, p in enumerate(paths):
         r = skipped.get(i)
         if r is None:

@@ -67,6 +67,8 @@ def available_decoders() -> list[str]:
     names = ["pyav"]
     if importlib.util.find_spec("decord") is not None:
         names.append("decord")
+    if importlib.util.find_spec("torchcodec") is not None:  # usable only with CUDA: nvdec.nvdec_unavailable
+        names.append("nvdec")
     return names
 
 
@@ -76,6 +78,10 @@ def _check_decoder(decoder: str) -> None:
     if decoder == "decord":
         if importlib.util.find_spec("decord") is None:
             raise TspoError("decoder 'decord' is not installed: pip install decord2 (or decord)")
+        return
+    if decoder == "nvdec":
+        if importlib.util.find_spec("torchcodec") is None:
+            raise TspoError("decoder 'nvdec' needs torchcodec (a CUDA build): pip install torchcodec")
         return
     raise TspoError(f"unknown decoder {decoder!r}: choose one of {', '.join(available_decoders())}")
 
@@ -246,6 +252,8 @@ def probe(path: str | os.PathLike, decoder: str = "pyav") -> VideoInfo:
     """Describe a video: duration, native fps, display size, rotation, frame count, codec."""
     _check_decoder(decoder)
     path = Path(path)
+    if decoder == "nvdec":  # probing needs no GPU
+        decoder = "pyav"
     if decoder == "decord":
         info = _decord_plan(path)
         return _probe_decord(path, info) if info is not None else _probe_pyav(path)
@@ -605,6 +613,10 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     path = Path(path)
+    if decoder == "nvdec":  # NVIDIA GPU decoding (tspo_edge/nvdec.py); probed and planned there
+        from .nvdec import iter_frames_nvdec
+
+        return iter_frames_nvdec(path, fps=fps, max_frames=max_frames, size=size, chunk=chunk)
     # probe and plan now, so that a bad file fails here rather than at the first next()
     if decoder == "decord" and (info := _decord_plan(path)) is not None:
         vr, starts, end = _decord_setup(path, info, size)
@@ -632,6 +644,8 @@ def read_frames_at(path: str | os.PathLike, times: Sequence[float] | np.ndarray,
         w, h = output_size(info.width, info.height, size)
         return np.empty((0, h, w, 3), np.uint8)
     t = np.maximum(t, 0.0)
+    if decoder == "nvdec":  # a few frames at given times: PyAV (no GPU decoder to start for them)
+        decoder = "pyav"
     if decoder == "decord" and (info := _decord_plan(path)) is not None:
         return _read_decord(path, info, t, size)
     return _read_pyav(path, t, size)

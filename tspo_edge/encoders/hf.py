@@ -17,7 +17,8 @@ import torch
 from .. import hub
 from ..device import pick_device, pick_dtype, pooled
 from ..errors import ModelLoadError
-from .preprocess import check_frames, normalize, resize_crop, to_tensor
+from .frames import check_frames
+from .preprocess import normalize, resize_crop, to_tensor
 
 # model_type -> (transformers class name, text padding the model was trained with)
 ARCHITECTURES = {

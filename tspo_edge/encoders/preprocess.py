@@ -9,7 +9,6 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .frames import check_frames  # noqa: F401  (re-exported for the torch encoders)
 
 INTERPOLATIONS = {
     "nearest": InterpolationMode.NEAREST,

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.errors import AnnotationError, TspoError
+from tspo_edge.errors import AnnotationError
 from tspo_edge.questions import parse_question
 from tspo_edge.video import VIDEO_EXTENSIONS
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tspo_edge.errors import BenchmarkError, TspoError
+from tspo_edge.errors import BenchmarkError
 from tspo_edge.questions import option_letters
 from tspo_edge.video import write_video
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tspo_edge.encoders.memo import MemoEncoder
-from tspo_edge.errors import EvalError, TspoError
+from tspo_edge.errors import EvalError
 from tspo_edge.mllm import load_answerer
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos

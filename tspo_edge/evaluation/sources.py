@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tspo_edge.errors import SourceError, TspoError
+from tspo_edge.errors import SourceError
 from tspo_edge.video import iter_frames
 
 

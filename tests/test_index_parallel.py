@@ -1,0 +1,235 @@
+"""Issue 14: decoding processes (--workers), Ray (--engine ray), decoding less, NVDEC.
+
+The parallel engines must build the same index as the plain path on a folder of good and bad
+files: the same videos indexed, the same frame times, embeddings equal within float16 rounding,
+the same bad files with the same errors, and a rerun that skips everything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tspo_edge import video as V
+from tspo_edge.index import index_paths
+from tspo_edge.index.parallel import index_paths_parallel
+from tspo_edge.pipeline import Sampling
+from tspo_edge.store import Store
+
+from conftest import write_test_video
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Good videos of two sizes and codecs, and bad files: not a video, empty, truncated."""
+    d = tmp_path_factory.mktemp("archive")
+    write_test_video(d / "a.mp4", seconds=6, fps=10, size=(160, 90), seed=1)
+    write_test_video(d / "b.mp4", seconds=4, fps=10, size=(96, 128), codec="mpeg4", seed=2)
+    (d / "sub").mkdir()
+    write_test_video(d / "sub" / "c.mkv", seconds=5, fps=8, size=(160, 90), seed=3)
+    write_test_video(d / "d.mp4", seconds=3, fps=10, size=(160, 90), seed=4)
+    (d / "notvideo.mp4").write_bytes(b"this is not a video " * 50)
+    (d / "empty.mp4").write_bytes(b"")
+    good = (d / "a.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    return d
+
+
+def rows(db: Path) -> dict[str, tuple]:
+    with Store(db) as s:
+        out = {}
+        for r in s.videos():
+            feats = s.load_features(r.id) if r.status == "indexed" else None
+            out[r.path] = (r.status, r.error, r.frame_count, r.agent_id,
+                           None if feats is None else (feats.times, feats.x, feats.z))
+        return out
+
+
+@pytest.fixture(scope="module")
+def plain_db(folder, lite_models, tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("plain") / "plain.db"
+    s = index_paths([folder], db=db, models=lite_models())
+    assert s.count("indexed") == 4 and len(s.failed) == 3
+    return db
+
+
+def assert_same_index(db: Path, plain: Path) -> None:
+    got, want = rows(db), rows(plain)
+    assert sorted(got) == sorted(want)
+    for path, (status, error, frames, agent, feats) in want.items():
+        g = got[path]
+        assert g[:4] == (status, error, frames, agent), path
+        if feats is not None:
+            np.testing.assert_allclose(g[4][0], feats[0], atol=1e-9)          # frame times
+            for a, b in zip(g[4][1:], feats[1:]):                            # x and z (stored float16)
+                np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+
+
+def test_workers_give_the_plain_index(folder, plain_db, lite_models, tmp_path):
+    db = tmp_path / "workers.db"
+    s = index_paths_parallel([folder], db=db, models=lite_models(), workers=2)
+    assert (s.count("indexed"), len(s.failed), s.workers) == (4, 3, 2)
+    assert [f.path for f in s.files] == sorted(f.path for f in s.files)  # reported in the plain order
+    assert_same_index(db, plain_db)
+    again = index_paths_parallel([folder], db=db, models=lite_models(), workers=2)
+    assert again.count("skipped") == 4 and again.frames == 0
+    assert {f.path for f in again.failed} == {f.path for f in s.failed}  # failed files are retried
+
+
+def test_workers_rerun_reindexes_only_the_changed_file(folder, lite_models, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.mp4", "d.mp4"):
+        (src / name).write_bytes((folder / name).read_bytes())
+    db = tmp_path / "w.db"
+    first = index_paths_parallel([src], db=db, models=lite_models(), workers=2)
+    assert first.count("indexed") == 2
+    write_test_video(src / "d.mp4", seconds=2, fps=10, size=(160, 90), seed=9)
+    os.utime(src / "d.mp4", (time.time() + 5, time.time() + 5))
+    second = index_paths_parallel([src], db=db, models=lite_models(), workers=2)
+    assert {Path(f.path).name: f.status for f in second.files} == {"a.mp4": "skipped", "d.mp4": "indexed"}
+    assert rows(db)[str((src / "d.mp4").resolve())][2] == 2
+
+
+def test_workers_with_max_frames_match_plain(folder, lite_models, tmp_path):
+    sampling = Sampling(fps=2.0, max_frames=5, chunk=3)
+    a, b = tmp_path / "p.db", tmp_path / "w.db"
+    index_paths([folder / "a.mp4", folder / "b.mp4"], db=a, models=lite_models(), sampling=sampling)
+    s = index_paths_parallel([folder / "a.mp4", folder / "b.mp4"], db=b, models=lite_models(),
+                             sampling=sampling, workers=2, batch_frames=4)
+    assert [f.frames for f in s.files] == [5, 5]
+    assert_same_index(b, a)
+
+
+def test_cli_engine_arguments_checked_first(tmp_path, folder):
+    from tspo_edge.cli import app
+
+    runner = CliRunner()
+    for args, msg in ((["--workers", "0"], "--workers must be a positive"),
+                      (["--ray-address", "ray://x:1"], "--ray-address goes with --engine ray"),
+                      (["--engine", "dask"], "--engine dask"),
+                      (["--engine", "ray", "--workers", "2"], "--workers is for --engine local")):
+        r = runner.invoke(app, ["index", str(folder / "a.mp4"), "--db", str(tmp_path / "x.db"), *args])
+        assert r.exit_code == 2 and msg in r.output, (args, r.output)
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_cli_workers(tmp_path, folder, cli_lite_encoder):
+    from tspo_edge.cli import app
+
+    db = tmp_path / "cli.db"
+    r = CliRunner().invoke(app, ["index", str(folder / "a.mp4"), str(folder / "empty.mp4"), "--db", str(db),
+                                 "--workers", "2", "--json"])
+    assert r.exit_code == 1, r.output  # one file failed, the rest done
+    assert '"indexed": 1' in r.output and '"failed": 1' in r.output
+
+
+# ---- Ray ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_session():
+    if not HAS_RAY:
+        pytest.skip("ray is not installed (pip install 'tspo-edge[ray]')")
+    from tspo_edge.index.ray_engine import start_ray
+
+    import ray
+
+    started = start_ray(None, num_cpus=2)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def test_ray_gives_the_plain_index_and_reruns_incrementally(ray_session, folder, plain_db, lite_models, tmp_path):
+    from tspo_edge.index.ray_engine import index_paths_ray
+
+    db = tmp_path / "ray.db"
+    s = index_paths_ray([folder], db=db, models=lite_models())
+    assert (s.count("indexed"), len(s.failed), s.engine) == (4, 3, "ray")
+    assert_same_index(db, plain_db)
+    again = index_paths_ray([folder], db=db, models=lite_models())
+    assert again.count("skipped") == 4 and again.frames == 0 and len(again.failed) == 3
+
+
+# ---- decoding less: frames no sample depends on are not decoded ------------------------------
+
+@pytest.mark.parametrize("codec,options", [("libx264", {"g": "300", "bf": "3"}), ("mpeg4", {"g": "300", "bf": "2", "sc_threshold": "1000000000"})])
+def test_skipping_non_reference_frames_keeps_every_sampled_frame(tmp_path, codec, options):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    frames = [np.roll(base, 3 * i, axis=1) for i in range(120)]  # one keyframe (g 300): no seeking, only skipping
+    path = V.write_video(tmp_path / "b.mp4", frames, fps=30, codec=codec,
+                         options=options)
+    with av.open(str(path)) as c:  # a full decode: every frame, and the stream has B-frames
+        s = c.streams.video[0]
+        full = [(float((f.pts - (s.start_time or 0)) * s.time_base), int(f.pict_type), f.to_ndarray(format="rgb24"))
+                for f in c.decode(s)]
+    assert sum(k == 3 for _, k, _ in full) >= 30  # AV_PICTURE_TYPE_B
+    ref_t = np.array([t for t, _, _ in full])
+    with av.open(str(path)) as c:
+        cursor = V._Cursor(c, c.streams.video[0], path)
+        got = []
+        for t in np.arange(0, 4, 1.0):  # 1 fps from 30 fps
+            f = cursor.find(t)
+            got.append((cursor.last_t, f.to_ndarray(format="rgb24")))
+        decoded = cursor.decoded
+    for t, img in got:
+        i = int(np.argmin(np.abs(ref_t - t)))
+        assert abs(ref_t[i] - t) < 1e-6
+        np.testing.assert_array_equal(img, full[i][2])
+    upto = int(np.searchsorted(ref_t, got[-1][0] - 1e-6)) + 1  # frames up to the last one sampled
+    assert decoded <= upto - 20, f"{decoded} frames decoded to reach frame {upto}: too few skipped"
+    # and the public sampler gives exactly those frames
+    times, arr = zip(*[(c.times, c.frames) for c in V.iter_frames(path, fps=1, size=None)])
+    np.testing.assert_array_equal(np.concatenate(arr), np.stack([img for _, img in got]))
+
+
+# ---- NVDEC --------------------------------------------------------------------------------------
+
+def test_nvdec_frames_equal_pyav_within_rounding(tmp_path):
+    from tspo_edge.nvdec import nvdec_unavailable
+
+    why = nvdec_unavailable()
+    if why is not None:
+        pytest.skip(f"--decoder nvdec cannot run here: {why}")
+    path = write_test_video(tmp_path / "n.mp4", seconds=6, fps=30, size=(320, 180), seed=5)
+    ref = list(V.iter_frames(path, fps=2, size=90))
+    got = list(V.iter_frames(path, fps=2, size=90, decoder="nvdec"))
+    np.testing.assert_allclose(np.concatenate([c.times for c in got]), np.concatenate([c.times for c in ref]),
+                               atol=1e-6)
+    a = np.concatenate([c.frames for c in got]).astype(int)
+    b = np.concatenate([c.frames for c in ref]).astype(int)
+    assert a.shape == b.shape
+    assert np.abs(a - b).mean() < 4.0  # YUV->RGB and resampling differ a little between decoders
+
+
+def test_workers_encoder_failure_fails_those_videos_only(folder, lite_models, lite_encoder, tmp_path):
+    from tspo_edge.models import Models
+
+    class Portrait:
+        """The lite encoder, failing on portrait frames (b.mp4 is 96x128)."""
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def encode_images(self, frames):
+            if frames.shape[1] > frames.shape[2]:
+                raise RuntimeError("out of memory (test)")
+            return self.inner.encode_images(frames)
+
+    models = Models(lite_models().spec, _encoder=Portrait(lite_encoder))
+    s = index_paths_parallel([folder / "a.mp4", folder / "b.mp4", folder / "d.mp4"], db=tmp_path / "f.db",
+                             models=models, workers=2)
+    assert {Path(f.path).name: f.status for f in s.files} == {"a.mp4": "indexed", "b.mp4": "failed", "d.mp4": "indexed"}
+    assert "RuntimeError: out of memory (test)" in s.failed[0].error and "b.mp4" in s.failed[0].error
