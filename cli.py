@@ -429,6 +429,8 @@ def serve_cmd(
     mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name on the openai: server."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
     index_root: Optional[List[Path]] = typer.Option(None, "--index-root", help="Let an ask index new videos under this folder (repeat; opens the index for writing)."),
+    threads: int = typer.Option(4, "--threads", help="Request threads (each keeps its own SQLite connection and recent videos' features)."),
+    torch_threads: int = typer.Option(1, "--torch-threads", help="Threads of one torch model call (1: concurrent requests share the cores better)."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
 ) -> None:
@@ -439,6 +441,8 @@ def serve_cmd(
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
+    positive(threads, "--threads", integer=True)
+    positive(torch_threads, "--torch-threads", integer=True)
     if not db.is_file():
         bad(f"{db}: no such index (run `tspo-edge index` first)")
     for root in index_root or []:
@@ -448,13 +452,17 @@ def serve_cmd(
     token = os.environ.get("TSPO_EDGE_TOKEN") or None
     try:
         check_bind(host, token)
+        if spec.runtime == "torch":
+            import torch  # the torch runtime loads it anyway
+
+            torch.set_num_threads(torch_threads)
         models = load_models(spec)
         if mllm.strip() in ("lite", ""):
             answerer = load_answerer(mllm, encoder=models.encoder)
         else:
             answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code)
         app_ = create_app(db, models, answerer, token=token, allow_index=bool(index_root),
-                          index_roots=index_root or ())
+                          index_roots=index_root or (), threads=threads)
     except KeyboardInterrupt:
         interrupted()
     except TspoError as e:

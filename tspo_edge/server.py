@@ -28,6 +28,7 @@ answerer) hold one lock, since tokenizers and torch modules are not safe to shar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -39,6 +40,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
+import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -157,7 +159,8 @@ class SharedEncoder(_Locked):
         self._busy = False
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache
-        self.batches = 0   # encoder calls made for texts (a measure of the batching)
+        self.batches = 0   # encoder calls made for texts
+        self.encoded = 0   # texts encoded by them (encoded / batches: the mean batch)
 
     def encode_texts(self, texts) -> np.ndarray:
         texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
@@ -194,6 +197,7 @@ class SharedEncoder(_Locked):
             with self._lock:
                 emb = np.asarray(self._inner.encode_texts(unique), np.float32)
             self.batches += 1
+            self.encoded += len(unique)
         except Exception as e:  # noqa: BLE001 - handed to every waiting request, raised there
             for job in batch:
                 job.error, job.done = e, True
@@ -226,7 +230,9 @@ class AskBody(BaseModel):
 class Archive:
     """What the handlers share: the models, the index path, per-thread connections."""
 
-    def __init__(self, db, models: Models, answerer, *, allow_index: bool, index_roots=(), thumbs: int = 512):
+    def __init__(self, db, models: Models, answerer, *, allow_index: bool, index_roots=(), thumbs: int = 512,
+                 cache_videos: int = 8):
+        self.cache_videos = cache_videos
         self.db = Path(db)
         self.allow_index = bool(allow_index)
         self.index_roots = [Path(r).expanduser().resolve() for r in index_roots]
@@ -261,7 +267,7 @@ class Archive:
     def asker(self) -> Asker:
         a = getattr(self._local, "asker", None)
         if a is None:
-            a = Asker(store=self.store(), models=self.models, answerer=self.answerer)
+            a = Asker(store=self.store(), models=self.models, answerer=self.answerer, cache_videos=self.cache_videos)
             self._local.asker = a
         return a
 
@@ -347,8 +353,12 @@ def _video_json(row: VideoRow) -> dict:
 # ---- the app -------------------------------------------------------------------------------------
 
 def create_app(db, models: Models, answerer, *, token: str | None = None, allow_index: bool = False,
-               index_roots=(), max_body: int = MAX_BODY, refresh_search: bool = True) -> FastAPI:
+               index_roots=(), max_body: int = MAX_BODY, refresh_search: bool = True, threads: int = 4,
+               cache_videos: int = 8) -> FastAPI:
     """The ASGI app serving the index `db` with `models` (loaded once, here) and `answerer`.
+
+    `threads`: request threads (each with its own SQLite connection and Asker); `cache_videos`:
+    videos whose features each thread's Asker keeps in memory (a one-hour video at width 384: 11 MB).
 
     `refresh_search`: bring the search data up to date once at start (needs a writable index
     file; skipped where it is read-only), so a read-only server can search every indexed video.
@@ -363,14 +373,26 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
                     search_mod.refresh(store)
         except TspoError:
             pass  # a read-only or busy index is still served; searches report `unsearched`
-    archive = Archive(db, models, answerer, allow_index=allow_index, index_roots=index_roots)
+    if threads < 1 or cache_videos < 0:
+        raise ServeError(f"threads must be at least 1 and cache_videos 0 or more (got {threads}, {cache_videos})")
+    archive = Archive(db, models, answerer, allow_index=allow_index, index_roots=index_roots,
+                      cache_videos=cache_videos)
     secret = (token or "").strip() or None
     cookie_value = hmac.new(secret.encode(), b"tspo-edge session", hashlib.sha256).hexdigest() if secret else None
 
-    app = FastAPI(title="tspo-edge", version=_version(),
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        # request handlers run in this many threads: each holds a connection and an Asker whose
+        # feature cache is its own, and model calls are serialised anyway
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        try:
+            yield
+        finally:
+            archive.close()
+
+    app = FastAPI(title="tspo-edge", version=_version(), lifespan=lifespan,
                   description="Keyframes, answers and archive-wide search over a tspo-edge index.")
     app.state.archive = archive
-    app.router.add_event_handler("shutdown", archive.close)
 
     # ---- errors: one line of JSON, never a traceback ----
     @app.exception_handler(ApiError)
@@ -469,7 +491,8 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     @app.get("/api/health", summary="Liveness and the models served")
     def health() -> dict:
         return {"ok": True, "encoder": archive.models.encoder.id, "answerer": archive.answerer.id,
-                "readonly": not archive.allow_index, "token_required": secret is not None}
+                "readonly": not archive.allow_index, "token_required": secret is not None,
+                "text_batches": archive.encoder.batches, "texts_encoded": archive.encoder.encoded}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
