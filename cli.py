@@ -24,6 +24,7 @@ import tspo_edge
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
+from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
@@ -34,6 +35,7 @@ from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summar
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
+from tspo_edge.search import search
 from tspo_edge.select import METHODS
 from tspo_edge.store import Store
 
@@ -333,8 +335,6 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
 def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str], *, option, frames, method, mllm,
                 json_out: bool, timeout: float, local_only: dict) -> None:
     """`ask --server URL`: the question goes to a running server; the same output as a local ask."""
-    from tspo_edge.client import ask_remote, result_from_dict
-
     given = [flag for flag, value in local_only.items() if value is not None]
     if given:
         bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
@@ -364,7 +364,7 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
     'tspo-edge search "she derives the formula on the board" --top 20 --db lectures.db',
     'tspo-edge search "a dog on the beach" --json'))
 def search_cmd(
-    question: str = typer.Argument(..., help="What to look for, in words."),
+    question: str = typer.Argument(..., metavar="QUESTION", help="What to look for, in words."),
     top: int = typer.Option(10, "--top", help="Moments to list."),
     per_video: int = typer.Option(3, "--per-video", help="At most this many moments of one video."),
     nms_seconds: float = typer.Option(30.0, "--nms-seconds", help="Moments of one video at least this far apart."),
@@ -375,8 +375,6 @@ def search_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Search every indexed video: the best moments (video, time, score) and the videos that match best."""
-    from tspo_edge.search import search
-
     positive(top, "--top", integer=True)
     positive(per_video, "--per-video", integer=True)
     if not math.isfinite(nms_seconds) or nms_seconds < 0:
@@ -435,7 +433,7 @@ def serve_cmd(
     model_dir: Optional[Path] = ModelDirOpt,
 ) -> None:
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
-    import uvicorn  # the server's own dependency: loaded by this command only
+    import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
 
     from tspo_edge.server import check_bind, create_app
 

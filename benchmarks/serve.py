@@ -1,7 +1,7 @@
 """`tspo-edge serve`: warm /api/ask under concurrent clients and /api/search against archive size,
 with today's way (a `tspo-edge ask` process per question) measured in the same run.
 
-    python benchmarks/serve.py [--hours 1,10,100] [--clients 8] [--requests 200] [--cli 3] [--json out.json]
+    python benchmarks/serve.py [--hours 1,10,100] [--clients 8] [--requests 200] [--threads 4] [--cli 3] [--json out.json]
 
 For each archive size an index of synthetic one-hour videos (3600 frames at 1 fps, lite encoder
 width, the lite encoder's id) is written; the first 8 rows point at real files (copies of a clip:
@@ -79,11 +79,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db: Path) -> tuple[subprocess.Popen, str]:
+def start_server(db: Path, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TSPO_EDGE_TOKEN"}
     proc = subprocess.Popen([sys.executable, "-m", "tspo_edge", "serve", "--db", str(db), "--port", str(port),
-                             "--mllm", "none"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--mllm", "none", "--threads", str(threads)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--hours", default="1,10,100", help="archive sizes in hours, comma-separated")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=200, help="asks per measurement (searches: half)")
+    ap.add_argument("--threads", type=int, default=4, help="the server's --threads")
     ap.add_argument("--cli", type=int, default=3, help="cold CLI asks (today's way) to time")
     ap.add_argument("--keep", type=Path, default=None, help="folder for the indexes (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
@@ -154,13 +155,13 @@ def main() -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tspo-serve-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     out = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "load_avg_start": os.getloadavg()[0],
-           "clients": args.clients, "sizes": []}
+           "clients": args.clients, "threads": args.threads, "sizes": []}
     qs = questions(10 * args.requests, seed=1)
     for hours in (int(h) for h in args.hours.split(",")):
         t = time.perf_counter()
         db, real = build(folder, hours, clip)
         print(f"{hours} h: index written in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        proc, url = start_server(db)
+        proc, url = start_server(db, args.threads)
         try:
             row: dict = {"hours": hours, "frames": hours * FRAMES}
             with httpx.Client() as c:  # warm: every real video loaded once, the search maps mapped

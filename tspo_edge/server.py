@@ -406,6 +406,8 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     @app.exception_handler(RequestValidationError)
     async def _validation(_req, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":
+            return error(422, "body: not valid JSON")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error(422, f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid request"))
 
@@ -453,11 +455,12 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         if body.options is not None and any(len(o) > MAX_QUESTION for o in body.options):
             raise ApiError(422, f"options: an option is longer than {MAX_QUESTION} characters")
         try:
-            path = archive.usable(archive.video(body.video))
-        except ApiError as e:
-            if e.status != 404 or not isinstance(body.video, str) or body.video.isdigit():
+            row = archive.video(body.video)
+        except ApiError:
+            if not isinstance(body.video, str) or body.video.isdigit():
                 raise
-            path = archive.new_path(body.video)
+            row = None  # not in the index: a new file, if indexing under a root is allowed
+        path = archive.usable(row) if row is not None else archive.new_path(body.video)
         asker = archive.asker()
         asker.answerer = archive.none if body.mllm == "none" else archive.answerer  # this thread's asker
         r = asker.ask(path, body.question, options=body.options, frames=body.frames, method=body.method)
