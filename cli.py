@@ -427,7 +427,7 @@ def serve_cmd(
     mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name on the openai: server."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
     index_root: Optional[List[Path]] = typer.Option(None, "--index-root", help="Let an ask index new videos under this folder (repeat; opens the index for writing)."),
-    threads: int = typer.Option(4, "--threads", help="Request threads (each keeps its own SQLite connection and recent videos' features)."),
+    threads: int = typer.Option(8, "--threads", help="Request threads (each keeps its own SQLite connection and its last 8 videos' features)."),
     torch_threads: int = typer.Option(1, "--torch-threads", help="Threads of one torch model call (1: concurrent requests share the cores better)."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,

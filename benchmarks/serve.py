@@ -1,7 +1,7 @@
 """`tspo-edge serve`: warm /api/ask under concurrent clients and /api/search against archive size,
 with today's way (a `tspo-edge ask` process per question) measured in the same run.
 
-    python benchmarks/serve.py [--hours 1,10,100] [--clients 8] [--requests 200] [--threads 4] [--cli 3] [--json out.json]
+    python benchmarks/serve.py [--hours 1,10,100] [--clients 8] [--requests 200] [--threads 8] [--cli 3] [--json out.json]
 
 For each archive size an index of synthetic one-hour videos (3600 frames at 1 fps, lite encoder
 width, the lite encoder's id) is written; the first 8 rows point at real files (copies of a clip:
@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--hours", default="1,10,100", help="archive sizes in hours, comma-separated")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=200, help="asks per measurement (searches: half)")
-    ap.add_argument("--threads", type=int, default=4, help="the server's --threads")
+    ap.add_argument("--threads", type=int, default=8, help="the server's --threads")
     ap.add_argument("--cli", type=int, default=3, help="cold CLI asks (today's way) to time")
     ap.add_argument("--keep", type=Path, default=None, help="folder for the indexes (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)

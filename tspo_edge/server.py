@@ -353,7 +353,7 @@ def _video_json(row: VideoRow) -> dict:
 # ---- the app -------------------------------------------------------------------------------------
 
 def create_app(db, models: Models, answerer, *, token: str | None = None, allow_index: bool = False,
-               index_roots=(), max_body: int = MAX_BODY, refresh_search: bool = True, threads: int = 4,
+               index_roots=(), max_body: int = MAX_BODY, refresh_search: bool = True, threads: int = 8,
                cache_videos: int = 8) -> FastAPI:
     """The ASGI app serving the index `db` with `models` (loaded once, here) and `answerer`.
 
