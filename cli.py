@@ -27,6 +27,7 @@ import tspo_edge
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
+from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
@@ -35,9 +36,10 @@ from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
 from tspo_edge.index.watch import DEFAULT_SETTLE, watch as watch_paths
 from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, printable, videos_table
-from tspo_edge.mllm import load_answerer
+from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
+from tspo_edge.search import search
 from tspo_edge.select import METHODS
 from tspo_edge.store import Store
 
@@ -64,6 +66,8 @@ JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.
 RuntimeOpt = typer.Option(None, "--runtime", help="torch, or onnx (a `tspo-edge export` folder run by ONNX Runtime). Default: onnx with --model-dir, else torch.")
 ModelDirOpt = typer.Option(None, "--model-dir", help="The folder written by `tspo-edge export` (implies --runtime onnx).")
 DeviceOpt = typer.Option(None, "--device", help="Where torch models run: cpu, cuda, cuda:1, mps (default: the accelerator if there is one).")
+ServerOpt = typer.Option(None, "--server", envvar="TSPO_EDGE_SERVER", show_envvar=False,
+                         help="Ask a running `tspo-edge serve` at this URL (default $TSPO_EDGE_SERVER); the token comes from $TSPO_EDGE_TOKEN.")
 FpsOpt = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TSPO: 1).")
 MaxFramesOpt = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly.")
 
@@ -334,8 +338,15 @@ def ask_cmd(
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
     device: Optional[str] = DeviceOpt,
+    server: Optional[str] = ServerOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
+    if server:  # a running `tspo-edge serve` answers: no model loads here
+        return _ask_remote(server, video_path, question, option=option, frames=frames, method=method, mllm=mllm,
+                           json_out=json_out, timeout=timeout,
+                           local_only={"--batch": batch, "--sheet": sheet, "--agent": agent, "--encoder": encoder,
+                                       "--runtime": runtime, "--model-dir": model_dir, "--mllm-model": mllm_model,
+                                       "--device": device})
     # Everything is checked before a model loads or the index is touched.
     spec = model_spec(encoder, None, runtime, model_dir, device)
     positive(frames, "--frames", integer=True)
@@ -430,6 +441,149 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
     if failed:
         err.print(f"{failed} of {total} questions failed", highlight=False)
         raise typer.Exit(2 if failed == total else 1)
+
+
+def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str], *, option, frames, method, mllm,
+                json_out: bool, timeout: float, local_only: dict) -> None:
+    """`ask --server URL`: the question goes to a running server; the same output as a local ask."""
+    given = [flag for flag, value in local_only.items() if value is not None]
+    if given:
+        bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
+    if video_path is None or question is None:
+        bad("give VIDEO and QUESTION")
+    positive(frames, "--frames", integer=True)
+    positive(timeout, "--timeout")
+    if method not in METHODS:
+        bad(f"--method {method}: choose from {METHOD_HELP}")
+    try:
+        d = ask_remote(server, video_path, question, options=option or None, frames=frames, method=method,
+                       mllm="none" if mllm.strip() == "none" else None,
+                       token=os.environ.get("TSPO_EDGE_TOKEN"), timeout=timeout)
+        r = result_from_dict(d)
+    except KeyboardInterrupt:
+        interrupted()
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        dump(d)
+    else:
+        typer.echo(format_result(r))
+
+
+@app.command("search", epilog=examples(
+    'tspo-edge search "a red truck at the gate"',
+    'tspo-edge search "she derives the formula on the board" --top 20 --db lectures.db',
+    'tspo-edge search "a dog on the beach" --json'))
+def search_cmd(
+    question: str = typer.Argument(..., metavar="QUESTION", help="What to look for, in words."),
+    top: int = typer.Option(10, "--top", help="Moments to list."),
+    per_video: int = typer.Option(3, "--per-video", help="At most this many moments of one video."),
+    nms_seconds: float = typer.Option(30.0, "--nms-seconds", help="Moments of one video at least this far apart."),
+    db: Path = DbOpt,
+    encoder: Optional[str] = EncoderOpt,
+    runtime: Optional[str] = RuntimeOpt,
+    model_dir: Optional[Path] = ModelDirOpt,
+    device: Optional[str] = DeviceOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Search every indexed video: the best moments (video, time, score) and the videos that match best."""
+    positive(top, "--top", integer=True)
+    positive(per_video, "--per-video", integer=True)
+    if not math.isfinite(nms_seconds) or nms_seconds < 0:
+        bad(f"--nms-seconds must be zero or more, got {nms_seconds}")
+    if not question.strip():
+        bad("the question is empty")
+    if not db.exists():
+        bad(f"{db}: no such index (run `tspo-edge index` first)")
+    spec = model_spec(encoder, None, runtime, model_dir, device)
+    try:
+        models = load_models(spec)
+        with Store(db) as store:  # writable: videos indexed since the last search are brought in first
+            store.check_encoder(models.encoder.id)
+            res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
+                         nms_seconds=nms_seconds)
+    except KeyboardInterrupt:
+        interrupted()
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        d = res.to_dict()
+        for m in d["moments"]:
+            m["timestamp"] = mmss(m["time"])
+        dump({"question": question, **d})
+        return
+    if res.unsearched:
+        err.print(f"{res.unsearched} indexed videos have no search data (the index is read-only here)",
+                  highlight=False, markup=False)
+    if not res.moments:
+        err.print("no moments: nothing is indexed in " + str(db), highlight=False, markup=False)
+        return
+    for rank, m in enumerate(res.moments, 1):
+        typer.echo(f"{rank:3d}  {mmss(m.time):>8s}  s={m.score:6.1f}  {printable(m.path)}")
+    err.print(f"{res.frames} frames searched in {res.timings.get('total_ms', 0):.1f} ms",
+              highlight=False, markup=False)
+
+
+@app.command("serve", epilog=examples(
+    "tspo-edge serve                                   # http://127.0.0.1:8008/",
+    "tspo-edge serve --db archive.db --mllm openai:http://localhost:8000/v1",
+    "TSPO_EDGE_TOKEN=$(openssl rand -hex 16) tspo-edge serve --host 0.0.0.0"))
+def serve_cmd(
+    db: Path = DbOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback needs $TSPO_EDGE_TOKEN."),
+    port: int = typer.Option(8008, "--port", help="TCP port."),
+    encoder: Optional[str] = EncoderOpt,
+    agent: Optional[str] = AgentOpt,
+    mllm: str = typer.Option(os.environ.get("TSPO_EDGE_MLLM", "lite"), "--mllm",
+                             help="The answerer of /api/ask: lite | none | openai:URL | a hub id or folder (default $TSPO_EDGE_MLLM or lite)."),
+    mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name on the openai: server."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
+    index_root: Optional[List[Path]] = typer.Option(None, "--index-root", help="Let an ask index new videos under this folder (repeat; opens the index for writing)."),
+    threads: int = typer.Option(8, "--threads", help="Request threads (each keeps its own SQLite connection and its last 8 videos' features)."),
+    torch_threads: int = typer.Option(1, "--torch-threads", help="Threads of one torch model call (1: concurrent requests share the cores better)."),
+    runtime: Optional[str] = RuntimeOpt,
+    model_dir: Optional[Path] = ModelDirOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
+    import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
+
+    from tspo_edge.server import check_bind, create_app
+
+    if not 0 < port < 65536:
+        bad(f"--port {port}: must be 1 to 65535")
+    positive(threads, "--threads", integer=True)
+    positive(torch_threads, "--torch-threads", integer=True)
+    if not db.is_file():
+        bad(f"{db}: no such index (run `tspo-edge index` first)")
+    for root in index_root or []:
+        if not root.is_dir():
+            bad(f"{root}: --index-root is not a folder")
+    spec = model_spec(encoder, agent, runtime, model_dir, device)
+    token = os.environ.get("TSPO_EDGE_TOKEN") or None
+    try:
+        check_bind(host, token)
+        if spec.runtime == "torch":
+            import torch  # the torch runtime loads it anyway
+
+            torch.set_num_threads(torch_threads)
+        models = load_models(spec)
+        if mllm.strip() in ("lite", ""):
+            answerer = load_answerer(mllm, encoder=models.encoder)
+        else:
+            answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code)
+        app_ = create_app(db, models, answerer, token=token, allow_index=bool(index_root),
+                          index_roots=index_root or (), threads=threads)
+    except KeyboardInterrupt:
+        interrupted()
+    except TspoError as e:
+        fail(e)
+    shown_host = f"[{host}]" if ":" in host else host
+    err.print(f"serving {db} on http://{shown_host}:{port}/ (API: /docs; "
+              f"{'token required' if token else 'no token: loopback only'}; "
+              f"index {'writable under ' + ', '.join(map(str, index_root)) if index_root else 'read-only'})",
+              highlight=False, markup=False, soft_wrap=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, server_header=False)
 
 
 @app.command("export", epilog=examples(

@@ -1,0 +1,145 @@
+"""The web page in a real headless browser (Debian's chromium driven by Playwright, no browser
+download): the archive shows, a search shows moments grouped by video, clicking a moment plays
+that video from there, an ask shows its keyframe strip; a screenshot is kept in the test's folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tspo_edge.mllm import load_answerer
+from tspo_edge.pipeline import index_videos
+from tspo_edge.server import create_app
+from tspo_edge.store import Store
+
+CHROMIUM = os.environ.get("TSPO_EDGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install -y chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+uvicorn = pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, lite_models, lite_encoder, real_clips):
+    root = tmp_path_factory.mktemp("web")
+    paths = []
+    for name in ("bikes", "bigbuckbunny"):
+        p = root / f"{name}.mp4"
+        shutil.copy(real_clips[name], p)
+        paths.append(p)
+    with Store(root / "index.db") as store:
+        assert all(r.status == "indexed" for r in index_videos(store, paths, lite_models()))
+    app = create_app(root / "index.db", lite_models(), load_answerer("lite", encoder=lite_encoder))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+def test_search_click_a_moment_and_ask(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    # the archive: a card per indexed video, with its thumbnail loaded
+    page.wait_for_selector("#archive .card img")
+    cards = page.locator("#archive .card")
+    assert cards.count() == 2
+    assert sorted(cards.locator(".name").all_inner_texts()) == ["bigbuckbunny.mp4", "bikes.mp4"]
+    page.wait_for_function("[...document.querySelectorAll('#archive img')].every(i => i.complete && i.naturalWidth > 0)")
+
+    # search: moments grouped by video, the best video first
+    page.fill("#q", "a cartoon rabbit")
+    page.click("#search-form button")
+    page.wait_for_selector("#results .group .moment")
+    groups = page.locator("#results .group")
+    assert groups.count() >= 1
+    assert groups.first.locator(".name").inner_text() == "bigbuckbunny.mp4"
+    first = groups.first.locator(".moment").first
+    ts = first.locator(".ts").inner_text()
+    assert ts.count(":") == 1
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+
+    # clicking a moment plays that video from that time
+    want_video, want_time = first.get_attribute("data-video"), float(first.get_attribute("data-time"))
+    first.click()
+    player = page.locator("#player")
+    assert player.get_attribute("data-video") == want_video
+    assert player.get_attribute("src") == f"/api/videos/{want_video}/file"
+    page.wait_for_function("document.querySelector('#player').readyState >= 1", timeout=20000)
+    page.wait_for_function(f"Math.abs(document.querySelector('#player').currentTime - {want_time}) < 0.5")
+    assert "bigbuckbunny.mp4" in page.locator("#now-playing").inner_text()
+
+    # a second search, then a moment of the other video: the player switches video and time
+    page.fill("#q", "people riding bicycles")
+    page.click("#search-form button")
+    page.wait_for_function("document.querySelector('#results .group .name')?.textContent === 'bikes.mp4'")
+    bikes = page.locator("#results .group").first.locator(".moment").last
+    t2 = float(bikes.get_attribute("data-time"))
+    bikes.click()
+    page.wait_for_function(f"document.querySelector('#player').dataset.video === '{bikes.get_attribute('data-video')}'")
+    page.wait_for_function(f"document.querySelector('#player').readyState >= 1 && "
+                           f"Math.abs(document.querySelector('#player').currentTime - {t2}) < 0.5", timeout=20000)
+
+    # ask: the keyframe strip, the answer and the timings
+    page.select_option("#ask-video", label="bikes.mp4")
+    page.fill("#ask-question", "What is shown?")
+    page.fill("#ask-options", "cyclists\na cartoon rabbit\nfood")
+    page.fill("#ask-frames", "4")
+    page.click("#ask-form button")
+    page.wait_for_function("document.querySelectorAll('#keyframes .moment').length === 4", timeout=30000)
+    page.wait_for_function("[...document.querySelectorAll('#keyframes img')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("#answer").inner_text() == "A. cyclists"
+    assert "total" in page.locator("#timings").inner_text()
+    assert page.locator("#error").inner_text() == ""
+
+    shot = tmp_path / "web.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+    assert not errors, errors
+    page.close()
+
+
+def test_errors_show_in_the_page(server, browser):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.wait_for_selector("#archive .card")
+    page.fill("#ask-question", "x" * 10)
+    page.fill("#ask-frames", "300")  # over the server's limit; the browser's max is bypassed below
+    page.evaluate("document.querySelector('#ask-frames').removeAttribute('max')")
+    page.click("#ask-form button")
+    page.wait_for_function("document.querySelector('#error').textContent.length > 0")
+    assert "frames" in page.locator("#error").inner_text()
+    page.close()

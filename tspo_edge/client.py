@@ -1,0 +1,100 @@
+"""A client of `tspo-edge serve`: an ask sent to a running server (standard library only).
+
+    ask_remote("http://127.0.0.1:8008", "talk.mp4", "When does the demo start?") -> dict
+    result_from_dict(d) -> AskResult   (what `format_result` prints)
+
+The server answers with the JSON of `tspo-edge ask --json`, so a remote ask prints what a local one
+prints. The token (`$TSPO_EDGE_TOKEN`) goes in an Authorization header, never in a URL or a message.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlsplit
+
+from .ask import AskResult, Keyframe
+from .errors import TspoError
+
+
+class ClientError(TspoError):
+    """The server could not be reached, or refused the request (its one-line error is kept)."""
+
+
+def base_url(url: str) -> str:
+    """http(s)://host:port with no trailing slash; anything else is refused."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClientError(f"{url}: a server URL is http://HOST:PORT (or https://)")
+    if parts.username or parts.password:
+        raise ClientError(f"{parts.hostname}: put the token in TSPO_EDGE_TOKEN, not in the URL")
+    return url
+
+
+def video_ref(video) -> str | int:
+    """What the server is sent: an existing local file as its absolute path (the server looks it
+    up among its indexed paths), a whole number as an id, anything else as given."""
+    text = str(video)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    return int(text) if text.isdigit() else text
+
+
+def ask_remote(url: str, video, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
+               method: str = "topk", mllm: str | None = None, token: str | None = None,
+               timeout: float = 120.0) -> dict:
+    """POST /api/ask on a running server; the answer's dict (the JSON of `ask --json`)."""
+    body: dict = {"video": video_ref(video), "question": question, "method": method}
+    if options:
+        body["options"] = list(options)
+    if frames is not None:
+        body["frames"] = int(frames)
+    if mllm:
+        body["mllm"] = mllm
+    return request(url, "/api/ask", body, token=token, timeout=timeout)
+
+
+def request(url: str, path: str, body: dict | None = None, *, token: str | None = None,
+            timeout: float = 120.0) -> dict:
+    base = base_url(url)
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method="GET" if body is None else "POST")
+    req.add_header("Accept", "application/json")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token.strip()}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read().decode())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read().decode()).get("error") or e.reason
+        except (ValueError, AttributeError, OSError):
+            msg = e.reason
+        raise ClientError(f"{base}: {e.code} {' '.join(str(msg).split())}") from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        raise ClientError(f"{base}: cannot reach the server ({reason})") from None
+    except ValueError as e:  # not JSON
+        raise ClientError(f"{base}: not a tspo-edge server (answer is not JSON: {e})") from None
+
+
+def result_from_dict(d: dict) -> AskResult:
+    """The AskResult a server's JSON describes (for printing; no pixels)."""
+    try:
+        return AskResult(
+            video=d["video"], question=d["question"], stem=d["stem"], options=list(d.get("options") or []),
+            answer=d.get("answer"), letter=d.get("letter"),
+            frames=[Keyframe(int(k["index"]), float(k["time"]), float(k["score"])) for k in d["frames"]],
+            method=d["method"], timings={k: float(v) for k, v in d["timings"].items()},
+            models=dict(d["models"]), note=d.get("note") or "", indexed_now=bool(d.get("indexed_now")),
+            option_scores=d.get("option_scores"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ClientError(f"the server's answer is not an ask result (missing {e})") from None
