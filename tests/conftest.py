@@ -119,6 +119,12 @@ def lite_models(lite_encoder):
     return _models
 
 
+def pythonpath_with(root: Path) -> str:
+    """PYTHONPATH for a child process: `root` first, then whatever the environment already had
+    (a machine whose packages come through PYTHONPATH keeps them in the child)."""
+    return os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+
+
 def agent_checkpoint(agent, folder: Path) -> str:
     """Save a TemporalAgent as a tspo-edge checkpoint folder; its path as a spec string."""
     from tspo_edge.agent import save_agent

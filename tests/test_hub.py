@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import pythonpath_with
 from tiny_models import tiny_clip_folder
 from test_mllm_hf import build_tiny_qwen2vl
 from tspo_edge import hub
@@ -30,6 +31,7 @@ CHILD = r'''
 import json, sys, time
 from tspo_edge.encoders import load_encoder
 from tspo_edge.mllm import load_answerer
+
 out = {}
 for kind, load in (("encoder", lambda i: load_encoder(i, device="cpu")),
                    ("mllm", lambda i: load_answerer(i, device="cpu"))):
@@ -99,7 +101,7 @@ def closed_port() -> str:
 def run_child(endpoint: str, encoder_id: str, mllm_id: str, **env) -> tuple[dict, str]:
     e = {k: v for k, v in os.environ.items()
          if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_ETAG_TIMEOUT")}
-    e.update(HF_ENDPOINT=endpoint, PYTHONPATH=str(ROOT), **env)
+    e.update(HF_ENDPOINT=endpoint, PYTHONPATH=pythonpath_with(ROOT), **env)
     r = subprocess.run([sys.executable, "-c", CHILD, encoder_id, mllm_id], env=e, cwd=str(ROOT),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -28,6 +28,11 @@ LIBRARY = ("from tspo_edge.ask import Asker; import tspo_edge, tspo_edge.index, 
 
 def sh(*cmd, cwd=None, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    # keep PYTHONPATH entries that hold dependencies (a machine that provides packages that way),
+    # never one that holds a checkout of this project: the installs under test must stand alone
+    deps = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "tspo_edge").exists()]
+    if deps:
+        env["PYTHONPATH"] = os.pathsep.join(deps)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1", COLUMNS="100")
     r = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if check:

@@ -35,6 +35,8 @@ from tspo_edge.secrets import redact
 from tspo_edge.store import Store
 from tspo_edge.train.data import DataError, load_rows
 
+from conftest import pythonpath_with
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -95,7 +97,7 @@ def test_several_processes_create_write_and_read_one_index(tmp_path):
     db, go = tmp_path / "shared.db", tmp_path / "go"
     plans = {w: [str(i) for i in range(w * 6, w * 6 + 12)] for w in range(4)}  # each overlaps the next
     expected = {f"/videos/{n}.mp4" for names in plans.values() for n in names}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(ROOT)}
     cmds = [[sys.executable, "-c", _WORKER, str(db), str(go), str(w), ",".join(names)] for w, names in plans.items()]
     cmds.append([sys.executable, "-c", _WORKER, str(db), str(go), "reader", str(len(expected))])
     procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

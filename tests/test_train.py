@@ -19,6 +19,8 @@ from tspo_edge.train.rollout import decode_positions
 from tspo_edge.train.samples import SampleSpec, build_sample, general_frames
 from tspo_edge.agent import load_agent
 
+from conftest import pythonpath_with
+
 
 @pytest.fixture
 def one_thread():
@@ -325,6 +327,7 @@ from test_train import synthetic_env, SPEC
 from tspo_edge.train.loop import TrainConfig, Trainer
 from tspo_edge.train.dist import Dist
 from tspo_edge.agent import load_agent
+
 dist = Dist.from_env({device!r})
 cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=1, group=4)
 tr = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, {out!r}, dist=dist, tensorboard=False)
@@ -344,7 +347,7 @@ def run_data_parallel(tmp_path: Path, device: str | None, env: dict[str, str]) -
     script = tmp_path / "dp.py"
     script.write_text(DP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path), device=device))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script)], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), **env},
+                        str(script)], env={**os.environ, "PYTHONPATH": pythonpath_with(Path(__file__).parents[1]), **env},
                        capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).parents[1]))
     assert r.returncode == 0, r.stderr[-2000:]
     return [torch.load(tmp_path / f"rank{i}.pt", map_location="cpu", weights_only=True) for i in range(2)]
