@@ -35,7 +35,7 @@ from tspo_edge.secrets import redact
 from tspo_edge.store import Store
 from tspo_edge.train.data import DataError, load_rows
 
-from conftest import pythonpath_with
+from conftest import pythonpath_with, write_test_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -611,3 +611,42 @@ def test_every_error_here_is_a_tspo_error():
     for cls in (StoreError, NotAnIndexError, StoreLockedError, StoreFullError, StoreReadOnlyError,
                 StoreUnreadableError, StoreNonFiniteError, NonFiniteError, CheckpointError, BatchError, DataError):
         assert issubclass(cls, TspoError) and cls.exit_code == 2
+
+
+def test_index_and_ask_processes_share_one_new_index(tmp_path):
+    """The normal edge case: cron's `index` runs overlap each other and people `ask` meanwhile.
+    Three `tspo-edge index` processes over overlapping folders and two `ask`s (each of which must
+    index its video first) start at once on one new index: every process exits 0, every video is
+    indexed exactly once, integrity ok (bounded: 300 s)."""
+    (tmp_path / "v").mkdir()
+    videos = [write_test_video(tmp_path / "v" / f"{i}.mp4", seconds=2, fps=4, size=(64, 48), seed=i)
+              for i in range(6)]
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, members in ((a, videos[0:4]), (b, videos[2:6]), (c, videos[0:6:2])):
+        folder.mkdir()
+        for v in members:
+            (folder / v.name).symlink_to(v)  # the same files through three folders: overlapping runs
+    db = tmp_path / "shared.db"
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(ROOT), "TSPO_EDGE_SERVER": ""}
+    cli = [sys.executable, "-m", "tspo_edge"]
+    cmds = [[*cli, "index", str(folder), "--db", str(db), "--workers", "1", "--json"] for folder in (a, b, c)]
+    cmds += [[*cli, "ask", str(videos[i]), "What is shown?", "--db", str(db), "--mllm", "none", "--json"]
+             for i in (1, 5)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=300))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for cmd, p, (out, err) in zip(cmds, procs, outs):
+        assert p.returncode == 0, (cmd[3], err[-2000:])
+        json.loads(out[out.index("{"):])  # every process printed its result as valid JSON
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = con.execute("SELECT path, status FROM videos").fetchall()
+        assert sorted(rows) == sorted((str(v.resolve()), "indexed") for v in videos)  # each once, all indexed
+        assert con.execute("SELECT count(*) FROM features").fetchone()[0] == len(videos)
