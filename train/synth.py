@@ -39,17 +39,13 @@ from typing import Callable
 
 import numpy as np
 
-from tspo_edge.errors import TspoError
+from tspo_edge.errors import SynthError
 from tspo_edge.evaluation.sources import HAYSTACK_KINDS, SOURCES, _fit, _rgb, render_haystack
 from tspo_edge.questions import option_letters
 
 # Haystack seeds of the training set live in [2**31, 2**32); the needle benchmark draws below 2**31.
 SEED_BASE = 2**31
 FORMAT = "tspo-edge-synth-train"
-
-
-class SynthError(TspoError):
-    """The training set cannot be generated."""
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,7 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from .ask import AskResult, Keyframe
-from .errors import TspoError
-
-
-class ClientError(TspoError):
-    """The server could not be reached, or refused the request (its one-line error is kept)."""
+from .errors import ClientError
 
 
 def base_url(url: str) -> str:

@@ -114,3 +114,15 @@ class DataError(TspoError):
 
 class SearchError(TspoError):
     """The search data cannot be used or built (bad question, unwritable sidecar)."""
+
+
+class ServeError(TspoError):
+    """The server cannot start as asked (a public address without a token, no index)."""
+
+
+class ClientError(TspoError):
+    """The server could not be reached, or refused the request (its one-line error is kept)."""
+
+
+class SynthError(TspoError):
+    """The training set cannot be generated."""

@@ -50,7 +50,7 @@ def _packet_times(path: Path) -> np.ndarray:
         tb = float(s.time_base)
         pts = [p.pts for p in c.demux(s) if p.size and p.pts is not None]
     if not pts:
-        raise VideoError(f"{path}: no timestamped video packets (NVDEC needs them; use --decoder pyav)")
+        raise VideoError(f"{path}: no timestamped video packets (NVDEC needs them; decode it with PyAV)")
     return (np.sort(np.asarray(pts, np.int64)) - start) * tb
 
 
@@ -80,7 +80,7 @@ def iter_frames_nvdec(path, *, fps: float, max_frames: int | None, size: int | N
     path = Path(path)
     info = probe(path)
     if info.rotation % 360:
-        raise VideoError(f"{path}: rotated video ({info.rotation}°): decode it with --decoder pyav")
+        raise VideoError(f"{path}: rotated video ({info.rotation}°): decode it with PyAV")
     times = _packet_times(path)
     idx = sample_indices(times, info.duration, fps, max_frames)
     ow, oh = output_size(info.width, info.height, size)

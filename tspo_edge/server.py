@@ -42,7 +42,7 @@ from typing import Any, List, Optional, Union
 
 import anyio.to_thread
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -53,7 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import search as search_mod
 from . import video as video_mod
 from .ask import Asker
-from .errors import (AskError, IndexMismatchError, InputError, StoreError, TspoError, VideoError)
+from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreError, TspoError, VideoError)
 from .mllm import NoneAnswerer
 from .models import Models, load_models
 from .select import METHODS
@@ -68,10 +68,6 @@ MAX_TOP = 100                 # moments a search may return
 MAX_QUESTION = 2000           # characters
 MAX_OPTIONS = 16
 THUMB_SIZES = (64, 640)       # short side of a thumbnail, min and max
-
-
-class ServeError(TspoError):
-    """The server cannot start as asked (a public address without a token, no index)."""
 
 
 class ApiError(Exception):
@@ -95,7 +91,7 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve on a non-loopback address without a token."""
     if not is_loopback(host) and not (token and token.strip()):
-        raise ServeError(f"--host {host} is reachable from other machines: set TSPO_EDGE_TOKEN "
+        raise ServeError(f"host {host} is reachable from other machines: set TSPO_EDGE_TOKEN "
                          f"(a bearer token clients must send) or serve on 127.0.0.1")
 
 

@@ -59,7 +59,7 @@ class OpenAIAnswerer(BaseAnswerer):
         try:
             import openai
         except ImportError as e:  # pragma: no cover - depends on the install
-            raise ModelLoadError("openai: the 'openai' package is needed for --mllm openai:URL "
+            raise ModelLoadError("openai: the 'openai' package is needed for an openai:URL answerer "
                                  "(pip install openai)") from e
         self._openai = openai
         self._key = api_key_from_env()
@@ -112,12 +112,12 @@ class OpenAIAnswerer(BaseAnswerer):
         except self._openai.NotFoundError:
             served = []  # a server without /models: trust the name given
             if model is None:
-                raise AnswererError(f"{self.shown_url}: the server lists no models; give --mllm-model NAME")
+                raise AnswererError(f"{self.shown_url}: the server lists no models; name the model to use")
         except self._openai.OpenAIError as e:
             raise self._fail(e) from e
         if model is None:
             if not served:
-                raise AnswererError(f"{self.shown_url}: the server serves no model; give --mllm-model NAME")
+                raise AnswererError(f"{self.shown_url}: the server serves no model; name the model to use")
             return served[0]
         return model
 

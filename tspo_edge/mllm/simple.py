@@ -17,7 +17,7 @@ class NoneAnswerer(BaseAnswerer):
 
     def answer(self, frames, times, question, options) -> Answer:
         return Answer(text="", letter=None, model_id=self.id,
-                      note="no MLLM configured (--mllm none): the chosen moments are the result")
+                      note="no MLLM configured (answerer 'none'): the chosen moments are the result")
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -40,7 +40,7 @@ class LiteAnswerer(BaseAnswerer):
         if len(options) < 2:
             return Answer(text="", letter=None, model_id=self.id,
                           note="the lite profile cannot answer open questions; it points at the moments "
-                               "(use --mllm with a video MLLM for an answer)")
+                               "(a video MLLM answers open questions)")
         if frames is None or len(frames) == 0:
             return Answer(text="", letter=None, model_id=self.id, note="no frames to compare the options with")
         v = _unit(_unit(self.encoder.encode_images(np.asarray(frames))).mean(axis=0))
