@@ -39,6 +39,7 @@ from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summar
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
+from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
 from tspo_edge.select import METHODS
 from tspo_edge.store import Store
@@ -541,6 +542,8 @@ def serve_cmd(
     index_root: Optional[List[Path]] = typer.Option(None, "--index-root", help="Let an ask index new videos under this folder (repeat; opens the index for writing)."),
     threads: int = typer.Option(8, "--threads", help="Request threads (each keeps its own SQLite connection and its last 8 videos' features)."),
     torch_threads: int = typer.Option(1, "--torch-threads", help="Threads of one torch model call (1: concurrent requests share the cores better)."),
+    watch_dirs: Optional[List[Path]] = typer.Option(None, "--watch", help="Also keep DIR indexed in this process, as `index --watch` does (repeat); new recordings become searchable as they are indexed."),
+    settle: float = typer.Option(DEFAULT_SETTLE, "--settle", help="With --watch: seconds a file must stay unchanged before it is indexed."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
     device: Optional[str] = DeviceOpt,
@@ -560,6 +563,11 @@ def serve_cmd(
         if not root.is_dir():
             bad(f"{root}: --index-root is not a folder")
     spec = model_spec(encoder, agent, runtime, model_dir, device)
+    for folder in watch_dirs or []:
+        if not folder.exists():
+            bad(f"{folder}: --watch needs an existing file or folder")
+    if not (math.isfinite(settle) and settle >= 0):
+        bad(f"--settle must be a number of seconds >= 0, got {settle}")
     token = os.environ.get("TSPO_EDGE_TOKEN") or None
     try:
         check_bind(host, token)
@@ -583,7 +591,36 @@ def serve_cmd(
               f"{'token required' if token else 'no token: loopback only'}; "
               f"index {'writable under ' + ', '.join(map(str, index_root)) if index_root else 'read-only'})",
               highlight=False, markup=False, soft_wrap=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    stop = threading.Event()
+    watcher = _serve_watch(watch_dirs, db, spec, settle, stop) if watch_dirs else None
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=600)  # the video in flight is finished, or never committed
+
+
+def _serve_watch(folders: List[Path], db: Path, spec: ModelSpec, settle: float, stop: threading.Event):
+    """`serve --watch`: the watch of `index --watch` in a thread beside the server, with its own
+    models (the server's are used by its request threads) and its own writing connection; after
+    each video the search data is brought up to date, so the server finds the new moments."""
+
+    def on_result(r) -> None:
+        err.print(f"watch: {r.status} {printable(r.path)}", highlight=False, markup=False, soft_wrap=True)
+        if r.status in ("indexed", "events", "missing", "restored"):
+            with Store(db) as store:
+                search_refresh(store)
+
+    def run() -> None:
+        try:
+            watch_paths(folders, db=db, models=load_models(spec), settle=settle, stop=stop, on_result=on_result)
+        except TspoError as e:  # the server goes on; the watch says why it stopped
+            err.print(f"watch stopped: {printable(e)}", highlight=False, markup=False, soft_wrap=True)
+
+    thread = threading.Thread(target=run, name="tspo-edge-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 @app.command("export", epilog=examples(

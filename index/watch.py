@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import watchfiles
+
 from tspo_edge.errors import InputError
 from tspo_edge.freshness import Freshness
 from tspo_edge.models import Models
@@ -211,10 +213,6 @@ def watch(paths, *, db, models: Models, sampling: Sampling = Sampling(), settle:
     (indexed, events, failed, missing, restored); `on_ready` is called once the start scan is
     done and events are followed. Raises InputError for a path that does not exist, IndexMismatchError
     / StoreError for faults of the index itself (they stop the watch)."""
-    try:
-        import watchfiles  # optional: only the watch needs it
-    except ImportError:
-        raise InputError("watching folders needs the watchfiles package (pip install watchfiles)") from None
     if not settle >= 0:
         raise InputError(f"settle time {settle}: expected a number of seconds >= 0")
     if not poll_interval > 0:

@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 from conftest import agent_checkpoint, write_test_video
 from tspo_edge.store import Store
 
-pytest.importorskip("watchfiles")
-
-from tspo_edge.index.watch import watch  # noqa: E402
+from tspo_edge.cli import app as cli_app
+from tspo_edge.index.watch import watch
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE = 1.5
@@ -53,7 +52,7 @@ def test_rerun_with_nothing_to_do_loads_no_model(tmp_path, cli_lite_encoder, mon
     import tspo_edge.agent as agent_mod
     import tspo_edge.models as models_mod
     from tspo_edge.agent import TemporalAgent
-    from tspo_edge.cli import app
+    app = cli_app
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -250,3 +249,50 @@ def test_sigterm_stops_the_watch_command(tmp_path):
     assert any(line.startswith("stopped: 1 indexed") for line in lines), lines
     with Store(db, readonly=True) as s:
         assert [r.status for r in s.videos()] == ["indexed"]
+
+
+def test_serve_with_a_watch_finds_a_new_recording(tmp_path):
+    """One process on the box: `serve --watch DIR` indexes a recording dropped into DIR while it
+    serves, and the server lists it and finds its moments (search data refreshed by the watch)."""
+    import socket
+    import urllib.request
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    db = tmp_path / "i.db"
+    first = write_test_video(tmp_path / "first.mp4", seconds=2)
+    r = CliRunner().invoke(cli_app, ["index", str(first), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TSPO_EDGE_TOKEN": ""}
+    p = subprocess.Popen([sys.executable, "-m", "tspo_edge", "serve", "--db", str(db), "--port", str(port),
+                          "--mllm", "none", "--watch", str(folder), "--settle", "0.5"],
+                         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def get(path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return json.loads(resp.read())
+
+    try:
+        wait_for(lambda: any(line.startswith("serving ") for line in lines), 240, "the server to start")
+        write_test_video(folder / "new.mp4", seconds=3, seed=5)
+        wait_for(lambda: any(line.startswith("watch: indexed ") for line in lines), 240, "the watch to index it")
+        videos = get("/api/videos")
+        rows = videos["videos"] if isinstance(videos, dict) else videos
+        names = {Path(v["path"]).name for v in rows}
+        assert names == {"first.mp4", "new.mp4"}, names
+        hits = get("/api/search?q=what%20is%20shown&top=10")
+        assert "new.mp4" in {Path(m["path"]).name for m in hits["moments"]}, hits
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    reader.join(5)
