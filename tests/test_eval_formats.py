@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import HAS_TORCH
+
 from tspo_edge.evaluation.formats import (AnnotationError, VideoFinder, default_method, frame_numbers,
                                           read_annotations, write_frame_idx)
 
@@ -96,6 +98,7 @@ def test_video_finder(tmp_path):
 
 
 @needs_ref
+@pytest.mark.skipif(not HAS_TORCH, reason="the lite encoder needs torch (the torch-free job runs the rest of this module)")
 def test_eval_frames_cli_end_to_end(tmp_path, make_video, cli_lite_encoder):
     """One of the two LongVideoBench sample videos exists: its questions get frame_idx, the other is listed."""
     from typer.testing import CliRunner
