@@ -18,6 +18,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from tspo_edge.errors import CheckpointError, TspoError
+
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import Row
 from .dist import Dist
@@ -47,8 +49,6 @@ class TrainConfig:
     spec: SampleSpec = field(default_factory=SampleSpec)
 
     def __post_init__(self):
-        from tspo_edge.errors import TspoError
-
         checks = [(self.group >= 2, f"--group must be at least 2 (advantages are relative to the group), got {self.group}"),
                   (self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}"),
                   (self.steps is None or self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
@@ -162,8 +162,6 @@ class Trainer:
         st = load_checkpoint(ckpt, self.agent, self.opt, self.sched)
         for key in ("group", "grad_accum", "seed", "lr"):
             if st["config"][key] != getattr(self.cfg, key):
-                from tspo_edge.errors import CheckpointError
-
                 raise CheckpointError(f"{ckpt}: saved with {key}={st['config'][key]}, "
                                       f"this run has {key}={getattr(self.cfg, key)}")
         self.step = int(st["step"])

