@@ -27,6 +27,7 @@ import tspo_edge
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
+from tspo_edge.checks import json_safe
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
@@ -128,17 +129,7 @@ def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sa
 
 def dump(obj) -> None:
     """JSON on stdout; never bare NaN (invalid JSON): non-finite numbers become null."""
-    typer.echo(json.dumps(_finite(obj), indent=2, default=str, allow_nan=False))
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+    typer.echo(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False))
 
 
 def _version(value: bool) -> None:
@@ -232,7 +223,7 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
         err.print(f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else ""),
                   highlight=False, markup=False, soft_wrap=True)
         if json_out:
-            typer.echo(json.dumps(_finite(dataclasses.asdict(r))))
+            typer.echo(json.dumps(json_safe(dataclasses.asdict(r))))
 
     def on_ready() -> None:
         err.print(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
@@ -430,7 +421,7 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
             r = asker.ask(where, it["question"], options=it.get("options") or option or None,
                           frames=it.get("frames", frames), method=it.get("method", method))
             progress.close()
-            typer.echo(json.dumps(_finite({"id": rid, **r.to_dict()}), allow_nan=False))
+            typer.echo(json.dumps(json_safe({"id": rid, **r.to_dict()}), allow_nan=False))
         except TspoError as e:
             progress.close()
             failed += 1

@@ -99,6 +99,20 @@ def plan_file(store: Store, order: int, path, models: Models, sampling: Sampling
                              error_text(e))
 
 
+def plan_files(store: Store, paths, skipped: dict[int, FileResult], models: Models, sampling: Sampling,
+               force: bool, done) -> dict[int, Pending]:
+    """Every file's `plan_file` (the skipped ones as they are): finished ones go to `done(order,
+    result)`, the ones to decode come back by position."""
+    pending: dict[int, Pending] = {}
+    for i, path in enumerate(paths):
+        r = skipped.get(i) or plan_file(store, i, path, models, sampling, force)
+        if isinstance(r, FileResult):
+            done(i, r)
+        else:
+            pending[i] = r
+    return pending
+
+
 def record_failed(store: Store, models: Models, sampling: Sampling, p: Pending, error: str) -> FileResult:
     error = error if p.path in error else f"{p.path}: {error}"
     row = store.put_failed(path=p.path, size=p.size, mtime=p.mtime, fingerprint=p.fp, error=error,
@@ -234,13 +248,7 @@ def run_workers(store: Store, paths, models: Models, sampling: Sampling, *, work
         if emit is not None:
             emit(order, r)
 
-    pending: dict[int, Pending] = {}
-    for i, path in enumerate(paths):
-        r = skipped.get(i) or plan_file(store, i, path, models, sampling, force)
-        if isinstance(r, FileResult):
-            done(i, r)
-        else:
-            pending[i] = r
+    pending = plan_files(store, paths, skipped, models, sampling, force, done)
     if len(pending) == 1:  # one video to decode: no process to start, the plain path does it
         (i, p), = pending.items()
         r = index_video(store, p.path, models, sampling, force=force, progress=progress)

@@ -31,7 +31,7 @@ from tspo_edge.pipeline import FileResult, IndexEvent, Progress, Sampling, run_m
 from tspo_edge.store import Store
 
 from .files import find_videos
-from .parallel import ParallelSummary, Pending, plan_file, record_failed, record_video
+from .parallel import ParallelSummary, plan_files, record_failed, record_video
 
 CHUNKS_IN_FLIGHT = 3     # per task: chunks sent to the encoder and not yet encoded
 
@@ -134,13 +134,7 @@ def run_ray(store: Store, paths, models: Models, sampling: Sampling, *, force: b
         if emit is not None:
             emit(order, r)
 
-    pending: dict[int, Pending] = {}
-    for i, path in enumerate(paths):
-        r = skipped.get(i) or plan_file(store, i, path, models, sampling, force)
-        if isinstance(r, FileResult):
-            done(i, r)
-        else:
-            pending[i] = r
+    pending = plan_files(store, paths, skipped, models, sampling, force, done)
     if not pending:
         return [results[i] for i in sorted(results)]
     encoder = models.encoder

@@ -35,3 +35,14 @@ def check_finite(array, what: str) -> None:
         if np.isinf(a).any():
             kinds = f"{kinds} and inf" if kinds else "inf"
         raise NonFiniteError(f"{what}: {bad} of {a.size} values are not finite ({kinds})")
+
+
+def json_safe(obj):
+    """`obj` with non-finite floats as None: strict JSON has no NaN or Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -53,6 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import search as search_mod
 from . import video as video_mod
 from .ask import Asker
+from .checks import json_safe
 from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreError, TspoError, VideoError)
 from .mllm import NoneAnswerer
 from .models import Models, load_models
@@ -93,17 +94,6 @@ def check_bind(host: str, token: str | None) -> None:
     if not is_loopback(host) and not (token and token.strip()):
         raise ServeError(f"host {host} is reachable from other machines: set TSPO_EDGE_TOKEN "
                          f"(a bearer token clients must send) or serve on 127.0.0.1")
-
-
-def finite(obj):
-    """JSON-safe: non-finite floats become null (strict JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
 
 
 def _one_line(text: Any) -> str:
@@ -341,7 +331,7 @@ class Archive:
 
 
 def _video_json(row: VideoRow) -> dict:
-    return finite({"id": row.id, "path": row.path, "name": Path(row.path).name, "duration": row.duration,
+    return json_safe({"id": row.id, "path": row.path, "name": Path(row.path).name, "duration": row.duration,
                    "frames": row.frame_count, "width": row.width, "height": row.height, "status": row.status,
                    "error": row.error, "indexed_at": row.indexed_at})
 
@@ -439,7 +429,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         out["moments"] = [{**m, "name": Path(m["path"]).name, "timestamp": _mmss(m["time"])} for m in out["moments"]]
         out["videos"] = [{**v, "name": Path(v["path"]).name} for v in out["videos"]]
         out["question"] = q
-        return finite(out)
+        return json_safe(out)
 
     @app.post("/api/ask", summary="Keyframes and an answer (the JSON of `tspo-edge ask --json`)")
     def ask(body: AskBody) -> dict:
@@ -460,7 +450,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         asker = archive.asker()
         asker.answerer = archive.none if body.mllm == "none" else archive.answerer  # this thread's asker
         r = asker.ask(path, body.question, options=body.options, frames=body.frames, method=body.method)
-        return finite(r.to_dict())
+        return json_safe(r.to_dict())
 
     @app.get("/api/videos/{video_id}/thumb", summary="A JPEG of the frame at t seconds",
              responses={200: {"content": {"image/jpeg": {}}}}, response_class=Response)
