@@ -1,6 +1,6 @@
 """NVIDIA GPU decoding (NVDEC) through torchcodec's CUDA decoder: `--decoder nvdec`.
 
-Sampling follows `video.iter_frames` exactly: target times k / fps (or `max_frames` spread over the
+Sampling follows `video.iter_frames` exactly (video.py plans it and calls `decode_sampled`): target times k / fps (or `max_frames` spread over the
 duration), each served by the first frame at or after it, each frame once. Frame times come
 from the container's packet timestamps, read without decoding (PyAV demuxing); the frames at
 those indices are decoded on the GPU, resized there (bilinear, antialiased) so the short side is
@@ -14,7 +14,6 @@ line then decodes with PyAV and prints that line.
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 from typing import Iterator
 
@@ -54,36 +53,30 @@ def _packet_times(path: Path) -> np.ndarray:
     return (np.sort(np.asarray(pts, np.int64)) - start) * tb
 
 
-def sample_indices(frame_times: np.ndarray, duration: float | None, fps: float,
-                   max_frames: int | None) -> np.ndarray:
-    """Indices of the frames `video.iter_frames` samples: the first frame at or after each target."""
-    from .video import EPS, _targets
-
-    end = duration if duration else float(frame_times[-1])
-    spread = _targets(end, fps, max_frames)
-    if spread is None:
-        spread = np.arange(math.ceil(end * fps - EPS) + 1, dtype=np.float64) / fps
-    idx = np.searchsorted(frame_times, spread - EPS, side="left")
+def sample_indices(frame_times: np.ndarray, targets: np.ndarray, max_frames: int | None,
+                   eps: float) -> np.ndarray:
+    """Indices of the frames that serve `targets`: the first frame at or after each, each once."""
+    idx = np.searchsorted(frame_times, targets - eps, side="left")
     idx = np.unique(idx[idx < len(frame_times)])
     return idx if max_frames is None else idx[:max_frames]
 
 
-def iter_frames_nvdec(path, *, fps: float, max_frames: int | None, size: int | None, chunk: int,
-                      device: str = "cuda") -> Iterator:
-    """`video.iter_frames` decoded by NVDEC (rotation-free videos; a rotated one is refused)."""
-    import torch
+def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[int, int], chunk: int,
+                   eps: float, device: str = "cuda") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(times, uint8 N×H×W×3 frames) chunks of the frames `plan(end_seconds) -> target times`
+    asks for, decoded by NVDEC (rotation-free videos; a rotated one is refused). `tspo_edge.video`
+    plans and probes (`info`), so both decoders sample alike; the file is read and planned now."""
+    import torch  # optional: NVDEC needs torch and torchcodec's CUDA build
     import torch.nn.functional as F
     from torchcodec.decoders import VideoDecoder
 
-    from .video import FrameChunk, output_size, probe
-
     path = Path(path)
-    info = probe(path)
     if info.rotation % 360:
         raise VideoError(f"{path}: rotated video ({info.rotation}°): decode it with PyAV")
     times = _packet_times(path)
-    idx = sample_indices(times, info.duration, fps, max_frames)
-    ow, oh = output_size(info.width, info.height, size)
+    end = info.duration if info.duration else float(times[-1])
+    idx = sample_indices(times, plan(end), max_frames, eps)
+    ow, oh = out_wh
     try:
         dec = VideoDecoder(str(path), device=device, seek_mode="exact")
     except Exception as e:
@@ -96,6 +89,6 @@ def iter_frames_nvdec(path, *, fps: float, max_frames: int | None, size: int | N
             if batch.shape[-2:] != (oh, ow):
                 batch = F.interpolate(batch.float(), size=(oh, ow), mode="bilinear", antialias=True,
                                       align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-            yield FrameChunk(times[sel].astype(np.float64), batch.permute(0, 2, 3, 1).contiguous().cpu().numpy())
+            yield times[sel].astype(np.float64), batch.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     return chunks()

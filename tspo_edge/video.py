@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
+from tspo_edge import nvdec
 from tspo_edge.errors import TspoError, VideoError
 
 __all__ = [
@@ -140,16 +142,12 @@ def _pyav_open_options() -> dict[str, str]:
     the keyword. Parse the major version rather than try-and-catch, so that a TypeError from
     anything else is never mistaken for this.
     """
-    import av
-
     major = int(av.__version__.split(".", 1)[0])
     return {"metadata_errors": "ignore"} if major < 19 else {}
 
 
 def _open_pyav(path: Path):
     """Open with PyAV; return (container, video stream) or raise VideoError."""
-    import av
-
     _check_path(path)
     try:
         container = av.open(str(path), **_pyav_open_options())
@@ -215,8 +213,6 @@ def _scan_duration(container, stream, clock: _Clock, fps: float | None) -> tuple
 
 
 def _probe_pyav(path: Path) -> VideoInfo:
-    import av
-
     container, stream = _open_pyav(path)
     with container:
         clock = _Clock(stream)
@@ -264,8 +260,6 @@ def probe(path: str | os.PathLike, decoder: str = "pyav") -> VideoInfo:
 
 def _decode_all(container, stream, path: Path):
     """Decode every frame in order, skipping up to _MAX_BAD_PACKETS corrupt packets."""
-    import av
-
     bad = 0
     for packet in container.demux(stream):
         try:
@@ -291,6 +285,12 @@ class _Converter:
     def __call__(self, frame) -> np.ndarray:
         rgb = frame.reformat(width=self.w, height=self.h, format="rgb24").to_ndarray()
         return rotate_frames(rgb, self.rotation)
+
+
+def sample_times(end: float, fps: float, max_frames: int | None) -> np.ndarray:
+    """The target times of a video that ends at `end` seconds: k / fps, or `max_frames` spread."""
+    spread = _targets(end, fps, max_frames)
+    return spread if spread is not None else np.arange(math.ceil(end * fps - EPS) + 1, dtype=np.float64) / fps
 
 
 def _targets(duration: float | None, fps: float, max_frames: int | None) -> np.ndarray | None:
@@ -349,8 +349,6 @@ class _Cursor:
         self.seekable = True        # False once packets without timestamps are seen
 
     def _decode_from(self, seek_t: float | None):
-        import av
-
         if seek_t is not None:
             self.container.seek(self.clock.pts(max(seek_t, 0.0)), stream=self.stream, backward=True)
             if not self.keys_reread:
@@ -448,8 +446,6 @@ class _Cursor:
 
 def _iter_pyav(path: Path, info: VideoInfo, spread: np.ndarray | None, fps: float,
                max_frames: int | None, size: int | None, chunk: int) -> Iterator[FrameChunk]:
-    import av
-
     limit = len(spread) if spread is not None else None
 
     def target(i: int) -> float:
@@ -489,8 +485,6 @@ def _iter_pyav(path: Path, info: VideoInfo, spread: np.ndarray | None, fps: floa
 
 
 def _read_pyav(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
-    import av
-
     container, stream = _open_pyav(path)
     with container:
         cursor = _Cursor(container, stream, path)
@@ -613,10 +607,12 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     path = Path(path)
-    if decoder == "nvdec":  # NVIDIA GPU decoding (tspo_edge/nvdec.py); probed and planned there
-        from .nvdec import iter_frames_nvdec
-
-        return iter_frames_nvdec(path, fps=fps, max_frames=max_frames, size=size, chunk=chunk)
+    if decoder == "nvdec":  # NVIDIA GPU decoding (tspo_edge/nvdec.py), planned here like PyAV's
+        info = probe(path)
+        chunks = nvdec.decode_sampled(path, info, lambda end: sample_times(end, fps, max_frames),
+                                      max_frames=max_frames, out_wh=output_size(info.width, info.height, size),
+                                      chunk=chunk, eps=EPS)
+        return (FrameChunk(t, f) for t, f in chunks)
     # probe and plan now, so that a bad file fails here rather than at the first next()
     if decoder == "decord" and (info := _decord_plan(path)) is not None:
         vr, starts, end = _decord_setup(path, info, size)
@@ -662,8 +658,6 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: f
     `options` go to the encoder (e.g. {"preset": "veryfast", "g": "30"}), `container_options`
     to the muxer (e.g. {"movflags": "faststart"}).
     """
-    import av
-
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001 * 1000)
     tb = Fraction(1, 90000) if times is not None else None
