@@ -226,7 +226,8 @@ class Archive:
         base = models.encoder  # loaded now: the first request should not pay for it
         self.encoder = base if isinstance(base, SharedEncoder) else SharedEncoder(base, self.lock)
         self.models = load_models(models.spec, loaded_encoder=self.encoder)
-        local = not type(answerer).__module__.endswith("openai_api")  # a remote server takes concurrent calls
+        # a remote server takes concurrent calls, and `none` holds no model: only a local model is locked
+        local = not type(answerer).__module__.endswith("openai_api") and getattr(answerer, "needs_frames", True)
         self.answerer = _Locked(answerer, self.lock, ("answer",)) if local else answerer
         self.none = NoneAnswerer()
         self._local = threading.local()
