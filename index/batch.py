@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from tspo_edge.models import Models
 from tspo_edge.errors import StoreError
+from tspo_edge.models import Models
 from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos, run_models
 from tspo_edge.store import Store
 
@@ -67,19 +67,29 @@ def index_paths(paths, *, db, models: Models, sampling: Sampling = Sampling(), f
     Raises IndexMismatchError when `db` was built with another encoder; per-file failures are
     recorded and reported in the summary.
     """
+    def run(store: Store, files, emit) -> None:
+        for i, r in enumerate(iter_index_videos(store, files, models, sampling, force=force, progress=progress,
+                                                threaded=threaded)):
+            emit(i, r)
+
+    return run_engine(paths, db=db, models=models, run=run)
+
+
+def run_engine(paths, *, db, models: Models, run, summary=IndexSummary, **fields) -> IndexSummary:
+    """What every engine (plain, worker processes, Ray) does around its run: find the files, open
+    the index, collect the results `run(store, files, emit)` emits as (position, result), keep what
+    was committed when a storage fault stops the run part-way, and sum it up (`summary(**fields)`)."""
     t0 = time.perf_counter()
     files, missing = find_videos(paths)
-    results: list[FileResult] = []
+    done: list[tuple[int, FileResult]] = []
     stopped = None
     with Store(db) as store:
         try:
-            for r in iter_index_videos(store, files, models, sampling, force=force, progress=progress,
-                                       threaded=threaded):
-                results.append(r)
+            run(store, files, lambda order, r: done.append((order, r)))
         except StoreError as e:  # a storage fault mid-run: what was committed stays, the rest waits
-            if not any(r.status in ("indexed", "events") for r in results):
+            if not any(r.status in ("indexed", "events") for _, r in done):
                 raise
             stopped = str(e)
-        encoder_id, agent_id, agent_source = run_models(store, models)  # loads nothing not yet loaded
-    return IndexSummary(str(db), encoder_id, agent_id, agent_source, files=results,
-                        missing=[str(m) for m in missing], seconds=time.perf_counter() - t0, stopped=stopped)
+        ids = run_models(store, models)  # loads nothing a run with nothing to do did not load
+    return summary(str(db), *ids, files=[r for _, r in sorted(done, key=lambda d: d[0])],
+                   missing=[str(m) for m in missing], seconds=time.perf_counter() - t0, stopped=stopped, **fields)

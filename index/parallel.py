@@ -30,12 +30,11 @@ import numpy as np
 from tspo_edge.decoding import DecodeJob, decode_worker, error_text
 from tspo_edge.errors import IndexMismatchError, StoreError, TspoError
 from tspo_edge.models import Models
-from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video, run_models,
-                                start_run, stored_result)
+from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video, start_run,
+                                stored_result)
 from tspo_edge.store import Store, canonical_path, fingerprint
 
-from .batch import IndexSummary
-from .files import find_videos
+from .batch import IndexSummary, run_engine
 
 POLL_S = 0.2          # how long the main process waits for a message before it encodes a partial batch
 
@@ -335,20 +334,10 @@ def index_paths_parallel(paths, *, db, models: Models, sampling: Sampling = Samp
     """`index.index_paths` with `workers` decoding processes (None: `default_workers()`) feeding one
     encoder in this process; the same index, incremental and resumable, the same summary."""
     workers = default_workers() if workers is None else workers
-    t0 = time.perf_counter()
-    files, missing = find_videos(paths)
-    done: list[FileResult] = []
-    stopped = None
-    with Store(db) as store:
-        try:
-            run_workers(store, files, models, sampling, workers=workers, force=force, progress=progress,
-                        batch_frames=batch_frames, emit=lambda order, r: done.append((order, r)))
-        except StoreError as e:  # a storage fault mid-run: what was committed stays, the rest waits
-            if not any(r.status in ("indexed", "events") for _, r in done):
-                raise
-            stopped = str(e)
-        ids = run_models(store, models)  # loads nothing a run with nothing to do did not load
-    return ParallelSummary(str(db), *ids,
-                           files=[r for _, r in sorted(done, key=lambda d: d[0])],
-                           missing=[str(m) for m in missing], seconds=time.perf_counter() - t0,
-                           stopped=stopped, workers=workers, engine="workers")
+
+    def run(store: Store, files, emit) -> None:
+        run_workers(store, files, models, sampling, workers=workers, force=force, progress=progress,
+                    batch_frames=batch_frames, emit=emit)
+
+    return run_engine(paths, db=db, models=models, run=run, summary=ParallelSummary, workers=workers,
+                      engine="workers")

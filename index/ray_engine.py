@@ -25,12 +25,12 @@ import numpy as np
 
 import tspo_edge
 from tspo_edge.decoding import DecodeJob, decode_video, error_text
-from tspo_edge.errors import IndexMismatchError, InputError, StoreError, TspoError
+from tspo_edge.errors import IndexMismatchError, InputError, TspoError
 from tspo_edge.models import ModelSpec, Models, load_models
-from tspo_edge.pipeline import FileResult, IndexEvent, Progress, Sampling, run_models, start_run
+from tspo_edge.pipeline import FileResult, IndexEvent, Progress, Sampling, start_run
 from tspo_edge.store import Store
 
-from .files import find_videos
+from .batch import run_engine
 from .parallel import ParallelSummary, plan_files, record_failed, record_video
 
 CHUNKS_IN_FLIGHT = 3     # per task: chunks sent to the encoder and not yet encoded
@@ -180,25 +180,13 @@ def index_paths_ray(paths, *, db, models: Models, sampling: Sampling = Sampling(
                     force: bool = False, progress: Progress | None = None, num_cpus: int | None = None,
                     in_flight: int | None = None) -> ParallelSummary:
     """`index.index_paths` on Ray: the same index and summary; this process alone writes `db`."""
-    t0 = time.perf_counter()
-    files, missing = find_videos(paths)
-    done: list = []
-    stopped = None
+    def run(store: Store, files, emit) -> None:
+        run_ray(store, files, models, sampling, force=force, progress=progress, in_flight=in_flight, emit=emit)
+
     started = start_ray(address, num_cpus)
     try:
-        with Store(db) as store:
-            try:
-                run_ray(store, files, models, sampling, force=force, progress=progress, in_flight=in_flight,
-                        emit=lambda order, r: done.append((order, r)))
-            except StoreError as e:
-                if not any(r.status in ("indexed", "events") for _, r in done):
-                    raise
-                stopped = str(e)
-            ids = run_models(store, models)  # loads nothing a run with nothing to do did not load
+        return run_engine(paths, db=db, models=models, run=run, summary=ParallelSummary,
+                          workers=num_cpus or 0, engine="ray")  # workers 0: the cluster's CPUs
     finally:
         if started:
             _ray().shutdown()
-    return ParallelSummary(str(db), *ids,
-                           files=[r for _, r in sorted(done, key=lambda d: d[0])],
-                           missing=[str(m) for m in missing], seconds=time.perf_counter() - t0,
-                           stopped=stopped, workers=num_cpus or 0, engine="ray")  # 0: the cluster's CPUs

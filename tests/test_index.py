@@ -356,3 +356,28 @@ def test_decord_decoder_gives_the_same_frames(tmp_path, models):
     # embedding is nearest to the PyAV embedding of the same frame
     cos = (fa.x @ fb.x.T) / np.outer(fa.x_norm, fb.x_norm)
     assert (cos.argmax(axis=0) == np.arange(3)).all() and np.diag(cos).min() > 0.85, cos
+
+
+def test_a_storage_fault_mid_run_keeps_what_was_committed(tmp_path, models, monkeypatch):
+    """A full disk at the second video: the first stays indexed, the run stops with the reason
+    (`stopped`, not ok: the CLI exits 1), and a rerun once there is room resumes."""
+    from tspo_edge.errors import StoreFullError
+
+    vids = [write_test_video(tmp_path / f"v{i}.mp4", seconds=2, seed=i) for i in range(3)]
+    db = tmp_path / "i.db"
+    real_put = Store.put_video
+    calls = []
+
+    def full_after_one(self, **kw):
+        calls.append(kw["path"])
+        if len(calls) > 1:
+            raise StoreFullError(f"{self.path}: the disk is full")
+        return real_put(self, **kw)
+
+    monkeypatch.setattr(Store, "put_video", full_after_one)
+    s = index_paths(vids, db=db, models=models())
+    assert [f.status for f in s.files] == ["indexed"] and "disk is full" in s.stopped and not s.ok
+    with Store(db) as st:
+        assert [(Path(r.path).name, r.status) for r in st.videos()] == [("v0.mp4", "indexed")]
+    monkeypatch.setattr(Store, "put_video", real_put)
+    assert [f.status for f in index_paths(vids, db=db, models=models()).files] == ["skipped", "indexed", "indexed"]
