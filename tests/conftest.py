@@ -6,7 +6,11 @@ Add a fixture here only when two or more test files need it.
 from __future__ import annotations
 
 import importlib.util
+import contextlib
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +146,26 @@ def cli_lite_encoder(lite_encoder, monkeypatch):
     monkeypatch.setattr(models, "load_encoder",
                         lambda spec="lite", **kw: lite_encoder if spec in (None, "", "lite") else real(spec, **kw))
     return lite_encoder
+
+
+@contextlib.contextmanager
+def served(app):
+    """Run an ASGI app under uvicorn in a thread on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import served  # noqa: E402
+
 from tspo_edge import search as search_mod  # noqa: E402
 from tspo_edge.cli import app as cli_app  # noqa: E402
 from tspo_edge.mllm import load_answerer  # noqa: E402
@@ -338,20 +340,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live_server(archive, lite_models, lite_encoder):
-    uvicorn = pytest.importorskip("uvicorn")
     token = "live-" + "y" * 16
     app = create_app(archive["db"], lite_models(), load_answerer("lite", encoder=lite_encoder), token=token)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url, token
 
 
 def test_ask_server_prints_what_a_local_ask_prints(archive, live_server, cli_lite_encoder, monkeypatch):

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
+from conftest import served
 from tspo_edge.mllm import load_answerer
 from tspo_edge.pipeline import index_videos
 from tspo_edge.server import create_app
@@ -24,13 +21,6 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install -y chromium)"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
-uvicorn = pytest.importorskip("uvicorn")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +34,8 @@ def server(tmp_path_factory, lite_models, lite_encoder, real_clips):
     with Store(root / "index.db") as store:
         assert all(r.status == "indexed" for r in index_videos(store, paths, lite_models()))
     app = create_app(root / "index.db", lite_models(), load_answerer("lite", encoder=lite_encoder))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
