@@ -157,7 +157,7 @@ def index_cmd(
     agent: Optional[str] = AgentOpt,
     fps: float = FpsOpt,
     max_frames: Optional[int] = MaxFramesOpt,
-    decoder: str = typer.Option("pyav", "--decoder", help="pyav, decord where installed, or nvdec (NVIDIA GPU decoding through torchcodec; PyAV when it cannot run, with the reason)."),
+    decoder: str = typer.Option("pyav", "--decoder", help="pyav, decord where installed, or nvdec (NVIDIA GPU decoding: PyNvVideoCodec or torchcodec; PyAV when it cannot run, with the reason)."),
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,

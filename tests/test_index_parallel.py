@@ -195,10 +195,12 @@ def test_skipping_non_reference_frames_keeps_every_sampled_frame(tmp_path, codec
 
 # ---- NVDEC --------------------------------------------------------------------------------------
 
-def test_nvdec_frames_equal_pyav_within_rounding(tmp_path):
-    from tspo_edge.nvdec import nvdec_unavailable
+@pytest.mark.parametrize("backend", ["pynvvideocodec", "torchcodec"])
+def test_nvdec_frames_equal_pyav_within_rounding(tmp_path, monkeypatch, backend):
+    from tspo_edge import nvdec
 
-    why = nvdec_unavailable()
+    monkeypatch.setenv(nvdec.CHOICE_ENV, backend)
+    why = nvdec.nvdec_unavailable()
     if why is not None:
         pytest.skip(f"--decoder nvdec cannot run here: {why}")
     path = write_test_video(tmp_path / "n.mp4", seconds=6, fps=30, size=(320, 180), seed=5)
@@ -210,6 +212,56 @@ def test_nvdec_frames_equal_pyav_within_rounding(tmp_path):
     b = np.concatenate([c.frames for c in ref]).astype(int)
     assert a.shape == b.shape
     assert np.abs(a - b).mean() < 4.0  # YUV->RGB and resampling differ a little between decoders
+
+
+def test_nvdec_reason_is_one_line_when_a_backend_cannot_load(tmp_path, monkeypatch):
+    """A backend whose import fails (no driver library, as PyNvVideoCodec does without
+    libnvidia-encode) gives the first line of its error; an unknown choice names the variable."""
+    import torch
+
+    from tspo_edge import nvdec
+
+    fake = tmp_path / "site" / "PyNvVideoCodec"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("Failed to load NVENC library: libnvidia-encode.so.1: '
+                                      'cannot open\\n\\n=== TROUBLESHOOTING STEPS ===\\n1. install a driver")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the environment: a GPU "is" here
+    nvdec._backend_unavailable.cache_clear()
+    monkeypatch.setenv(nvdec.CHOICE_ENV, "pynvvideocodec")
+    try:
+        assert nvdec.installed_backends()[0] == "pynvvideocodec"
+        why = nvdec.nvdec_unavailable()
+        assert why == "pynvvideocodec cannot load (Failed to load NVENC library: libnvidia-encode.so.1: cannot open)"
+        with pytest.raises(Exception, match="NVDEC cannot run here: pynvvideocodec cannot load"):
+            list(V.iter_frames(write_test_video(tmp_path / "v.mp4", seconds=1, fps=5, size=(64, 48)),
+                               fps=1, decoder="nvdec"))
+        monkeypatch.setenv(nvdec.CHOICE_ENV, "decord")
+        assert nvdec.nvdec_unavailable() == "TSPO_EDGE_NVDEC='decord': choose pynvvideocodec or torchcodec"
+    finally:
+        nvdec._backend_unavailable.cache_clear()
+
+
+def test_cli_nvdec_falls_back_to_pyav_with_the_reason(tmp_path, folder, cli_lite_encoder):
+    from tspo_edge.cli import app
+    from tspo_edge.nvdec import nvdec_unavailable
+
+    why = nvdec_unavailable()
+    if why is None:
+        pytest.skip("NVDEC runs here: no fallback to show")
+    runner = CliRunner()
+    dbs = {}
+    for decoder in ("pyav", "nvdec"):
+        dbs[decoder] = tmp_path / f"{decoder}.db"
+        r = runner.invoke(app, ["index", str(folder / "a.mp4"), "--db", str(dbs[decoder]), "--decoder", decoder])
+        assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if "--decoder nvdec" in ln]
+    assert lines == [f"--decoder nvdec: {why}; decoding with PyAV"], r.output
+    assert "Traceback" not in r.output
+    (plain,), (nv,) = rows(dbs["pyav"]).values(), rows(dbs["nvdec"]).values()
+    assert plain[:4] == nv[:4]
+    np.testing.assert_array_equal(plain[4][0], nv[4][0])
+    np.testing.assert_array_equal(plain[4][1], nv[4][1])
 
 
 def test_workers_encoder_failure_fails_those_videos_only(folder, lite_models, lite_encoder, tmp_path):

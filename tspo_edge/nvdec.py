@@ -1,11 +1,17 @@
-"""NVIDIA GPU decoding (NVDEC) through torchcodec's CUDA decoder: `--decoder nvdec`.
+"""NVIDIA GPU decoding (NVDEC): `--decoder nvdec`.
 
-Sampling follows `video.iter_frames` exactly (video.py plans it and calls `decode_sampled`): target times k / fps (or `max_frames` spread over the
-duration), each served by the first frame at or after it, each frame once. Frame times come
-from the container's packet timestamps, read without decoding (PyAV demuxing); the frames at
-those indices are decoded on the GPU, resized there (bilinear, antialiased) so the short side is
-`size`, and handed over as uint8 RGB like PyAV's: equal to PyAV's within decoder and resampling
-rounding (tests/test_index_parallel.py compares them where a GPU is lent).
+Two backends, tried in this order: NVIDIA's PyNvVideoCodec (`pip install pynvvideocodec`: its
+wheel carries the FFmpeg demuxer it needs; x86-64 and Jetson) and torchcodec's CUDA decoder (a
+CUDA build of torchcodec beside the system's FFmpeg). `TSPO_EDGE_NVDEC=pynvvideocodec|torchcodec`
+picks one.
+
+Sampling follows `video.iter_frames` exactly (video.py plans it and calls `decode_sampled`):
+target times k / fps (or `max_frames` spread over the duration), each served by the first frame
+at or after it, each frame once. Frame times come from the container's packet timestamps, read
+without decoding (PyAV demuxing); the frames at those indices are decoded on the GPU, resized
+there (bilinear, antialiased) so the short side is `size`, and handed over as uint8 RGB like
+PyAV's: equal to PyAV's within decoder and resampling rounding (tests/test_index_parallel.py
+compares them where a GPU is lent).
 
 `nvdec_unavailable()` says in one line why NVDEC cannot run here (None when it can); the command
 line then decodes with PyAV and prints that line.
@@ -13,30 +19,72 @@ line then decodes with PyAV and prints that line.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from .errors import VideoError
 
+# backend name -> the module it imports (tried in this order)
+BACKENDS = {"pynvvideocodec": "PyNvVideoCodec", "torchcodec": "torchcodec.decoders"}
+CHOICE_ENV = "TSPO_EDGE_NVDEC"
 
-def nvdec_unavailable() -> str | None:
-    """Why `--decoder nvdec` cannot run on this machine, or None."""
-    if importlib.util.find_spec("torchcodec") is None:
-        return "torchcodec is not installed (pip install torchcodec, a CUDA build)"
+
+def installed_backends() -> list[str]:
+    """NVDEC backends whose package is installed (whether or not a GPU is here)."""
+    return [name for name, module in BACKENDS.items()
+            if importlib.util.find_spec(module.split(".")[0]) is not None]
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return " ".join(first.split())[:limit]
+
+
+@functools.lru_cache(maxsize=None)
+def _backend_unavailable(name: str) -> str | None:
+    """Why backend `name` cannot decode here, or None."""
+    if importlib.util.find_spec(BACKENDS[name].split(".")[0]) is None:
+        return f"{name} is not installed"
     try:
         import torch
     except ImportError:
         return "torch is not installed"
     if not torch.cuda.is_available():
         return "no CUDA device"
-    try:
-        from torchcodec.decoders import VideoDecoder  # noqa: F401
-    except Exception as e:  # a CPU-only build, or FFmpeg libraries it cannot find
-        return f"torchcodec cannot load ({' '.join(str(e).split())[:160]})"
+    try:  # a CPU-only build, a missing driver library (libnvcuvid, libnvidia-encode) or FFmpeg
+        importlib.import_module(BACKENDS[name])
+    except Exception as e:
+        return f"{name} cannot load ({_one_line(e)})"
     return None
+
+
+def choose_backend() -> tuple[str | None, str | None]:
+    """(the backend NVDEC decodes with, None) or (None, why none can run here)."""
+    wanted = os.environ.get(CHOICE_ENV, "").strip().lower()
+    if wanted and wanted not in BACKENDS:
+        return None, f"{CHOICE_ENV}={wanted!r}: choose {' or '.join(BACKENDS)}"
+    reasons = []
+    for name in ([wanted] if wanted else list(BACKENDS)):
+        why = _backend_unavailable(name)
+        if why is None:
+            return name, None
+        reasons.append(why)
+    if not wanted:
+        reasons = [r for r in reasons if not r.endswith("is not installed")]  # the installed ones' reasons
+        if not reasons:
+            return None, "no NVDEC backend is installed (pip install pynvvideocodec, or a CUDA build of torchcodec)"
+    return None, "; ".join(dict.fromkeys(reasons))
+
+
+def nvdec_unavailable() -> str | None:
+    """Why `--decoder nvdec` cannot run on this machine, or None."""
+    return choose_backend()[1]
 
 
 def _packet_times(path: Path) -> np.ndarray:
@@ -61,16 +109,47 @@ def sample_indices(frame_times: np.ndarray, targets: np.ndarray, max_frames: int
     return idx if max_frames is None else idx[:max_frames]
 
 
+def _open_pynvvideocodec(path: Path, n_frames: int, device: str) -> Callable:
+    """frames_at(indices) -> uint8 N x 3 x H x W on the GPU, by PyNvVideoCodec's SimpleDecoder."""
+    import PyNvVideoCodec as nvc
+    import torch
+
+    dec = nvc.SimpleDecoder(str(path), gpu_id=torch.device(device).index or 0, use_device_memory=True,
+                            output_color_type=nvc.OutputColorType.RGB)
+    if len(dec) != n_frames:  # its frame numbers must be the demuxer's, or the times would be wrong
+        raise VideoError(f"{path}: NVDEC counts {len(dec)} frames where demuxing finds {n_frames}; "
+                         "decode it with PyAV")
+
+    def frames_at(indices: list[int]):
+        frames = dec.get_batch_frames_by_index(indices)  # H x W x 3 each, in GPU memory
+        return torch.stack([torch.from_dlpack(f) for f in frames]).permute(0, 3, 1, 2)
+
+    return frames_at
+
+
+def _open_torchcodec(path: Path, n_frames: int, device: str) -> Callable:
+    """frames_at(indices) -> uint8 N x 3 x H x W on the GPU, by torchcodec's CUDA decoder."""
+    from torchcodec.decoders import VideoDecoder
+
+    dec = VideoDecoder(str(path), device=device, seek_mode="exact")
+    return lambda indices: dec.get_frames_at(indices=indices).data
+
+
+OPENERS = {"pynvvideocodec": _open_pynvvideocodec, "torchcodec": _open_torchcodec}
+
+
 def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[int, int], chunk: int,
                    eps: float, device: str = "cuda") -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(times, uint8 N×H×W×3 frames) chunks of the frames `plan(end_seconds) -> target times`
     asks for, decoded by NVDEC (rotation-free videos; a rotated one is refused). `tspo_edge.video`
     plans and probes (`info`), so both decoders sample alike; the file is read and planned now."""
-    import torch  # optional: NVDEC needs torch and torchcodec's CUDA build
+    import torch  # optional: NVDEC needs torch and a backend
     import torch.nn.functional as F
-    from torchcodec.decoders import VideoDecoder
 
     path = Path(path)
+    backend, why = choose_backend()
+    if backend is None:
+        raise VideoError(f"{path}: NVDEC cannot run here: {why}")
     if info.rotation % 360:
         raise VideoError(f"{path}: rotated video ({info.rotation}°): decode it with PyAV")
     times = _packet_times(path)
@@ -78,14 +157,16 @@ def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[in
     idx = sample_indices(times, plan(end), max_frames, eps)
     ow, oh = out_wh
     try:
-        dec = VideoDecoder(str(path), device=device, seek_mode="exact")
+        frames_at = OPENERS[backend](path, len(times), device)
+    except VideoError:
+        raise
     except Exception as e:
-        raise VideoError(f"{path}: NVDEC cannot open it ({' '.join(str(e).split())[:200]})") from e
+        raise VideoError(f"{path}: NVDEC ({backend}) cannot open it ({_one_line(e, 200)})") from e
 
     def chunks():
         for a in range(0, len(idx), chunk):
             sel = idx[a:a + chunk]
-            batch = dec.get_frames_at(indices=sel.tolist()).data  # N x 3 x H x W uint8 on the GPU
+            batch = frames_at(sel.tolist())  # N x 3 x H x W uint8 on the GPU
             if batch.shape[-2:] != (oh, ow):
                 batch = F.interpolate(batch.float(), size=(oh, ow), mode="bilinear", antialias=True,
                                       align_corners=False).round_().clamp_(0, 255).to(torch.uint8)

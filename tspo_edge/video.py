@@ -69,7 +69,7 @@ def available_decoders() -> list[str]:
     names = ["pyav"]
     if importlib.util.find_spec("decord") is not None:
         names.append("decord")
-    if importlib.util.find_spec("torchcodec") is not None:  # usable only with CUDA: nvdec.nvdec_unavailable
+    if nvdec.installed_backends():  # usable only with CUDA: nvdec.nvdec_unavailable
         names.append("nvdec")
     return names
 
@@ -82,8 +82,8 @@ def _check_decoder(decoder: str) -> None:
             raise TspoError("decoder 'decord' is not installed: pip install decord2 (or decord)")
         return
     if decoder == "nvdec":
-        if importlib.util.find_spec("torchcodec") is None:
-            raise TspoError("decoder 'nvdec' needs torchcodec (a CUDA build): pip install torchcodec")
+        if not nvdec.installed_backends():
+            raise TspoError("decoder 'nvdec' needs PyNvVideoCodec or torchcodec: pip install pynvvideocodec")
         return
     raise TspoError(f"unknown decoder {decoder!r}: choose one of {', '.join(available_decoders())}")
 
