@@ -18,6 +18,8 @@ Without an address a local Ray starts (and stops at the end) with this machine's
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
 from pathlib import Path
 
@@ -82,9 +84,16 @@ def index_task(job: DecodeJob, encoder) -> tuple:
             np.concatenate(times), np.concatenate(xs))
 
 
-def _package_root() -> str:
-    """The folder holding the `tspo_edge` this driver runs, for local Ray workers' PYTHONPATH."""
-    return str(Path(tspo_edge.__file__).resolve().parent.parent)
+def worker_pythonpath() -> str:
+    """Local Ray workers' PYTHONPATH: the folder holding the `tspo_edge` this driver runs, then the
+    driver's own PYTHONPATH (packages carried there, Ray itself perhaps: replacing it left the
+    workers unable to import ray, and Ray restarts them forever)."""
+    entries = [str(Path(tspo_edge.__file__).resolve().parent.parent),
+               *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return os.pathsep.join(dict.fromkeys(e for e in entries if e))
+
+
+PROBE_SECONDS = 120.0
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -97,11 +106,34 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": _package_root()}})
+                     runtime_env={"env_vars": {"PYTHONPATH": worker_pythonpath()}})
     except Exception as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise TspoError(f"cannot start {where}: {' '.join(str(e).split())[:300]}") from e
+    try:
+        probe_workers(ray)
+    except TspoError:
+        ray.shutdown()
+        raise
     return True
+
+
+def _import(module: str) -> str:
+    return importlib.import_module(module).__name__
+
+
+def probe_workers(ray, timeout: float = PROBE_SECONDS, module: str = "tspo_edge") -> None:
+    """One task must start and import `module` within `timeout` seconds: a worker that cannot
+    start (Ray restarts it forever) or a node without tspo-edge is one clear error, not a hang."""
+    try:
+        ray.get(ray.remote(num_cpus=0)(_import).remote(module), timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise TspoError(f"Ray workers did not start within {timeout:g} s (their log: "
+                        "/tmp/ray/session_latest/logs/raylet.err)") from None
+    except ray.exceptions.RayError as e:
+        last = [line for line in str(e).splitlines() if line.strip()][-1:] or [type(e).__name__]
+        raise TspoError(f"a Ray worker cannot import {module}: {' '.join(last[0].split())[:200]} "
+                        "(install tspo-edge on every node)") from None
 
 
 def _encoders(ray, spec: ModelSpec, expected_id: str) -> list:

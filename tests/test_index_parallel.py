@@ -160,6 +160,32 @@ def test_ray_gives_the_plain_index_and_reruns_incrementally(ray_session, folder,
     assert again.count("skipped") == 4 and again.frames == 0 and len(again.failed) == 3
 
 
+def test_local_ray_workers_keep_the_drivers_pythonpath(monkeypatch, tmp_path):
+    """Packages reachable only through PYTHONPATH (carried wheels, say) stay reachable in local
+    Ray workers: replacing it left them unable to import ray, and Ray restarted them forever."""
+    import tspo_edge
+    from tspo_edge.index.ray_engine import worker_pythonpath
+
+    root = str(Path(tspo_edge.__file__).resolve().parent.parent)
+    carried = str(tmp_path / "site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([carried, root, ""]))
+    assert worker_pythonpath().split(os.pathsep) == [root, carried]
+    monkeypatch.delenv("PYTHONPATH")
+    assert worker_pythonpath() == root
+
+
+def test_ray_workers_that_cannot_start_or_import_are_one_error(ray_session):
+    from tspo_edge.errors import TspoError
+    from tspo_edge.index.ray_engine import probe_workers
+
+    probe_workers(ray_session, timeout=60)  # the session's workers import tspo_edge
+    with pytest.raises(TspoError, match=r"^a Ray worker cannot import tspo_edge_absent: .*No module named "
+                                        r"'tspo_edge_absent' \(install tspo-edge on every node\)$"):
+        probe_workers(ray_session, timeout=60, module="tspo_edge_absent")
+    with pytest.raises(TspoError, match=r"^Ray workers did not start within 1e-06 s"):
+        probe_workers(ray_session, timeout=1e-6)
+
+
 # ---- decoding less: frames no sample depends on are not decoded ------------------------------
 
 @pytest.mark.parametrize("codec,options", [("libx264", {"g": "300", "bf": "3"}), ("mpeg4", {"g": "300", "bf": "2", "sc_threshold": "1000000000"})])
