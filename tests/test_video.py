@@ -294,10 +294,13 @@ def test_decoder_choice_errors(make_video, monkeypatch):
     with pytest.raises(TspoError, match="unknown decoder"):
         V.probe(path, decoder="opencv")
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "decord" else real(n, *a))
+    optional = {"decord", "torchcodec", "PyNvVideoCodec"}  # none of the optional decoders installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in optional else real(n, *a))
     assert V.available_decoders() == ["pyav"]
     with pytest.raises(TspoError, match="pip install decord"):
         V.iter_frames(path, decoder="decord")
+    with pytest.raises(TspoError, match="pip install pynvvideocodec"):
+        V.iter_frames(path, decoder="nvdec")
 
 
 def test_write_video_rejects_bad_frames(tmp_path):
