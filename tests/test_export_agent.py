@@ -186,3 +186,38 @@ def test_provider_order_and_tensorrt_options(tmp_path, monkeypatch):
     assert Path(opts["trt_engine_cache_path"]) == tmp_path / "trt-cache" and opts["trt_engine_cache_enable"]
     assert (opts["trt_profile_min_shapes"], opts["trt_profile_max_shapes"]) == ("x:1x768", "x:50000x768")
     assert opts["trt_fp16_enable"] and provider_options("CPUExecutionProvider", tmp_path, fp16=True, profile=None) == {}
+
+
+def test_cli_export_takes_heads_and_window_from_agent_json_beside_a_foreign_checkpoint(tmp_path):
+    """A checkpoint that records no heads/window (TSPO's own `selector.*` layout) is read as TSPO's
+    8 heads and window 12, or with what an agent.json beside it says — for every command."""
+    import torch
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from tspo_edge.agent import TemporalAgent
+    from tspo_edge.cli import app
+
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    torch.manual_seed(0)
+    agent = TemporalAgent(64, 4, 16)
+    save_file({f"selector.{k}": v.contiguous() for k, v in agent.state_dict().items()},
+              str(folder / "model.safetensors"))
+    runner = CliRunner()
+    r = runner.invoke(app, ["export", str(folder), "--encoder", "none", "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    plain = json.loads((tmp_path / "plain" / "manifest.json").read_text())["agent"]
+    assert (plain["heads"], plain["window"]) == (8, 12)
+    (folder / "agent.json").write_text(json.dumps({"heads": 4, "window": 16}))
+    r = runner.invoke(app, ["export", str(folder), "--encoder", "none", "--out", str(tmp_path / "told")])
+    assert r.exit_code == 0, r.output
+    told = json.loads((tmp_path / "told" / "manifest.json").read_text())["agent"]
+    assert (told["heads"], told["window"], told["id"]) == (4, 16, agent.id)
+    x = np.random.default_rng(0).standard_normal((40, 64)).astype(np.float32)
+    with torch.inference_mode():
+        want = agent.events(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(OnnxAgent(tmp_path / "told", quiet=True).events(x), want, atol=1e-4)
+    (folder / "agent.json").write_text(json.dumps({"heads": 4, "window": 0}))
+    r = runner.invoke(app, ["export", str(folder), "--encoder", "none", "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "'window' is 0, expected a positive whole number" in r.output, r.output
