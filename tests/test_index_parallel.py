@@ -221,15 +221,16 @@ def test_skipping_non_reference_frames_keeps_every_sampled_frame(tmp_path, codec
 
 # ---- NVDEC --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # .mkv: no frame count in the header
 @pytest.mark.parametrize("backend", ["pynvvideocodec", "torchcodec"])
-def test_nvdec_frames_equal_pyav_within_rounding(tmp_path, monkeypatch, backend):
+def test_nvdec_frames_equal_pyav_within_rounding(tmp_path, monkeypatch, backend, suffix):
     from tspo_edge import nvdec
 
     monkeypatch.setenv(nvdec.CHOICE_ENV, backend)
     why = nvdec.nvdec_unavailable()
     if why is not None:
         pytest.skip(f"--decoder nvdec cannot run here: {why}")
-    path = write_test_video(tmp_path / "n.mp4", seconds=6, fps=30, size=(320, 180), seed=5)
+    path = write_test_video(tmp_path / f"n{suffix}", seconds=6, fps=30, size=(320, 180), seed=5)
     ref = list(V.iter_frames(path, fps=2, size=90))
     got = list(V.iter_frames(path, fps=2, size=90, decoder="nvdec"))
     np.testing.assert_allclose(np.concatenate([c.times for c in got]), np.concatenate([c.times for c in ref]),

@@ -109,12 +109,14 @@ def sample_indices(frame_times: np.ndarray, targets: np.ndarray, max_frames: int
     return idx if max_frames is None else idx[:max_frames]
 
 
-def _open_pynvvideocodec(path: Path, n_frames: int, device: str) -> Callable:
+def _open_pynvvideocodec(path: Path, info, n_frames: int, device: str) -> Callable:
     """frames_at(indices) -> uint8 N x 3 x H x W on the GPU, by PyNvVideoCodec's SimpleDecoder."""
     import PyNvVideoCodec as nvc
     import torch
 
+    # a container without a frame count in its header (Matroska, WebM) needs the decoder's own scan
     dec = nvc.SimpleDecoder(str(path), gpu_id=torch.device(device).index or 0, use_device_memory=True,
+                            need_scanned_stream_metadata=not info.frame_count,
                             output_color_type=nvc.OutputColorType.RGB)
     if len(dec) != n_frames:  # its frame numbers must be the demuxer's, or the times would be wrong
         raise VideoError(f"{path}: NVDEC counts {len(dec)} frames where demuxing finds {n_frames}; "
@@ -127,7 +129,7 @@ def _open_pynvvideocodec(path: Path, n_frames: int, device: str) -> Callable:
     return frames_at
 
 
-def _open_torchcodec(path: Path, n_frames: int, device: str) -> Callable:
+def _open_torchcodec(path: Path, info, n_frames: int, device: str) -> Callable:
     """frames_at(indices) -> uint8 N x 3 x H x W on the GPU, by torchcodec's CUDA decoder."""
     from torchcodec.decoders import VideoDecoder
 
@@ -157,7 +159,7 @@ def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[in
     idx = sample_indices(times, plan(end), max_frames, eps)
     ow, oh = out_wh
     try:
-        frames_at = OPENERS[backend](path, len(times), device)
+        frames_at = OPENERS[backend](path, info, len(times), device)
     except VideoError:
         raise
     except Exception as e:
