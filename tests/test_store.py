@@ -188,3 +188,41 @@ def test_fingerprint_sees_start_middle_end_and_size(tmp_path):
     small = tmp_path / "small.bin"
     small.write_bytes(b"abc")
     assert fingerprint(small) != fingerprint(tmp_path / "big.bin")
+
+
+def test_sqlite_error_codes_are_read_from_the_message_where_python_gives_none(tmp_path):
+    """Python 3.10's sqlite3 errors carry no code (`sqlite_errorcode` came in 3.11): the store reads
+    it from SQLite's message, so locks are retried and faults named there too."""
+    from tspo_edge import store
+
+    def provoke(fn):
+        try:
+            fn()
+        except sqlite3.Error as e:
+            return e
+        raise AssertionError("no sqlite3 error")
+
+    notadb = tmp_path / "notadb.db"
+    notadb.write_bytes(b"not a database at all " * 200)
+    locked = tmp_path / "locked.db"
+    holder = sqlite3.connect(locked, timeout=0)
+    holder.execute("CREATE TABLE t (x)")
+    holder.commit()
+    holder.execute("BEGIN IMMEDIATE")
+    readonly = tmp_path / "ro.db"
+    sqlite3.connect(readonly).execute("CREATE TABLE t (x)").connection.commit()
+    cases = {
+        store.NOTADB: lambda: sqlite3.connect(notadb).execute("SELECT * FROM sqlite_master").fetchall(),
+        store.CANTOPEN: lambda: sqlite3.connect(tmp_path / "no" / "such.db"),
+        store.BUSY: lambda: sqlite3.connect(locked, timeout=0).execute("BEGIN IMMEDIATE"),
+        store.READONLY: lambda: sqlite3.connect(f"file:{readonly}?mode=ro", uri=True).execute("INSERT INTO t VALUES (1)"),
+    }
+    for code, fn in cases.items():
+        e = provoke(fn)
+        if hasattr(e, "sqlite_errorcode"):  # Python 3.11+: the code itself, and the message agrees
+            assert store._primary(e) == e.sqlite_errorcode & 0xFF == code, str(e)
+        bare = type(e)(str(e))  # as Python 3.10 raises it: the message alone
+        assert not hasattr(bare, "sqlite_errorcode")
+        assert store._primary(bare) == code, str(e)
+    holder.rollback()
+    assert isinstance(store.storage_error(locked, type(e)("database is locked"), "writing"), store.StoreLockedError)

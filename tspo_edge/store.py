@@ -123,9 +123,24 @@ def _blob(a: np.ndarray, dtype) -> bytes:
     return np.ascontiguousarray(a, dtype=dtype).tobytes()
 
 
+# SQLite's primary result codes that the store tells apart (Python's sqlite3 names them from 3.11
+# on), each with SQLite's own message for it (sqlite3_errstr): Python 3.10 gives no code with its
+# errors, only the message, so the code is read back from it there.
+PERM, BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, AUTH, NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 23, 26
+_MESSAGES = {"access permission denied": PERM, "database is locked": BUSY, "database table is locked": LOCKED,
+             "attempt to write a readonly database": READONLY, "disk I/O error": IOERR,
+             "database disk image is malformed": CORRUPT, "database or disk is full": FULL,
+             "unable to open database file": CANTOPEN, "authorization denied": AUTH,
+             "file is not a database": NOTADB}
+
+
 def _primary(e: BaseException) -> int | None:
     code = getattr(e, "sqlite_errorcode", None)
-    return None if code is None else code & 0xFF
+    if code is not None:
+        return code & 0xFF
+    if isinstance(e, sqlite3.Error):  # Python 3.10
+        return next((c for m, c in _MESSAGES.items() if str(e).startswith(m)), None)
+    return None
 
 
 def _one_line(e: BaseException) -> str:
@@ -171,16 +186,16 @@ def storage_error(path: str | os.PathLike, e: BaseException, doing: str) -> Stor
         if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             return StoreReadOnlyError(f"{path}: cannot write ({doing}): {e.strerror or cause}")
         return StoreUnreadableError(f"{path}: cannot use the index ({doing}): {e.strerror or cause}")
-    if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _disk_full(path.parent)):
+    if code == FULL or (code == IOERR and _disk_full(path.parent)):
         return _full(path, doing)
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    if code in (BUSY, LOCKED):
         return StoreLockedError(f"{path}: locked by another process ({doing}); try again when it is done")
-    if code == sqlite3.SQLITE_READONLY:
+    if code == READONLY:
         reason = _read_only_reason(path) or cause
         return StoreReadOnlyError(f"{path}: read-only index ({reason}): {doing} refused")
-    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+    if code in (NOTADB, CORRUPT):
         return NotAnIndexError(f"{path}: not a tspo-edge index ({cause})")
-    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_AUTH):
+    if code in (CANTOPEN, PERM, IOERR, AUTH):
         return StoreUnreadableError(f"{path}: cannot open or read the index ({doing}): {cause}")
     return StoreError(f"{path}: {doing} failed ({cause})")
 
@@ -253,7 +268,7 @@ class Store:
                 conn.close()
                 raise
         except sqlite3.OperationalError as e:
-            if _primary(e) not in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+            if _primary(e) not in (CANTOPEN, READONLY):
                 raise
         wal = Path(str(self.path) + "-wal")
         if wal.exists() and wal.stat().st_size > 0:
@@ -282,8 +297,8 @@ class Store:
                 self.db.conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as e:
-                if _primary(e) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == WRITE_TRIES - 1:
-                    if _primary(e) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if _primary(e) not in (BUSY, LOCKED) or attempt == WRITE_TRIES - 1:
+                    if _primary(e) in (BUSY, LOCKED):
                         raise StoreLockedError(
                             f"{self.path}: locked by another process for {WRITE_TRIES * self.timeout:.0f} s "
                             f"({doing}); try again when it is done") from None
@@ -356,7 +371,7 @@ class Store:
                 self.db.conn.execute("PRAGMA journal_mode = WAL").fetchone()
                 break
             except sqlite3.OperationalError as e:
-                if _primary(e) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == WRITE_TRIES - 1:
+                if _primary(e) not in (BUSY, LOCKED) or attempt == WRITE_TRIES - 1:
                     raise
                 time.sleep(random.uniform(0.01, 0.1))
         with self.write("creating the index"):
