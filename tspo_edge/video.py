@@ -677,8 +677,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: f
                 if tb is not None:
                     stream.codec_context.time_base = tb
                 if rotation:
-                    if not hasattr(stream, "set_display_rotation"):  # PyAV 17 (Python 3.10) reads it only
-                        raise TspoError(f"{path}: writing a display rotation needs PyAV >= 18 "
+                    if not hasattr(stream, "set_display_rotation"):  # PyAV 17.0 reads it only
+                        raise TspoError(f"{path}: writing a display rotation needs PyAV >= 17.1 "
                                         f"(this is PyAV {av.__version__})")
                     stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
