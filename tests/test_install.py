@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -22,6 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHADOWS = ("index", "train", "export", "cli")
+DEPS_PTH = "_test_dependencies.pth"  # make_venv's pointer to the running environment's packages
 LIBRARY = ("from tspo_edge.ask import Asker; import tspo_edge, tspo_edge.index, tspo_edge.train, "
            "tspo_edge.export, tspo_edge.cli; print(tspo_edge.__file__); print(tspo_edge.index.__file__)")
 
@@ -68,9 +70,15 @@ def shadow_dir(tmp_path_factory) -> Path:
 
 
 def make_venv(path: Path) -> Path:
-    """A virtual environment that sees this machine's packages (the dependencies); returns its python."""
+    """A virtual environment that sees the packages of the interpreter running the tests (the
+    dependencies), also when that is itself a virtual environment; returns its python."""
     venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(path)
-    return path / "bin" / "python"
+    python = path / "bin" / "python"
+    purelib = sh(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    # plain path lines: the running environment's own .pth files (an editable install of this
+    # checkout among them) are not run, so the installs under test still stand alone
+    (Path(purelib) / DEPS_PTH).write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
 
 
 def test_wheel_holds_only_the_tspo_edge_namespace(wheel):
@@ -107,7 +115,7 @@ def test_regular_install_is_not_shadowed(wheel, shadow_dir, tmp_path):
     python = make_venv(tmp_path / "venv")
     sh(python, "-m", "pip", "install", "--no-deps", "-q", wheel)
     site = Path(sh(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
-    installed = {p.name for p in site.iterdir() if p.name != "__pycache__"}
+    installed = {p.name for p in site.iterdir() if p.name not in ("__pycache__", DEPS_PTH)}
     dist_info = {n for n in installed if n.startswith("tspo_edge-") and n.endswith(".dist-info")}
     assert installed - dist_info == {"tspo_edge"} and len(dist_info) == 1, sorted(installed)
     (tmp_path / "clean").mkdir()
