@@ -105,3 +105,13 @@ def test_rendered_photo_frames_are_seeded():
     b = render_photo("clock", 3, (64, 36), np.random.default_rng(1))
     c = render_photo("clock", 3, (64, 36), np.random.default_rng(2))
     assert a.shape == (3, 36, 64, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_train_stats_counts_steps_that_teach():
+    from benchmarks.learning import train_stats
+
+    recs = [{"step": i + 1, "reward_std": 0.5 * (i % 4 == 0), "grad_norm": 0.3 * (i % 4 == 0), "R_A": 1.0,
+             "R_T": None if i % 2 else 0.5, "reward_mean": 1.0, "entropy": 2.0, "tau": 0.1} for i in range(40)]
+    st = train_stats(recs)
+    assert st["all"]["spread"] == st["all"]["nonzero_grad"] == 0.25
+    assert (st["first"]["steps"], st["last"]["steps"], st["all"]["R_T"]) == (2, 8, 0.5)
