@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -253,6 +254,8 @@ def test_nvdec_reason_is_one_line_when_a_backend_cannot_load(tmp_path, monkeypat
     (fake / "__init__.py").write_text('raise RuntimeError("Failed to load NVENC library: libnvidia-encode.so.1: '
                                       'cannot open\\n\\n=== TROUBLESHOOTING STEPS ===\\n1. install a driver")\n')
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [n for n in sys.modules if n.split(".")[0] == "PyNvVideoCodec"]:  # a real one imported before
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the environment: a GPU "is" here
     nvdec._backend_unavailable.cache_clear()
     monkeypatch.setenv(nvdec.CHOICE_ENV, "pynvvideocodec")
