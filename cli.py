@@ -305,6 +305,19 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
         out.print(videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]))
 
 
+@app.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
+def doctor_cmd(json_out: bool = JsonOpt) -> None:
+    """What this machine can run: Python, torch and its GPUs, PyAV, the decoders (and why one cannot run), ONNX Runtime's providers, TensorRT, the lite profile."""
+    from tspo_edge.doctor import lines, report  # torch only when installed (its GPUs)
+
+    facts = report()
+    if json_out:
+        dump(facts)
+    else:
+        for line in lines(facts):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("ask", epilog=examples(
     'tspo-edge ask talk.mp4 "What does she hold up? A. a phone B. a book"',
     'tspo-edge ask talk.mp4 "When does the demo start?" --mllm none --sheet moments.jpg',

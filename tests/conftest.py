@@ -36,6 +36,7 @@ TORCH_FREE_MODULES = frozenset({
     "test_mllm_openai.py",    # the OpenAI-compatible answerer (a local fake server)
     "test_select.py",         # keyframe selection (NumPy only)
     "test_search.py",         # archive-wide search (NumPy only)
+    "test_doctor.py",         # tspo-edge doctor (what the machine can run)
 })
 
 

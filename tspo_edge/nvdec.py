@@ -69,16 +69,15 @@ def choose_backend() -> tuple[str | None, str | None]:
     wanted = os.environ.get(CHOICE_ENV, "").strip().lower()
     if wanted and wanted not in BACKENDS:
         return None, f"{CHOICE_ENV}={wanted!r}: choose {' or '.join(BACKENDS)}"
+    names = [wanted] if wanted else installed_backends()
+    if not names:
+        return None, "no NVDEC backend is installed (pip install pynvvideocodec, or a CUDA build of torchcodec)"
     reasons = []
-    for name in ([wanted] if wanted else list(BACKENDS)):
+    for name in names:
         why = _backend_unavailable(name)
         if why is None:
             return name, None
         reasons.append(why)
-    if not wanted:
-        reasons = [r for r in reasons if not r.endswith("is not installed")]  # the installed ones' reasons
-        if not reasons:
-            return None, "no NVDEC backend is installed (pip install pynvvideocodec, or a CUDA build of torchcodec)"
     return None, "; ".join(dict.fromkeys(reasons))
 
 
