@@ -146,9 +146,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 @app.command("index", epilog=examples(
     "tspo-edge index ./lectures ./dashcam/2026-11-01.mp4",
-    "tspo-edge index ./archive --encoder ./TSPO-0.4B --db archive.db",
-    "tspo-edge index ./archive --model-dir edge/ --max-frames 50000 --json",
-    "tspo-edge index ./archive --workers 8",
+    "tspo-edge index ./archive --encoder ./TSPO-0.4B --db archive.db --workers 8 --device cuda",
     "tspo-edge index /shared/archive --engine ray --ray-address ray://head:10001 --db /shared/archive.db"))
 def index_cmd(
     paths: List[Path] = typer.Argument(..., exists=True, help="Video files and/or folders (searched recursively by video extension)."),

@@ -37,6 +37,7 @@ TORCH_FREE_MODULES = frozenset({
     "test_select.py",         # keyframe selection (NumPy only)
     "test_search.py",         # archive-wide search (NumPy only)
     "test_doctor.py",         # tspo-edge doctor (what the machine can run)
+    "test_cli_help.py",       # every command's --help
 })
 
 
