@@ -244,7 +244,8 @@ def test_nvdec_frames_equal_pyav_within_rounding(tmp_path, monkeypatch, backend,
 
 def test_nvdec_reason_is_one_line_when_a_backend_cannot_load(tmp_path, monkeypatch):
     """A backend whose import fails (no driver library, as PyNvVideoCodec does without
-    libnvidia-encode) gives the first line of its error; an unknown choice names the variable."""
+    libnvidia-encode) gives the first line of its error, and a file asked of it is decoded by PyAV
+    with a warning that says so; an unknown choice names the variable."""
     import torch
 
     from tspo_edge import nvdec
@@ -263,9 +264,12 @@ def test_nvdec_reason_is_one_line_when_a_backend_cannot_load(tmp_path, monkeypat
         assert nvdec.installed_backends()[0] == "pynvvideocodec"
         why = nvdec.nvdec_unavailable()
         assert why == "pynvvideocodec cannot load (Failed to load NVENC library: libnvidia-encode.so.1: cannot open)"
-        with pytest.raises(Exception, match="NVDEC cannot run here: pynvvideocodec cannot load"):
-            list(V.iter_frames(write_test_video(tmp_path / "v.mp4", seconds=1, fps=5, size=(64, 48)),
-                               fps=1, decoder="nvdec"))
+        video = write_test_video(tmp_path / "v.mp4", seconds=1, fps=5, size=(64, 48))
+        with pytest.warns(UserWarning, match=r"v\.mp4: NVDEC cannot run here: pynvvideocodec cannot load \(.*\); "
+                                             r"decoded with PyAV$"):
+            got = list(V.iter_frames(video, fps=2, decoder="nvdec"))
+        want = list(V.iter_frames(video, fps=2))
+        np.testing.assert_array_equal(np.concatenate([c.frames for c in got]), np.concatenate([c.frames for c in want]))
         monkeypatch.setenv(nvdec.CHOICE_ENV, "decord")
         assert nvdec.nvdec_unavailable() == "TSPO_EDGE_NVDEC='decord': choose pynvvideocodec or torchcodec"
     finally:

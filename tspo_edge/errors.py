@@ -21,6 +21,11 @@ class VideoError(TspoError):
     """A video could not be probed or decoded ("<path>: <cause>")."""
 
 
+class NvdecRefused(VideoError):
+    """NVDEC will not decode this file here (no backend or GPU, a rotation, a frame count it
+    disagrees on, a stream it cannot open): PyAV decodes it instead."""
+
+
 class CheckpointError(TspoError):
     """A checkpoint is missing keys, has wrong shapes, or is of an unknown format."""
 

@@ -14,7 +14,9 @@ PyAV's: equal to PyAV's within decoder and resampling rounding (tests/test_index
 compares them where a GPU is lent).
 
 `nvdec_unavailable()` says in one line why NVDEC cannot run here (None when it can); the command
-line then decodes with PyAV and prints that line.
+line then decodes with PyAV and prints that line. A file NVDEC refuses (`NvdecRefused`: a
+rotation, a frame count it disagrees on, a stream it cannot open) is decoded by PyAV with a
+warning naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import VideoError
+from .errors import NvdecRefused, VideoError
 
 # backend name -> the module it imports (tried in this order)
 BACKENDS = {"pynvvideocodec": "PyNvVideoCodec", "torchcodec": "torchcodec.decoders"}
@@ -96,7 +98,7 @@ def _packet_times(path: Path) -> np.ndarray:
         tb = float(s.time_base)
         pts = [p.pts for p in c.demux(s) if p.size and p.pts is not None]
     if not pts:
-        raise VideoError(f"{path}: no timestamped video packets (NVDEC needs them; decode it with PyAV)")
+        raise NvdecRefused(f"{path}: no timestamped video packets (NVDEC needs them)")
     return (np.sort(np.asarray(pts, np.int64)) - start) * tb
 
 
@@ -118,8 +120,7 @@ def _open_pynvvideocodec(path: Path, info, n_frames: int, device: str) -> Callab
                             need_scanned_stream_metadata=not info.frame_count,
                             output_color_type=nvc.OutputColorType.RGB)
     if len(dec) != n_frames:  # its frame numbers must be the demuxer's, or the times would be wrong
-        raise VideoError(f"{path}: NVDEC counts {len(dec)} frames where demuxing finds {n_frames}; "
-                         "decode it with PyAV")
+        raise NvdecRefused(f"{path}: NVDEC counts {len(dec)} frames where demuxing finds {n_frames}")
 
     def frames_at(indices: list[int]):
         frames = dec.get_batch_frames_by_index(indices)  # H x W x 3 each, in GPU memory
@@ -150,19 +151,19 @@ def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[in
     path = Path(path)
     backend, why = choose_backend()
     if backend is None:
-        raise VideoError(f"{path}: NVDEC cannot run here: {why}")
+        raise NvdecRefused(f"{path}: NVDEC cannot run here: {why}")
     if info.rotation % 360:
-        raise VideoError(f"{path}: rotated video ({info.rotation}°): decode it with PyAV")
+        raise NvdecRefused(f"{path}: rotated video ({info.rotation}°): NVDEC leaves rotation to PyAV")
     times = _packet_times(path)
     end = info.duration if info.duration else float(times[-1])
     idx = sample_indices(times, plan(end), max_frames, eps)
     ow, oh = out_wh
     try:
         frames_at = OPENERS[backend](path, info, len(times), device)
-    except VideoError:
+    except NvdecRefused:
         raise
     except Exception as e:
-        raise VideoError(f"{path}: NVDEC ({backend}) cannot open it ({_one_line(e, 200)})") from e
+        raise NvdecRefused(f"{path}: NVDEC ({backend}) cannot open it ({_one_line(e, 200)})") from e
 
     def chunks():
         for a in range(0, len(idx), chunk):

@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from tspo_edge import nvdec
-from tspo_edge.errors import TspoError, VideoError
+from tspo_edge.errors import NvdecRefused, TspoError, VideoError
 
 __all__ = [
     "VideoInfo", "FrameChunk", "VideoError", "probe", "iter_frames", "read_frames_at",
@@ -609,10 +609,13 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
     path = Path(path)
     if decoder == "nvdec":  # NVIDIA GPU decoding (tspo_edge/nvdec.py), planned here like PyAV's
         info = probe(path)
-        chunks = nvdec.decode_sampled(path, info, lambda end: sample_times(end, fps, max_frames),
-                                      max_frames=max_frames, out_wh=output_size(info.width, info.height, size),
-                                      chunk=chunk, eps=EPS)
-        return (FrameChunk(t, f) for t, f in chunks)
+        try:
+            chunks = nvdec.decode_sampled(path, info, lambda end: sample_times(end, fps, max_frames),
+                                          max_frames=max_frames, out_wh=output_size(info.width, info.height, size),
+                                          chunk=chunk, eps=EPS)
+            return (FrameChunk(t, f) for t, f in chunks)
+        except NvdecRefused as e:  # PyAV decodes it (the frames agree within decoder rounding)
+            warnings.warn(f"{e}; decoded with PyAV", stacklevel=2)
     # probe and plan now, so that a bad file fails here rather than at the first next()
     if decoder == "decord" and (info := _decord_plan(path)) is not None:
         vr, starts, end = _decord_setup(path, info, size)
