@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import threading
+import warnings
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
@@ -138,10 +139,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a file decoded by another decoder than asked, say) as one line, not source lines."""
+    err.print(f"warning: {printable(' '.join(str(message).split()))}", highlight=False, markup=False,
+              soft_wrap=True, style="yellow")
+
+
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """Ask questions about long videos: TSPO keyframe selection over a SQLite index."""
+    warnings.showwarning = _one_line_warning
 
 
 @app.command("index", epilog=examples(

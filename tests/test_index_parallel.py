@@ -319,3 +319,27 @@ def test_workers_encoder_failure_fails_those_videos_only(folder, lite_models, li
                              models=models, workers=2)
     assert {Path(f.path).name: f.status for f in s.files} == {"a.mp4": "indexed", "b.mp4": "failed", "d.mp4": "indexed"}
     assert "RuntimeError: out of memory (test)" in s.failed[0].error and "b.mp4" in s.failed[0].error
+
+
+def test_cli_file_nvdec_refuses_is_decoded_by_pyav_with_a_one_line_warning(tmp_path, folder, cli_lite_encoder,
+                                                                          monkeypatch):
+    """NVDEC can run (the environment says so) but refuses the file: the index is PyAV's, and the
+    command prints one warning line naming the file, not Python's two-line warning."""
+    from tspo_edge import nvdec
+    from tspo_edge.cli import app
+
+    monkeypatch.setattr(nvdec, "installed_backends", lambda: ["pynvvideocodec"])
+    monkeypatch.setattr(nvdec, "nvdec_unavailable", lambda: None)  # the CLI keeps --decoder nvdec
+    monkeypatch.setattr(nvdec, "choose_backend", lambda: (None, "the stream is 10-bit 4:4:4 (test)"))
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(folder / "a.mp4"), "--db", str(tmp_path / "nv.db"), "--decoder", "nvdec"])
+    assert r.exit_code == 0, r.output
+    warned = [ln for ln in r.output.splitlines() if "decoded with PyAV" in ln]
+    assert warned == [f"warning: {folder / 'a.mp4'}: NVDEC cannot run here: the stream is 10-bit 4:4:4 (test); "
+                      "decoded with PyAV"], r.output
+    assert "UserWarning" not in r.output and "warnings.warn" not in r.output
+    r = runner.invoke(app, ["index", str(folder / "a.mp4"), "--db", str(tmp_path / "av.db")])
+    assert r.exit_code == 0, r.output
+    (nv,), (plain,) = rows(tmp_path / "nv.db").values(), rows(tmp_path / "av.db").values()
+    assert nv[:4] == plain[:4]
+    np.testing.assert_array_equal(nv[4][1], plain[4][1])
