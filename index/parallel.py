@@ -23,6 +23,7 @@ import os
 import queue
 import sqlite3
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,6 +158,9 @@ class _Run:
 
     def on_message(self, msg) -> None:
         kind, job = msg[0], msg[1]
+        if kind == "warning":  # a decoding process's warning, raised here where it is reported
+            warnings.warn(msg[2], stacklevel=2)
+            return
         p = self.pending.get(job)
         if p is None:  # finished already (failed while its chunks were still coming)
             return

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,27 +62,33 @@ class EncoderWorker:
 
 def index_task(job: DecodeJob, encoder) -> tuple:
     """A Ray task: decode one video, have `encoder` (an actor) embed its chunks as they come.
-    ("ok", job, (duration, fps, width, height), times, x) or ("failed", job, error)."""
+    ("ok", job, (duration, fps, width, height), times, x, warnings) or ("failed", job, error,
+    warnings): the warnings' texts, raised again by the driver."""
     ray = _ray()
-    try:
-        info, chunks = decode_video(job.path, fps=job.fps, max_frames=job.max_frames, size=job.size,
-                                    chunk=job.chunk, decoder=job.decoder)
-        times, refs = [], []
-        for c in chunks:
-            if not len(c.times):
-                continue
-            times.append(np.asarray(c.times, np.float64))
-            refs.append(encoder.encode.remote(c.frames))
-            if len(refs) > CHUNKS_IN_FLIGHT:  # the actor runs calls in order: wait for an older one
-                ray.wait([refs[-CHUNKS_IN_FLIGHT - 1]], fetch_local=False)
-        xs = ray.get(refs)
-    except Exception as e:  # the file's fault (or its encoding's): recorded, the batch goes on
-        err = error_text(e)
-        return ("failed", job.job, err if job.path in err else f"{job.path}: {err}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            info, chunks = decode_video(job.path, fps=job.fps, max_frames=job.max_frames, size=job.size,
+                                        chunk=job.chunk, decoder=job.decoder)
+            times, refs = [], []
+            for c in chunks:
+                if not len(c.times):
+                    continue
+                times.append(np.asarray(c.times, np.float64))
+                refs.append(encoder.encode.remote(c.frames))
+                if len(refs) > CHUNKS_IN_FLIGHT:  # the actor runs calls in order: wait for an older one
+                    ray.wait([refs[-CHUNKS_IN_FLIGHT - 1]], fetch_local=False)
+            xs = ray.get(refs)
+        except Exception as e:  # the file's fault (or its encoding's): recorded, the batch goes on
+            err = error_text(e)
+            xs, failed = None, err if job.path in err else f"{job.path}: {err}"
+    said = [str(w.message) for w in caught]
+    if xs is None:
+        return ("failed", job.job, failed, said)
     if not xs:
-        return ("failed", job.job, f"{job.path}: no frames decoded")
+        return ("failed", job.job, f"{job.path}: no frames decoded", said)
     return ("ok", job.job, (info.duration, info.fps, info.width, info.height),
-            np.concatenate(times), np.concatenate(xs))
+            np.concatenate(times), np.concatenate(xs), said)
 
 
 def worker_pythonpath() -> str:
@@ -195,6 +202,8 @@ def run_ray(store: Store, paths, models: Models, sampling: Sampling, *, force: b
                         raise TspoError(f"Ray workers cannot run tspo-edge ({e.cause}); install it on every node") from e
                     done(job, record_failed(store, models, sampling, p, error_text(e).splitlines()[0][:300]))
                     continue
+                for text in out[-1]:  # the task's warnings, raised here where the run is reported
+                    warnings.warn(text, stacklevel=2)
                 if out[0] == "failed":
                     done(job, record_failed(store, models, sampling, p, out[2]))
                 else:

@@ -343,3 +343,47 @@ def test_cli_file_nvdec_refuses_is_decoded_by_pyav_with_a_one_line_warning(tmp_p
     (nv,), (plain,) = rows(tmp_path / "nv.db").values(), rows(tmp_path / "av.db").values()
     assert nv[:4] == plain[:4]
     np.testing.assert_array_equal(nv[4][1], plain[4][1])
+
+
+@pytest.mark.parametrize("engine", ["workers", "ray"])
+def test_a_decoding_process_warning_reaches_the_driver(engine, tmp_path, folder, lite_models, monkeypatch, request):
+    """A file NVDEC refuses in a decoding process (here: a backend installed, no CUDA device) is
+    decoded by PyAV there, and its warning is raised again in the process that reports the run."""
+    site = tmp_path / "site"
+    (site / "PyNvVideoCodec").mkdir(parents=True)
+    (site / "PyNvVideoCodec" / "__init__.py").write_text("")  # installed, but no GPU to run it
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
+    from tspo_edge import nvdec
+
+    nvdec._backend_unavailable.cache_clear()
+    if nvdec.nvdec_unavailable() is None:
+        pytest.skip("NVDEC runs here: nothing is refused")
+    videos = [folder / "a.mp4", folder / "d.mp4"]  # two: one video is decoded in this process
+    if engine == "ray":
+        if not HAS_RAY:
+            pytest.skip("ray is not installed (pip install 'tspo-edge[ray]')")
+        import ray
+
+        from tspo_edge.index.ray_engine import index_paths_ray
+
+        if ray.is_initialized():
+            ray.shutdown()  # workers must start with this PYTHONPATH
+        run = lambda db: index_paths_ray(videos, db=db, models=lite_models(), num_cpus=2,
+                                         sampling=Sampling(decoder="nvdec"))
+    else:
+        run = lambda db: index_paths_parallel(videos, db=db, models=lite_models(), workers=2,
+                                              sampling=Sampling(decoder="nvdec"))
+    try:
+        with pytest.warns(UserWarning) as caught:
+            s = run(tmp_path / "nv.db")
+    finally:
+        nvdec._backend_unavailable.cache_clear()
+    assert sorted(str(w.message) for w in caught if "NVDEC" in str(w.message)) == [
+        f"{v}: NVDEC cannot run here: no CUDA device; decoded with PyAV" for v in videos]
+    # raised by the engine that reports the run (the files were decoded in other processes)
+    assert {Path(w.filename).name for w in caught if "NVDEC" in str(w.message)} <= {"parallel.py", "ray_engine.py"}
+    assert s.count("indexed") == 2
+    plain = tmp_path / "plain.db"
+    index_paths(videos, db=plain, models=lite_models())
+    assert_same_index(tmp_path / "nv.db", plain)  # PyAV's frames

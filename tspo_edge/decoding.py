@@ -12,12 +12,14 @@ Messages a worker puts on `results`, in order for each job:
     ("start",  job, worker)
     ("info",   job, duration, fps, width, height)
     ("chunk",  job, times float64[N], frames uint8[N,H,W,3])   (zero or more)
+    ("warning", job, text)          (zero or more: raised again by the consumer)
     ("end",    job)                 or    ("failed", job, one-line error naming the file)
 and ("exit", None, worker) when it stops.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -53,20 +55,25 @@ def decode_video(path, *, fps: float, max_frames: int | None, size: int | None, 
 
 
 def run_job(job: DecodeJob, put, worker: int = 0) -> None:
-    """Decode one job, sending its messages through `put` (a file's failure is a message, not raised)."""
+    """Decode one job, sending its messages through `put` (a file's failure is a message, not raised;
+    so is a warning, which the consumer raises again where it reports)."""
     put(("start", job.job, worker))
-    try:
-        info, chunks = decode_video(job.path, fps=job.fps, max_frames=job.max_frames, size=job.size,
-                                    chunk=job.chunk, decoder=job.decoder)
-        put(("info", job.job, info.duration, info.fps, info.width, info.height))
-        for c in chunks:
-            if len(c.times):
-                put(("chunk", job.job, c.times, c.frames))
-    except Exception as e:  # the file's fault: reported, and the worker takes the next job
-        err = error_text(e)
-        put(("failed", job.job, err if job.path in err else f"{job.path}: {err}"))
-        return
-    put(("end", job.job))
+    last = ("end", job.job)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            info, chunks = decode_video(job.path, fps=job.fps, max_frames=job.max_frames, size=job.size,
+                                        chunk=job.chunk, decoder=job.decoder)
+            put(("info", job.job, info.duration, info.fps, info.width, info.height))
+            for c in chunks:
+                if len(c.times):
+                    put(("chunk", job.job, c.times, c.frames))
+        except Exception as e:  # the file's fault: reported, and the worker takes the next job
+            err = error_text(e)
+            last = ("failed", job.job, err if job.path in err else f"{job.path}: {err}")
+    for w in caught:
+        put(("warning", job.job, str(w.message)))
+    put(last)
 
 
 def decode_worker(jobs, results, worker: int = 0) -> None:
