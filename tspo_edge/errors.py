@@ -131,3 +131,10 @@ class ClientError(TspoError):
 
 class SynthError(TspoError):
     """The training set cannot be generated."""
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first non-blank line of an exception's message, whitespace collapsed (a package's
+    twenty-line import failure becomes its one-line cause)."""
+    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return " ".join(first.split())[:limit]

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import NvdecRefused, VideoError
+from .errors import NvdecRefused, first_line
 
 # backend name -> the module it imports (tried in this order)
 BACKENDS = {"pynvvideocodec": "PyNvVideoCodec", "torchcodec": "torchcodec.decoders"}
@@ -41,11 +41,6 @@ def installed_backends() -> list[str]:
     """NVDEC backends whose package is installed (whether or not a GPU is here)."""
     return [name for name, module in BACKENDS.items()
             if importlib.util.find_spec(module.split(".")[0]) is not None]
-
-
-def _one_line(e: BaseException, limit: int = 160) -> str:
-    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    return " ".join(first.split())[:limit]
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,7 +57,7 @@ def _backend_unavailable(name: str) -> str | None:
     try:  # a CPU-only build, a missing driver library (libnvcuvid, libnvidia-encode) or FFmpeg
         importlib.import_module(BACKENDS[name])
     except Exception as e:
-        return f"{name} cannot load ({_one_line(e)})"
+        return f"{name} cannot load ({first_line(e)})"
     return None
 
 
@@ -163,7 +158,7 @@ def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[in
     except NvdecRefused:
         raise
     except Exception as e:
-        raise NvdecRefused(f"{path}: NVDEC ({backend}) cannot open it ({_one_line(e, 200)})") from e
+        raise NvdecRefused(f"{path}: NVDEC ({backend}) cannot open it ({first_line(e, 200)})") from e
 
     def chunks():
         for a in range(0, len(idx), chunk):
