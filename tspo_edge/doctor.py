@@ -51,9 +51,9 @@ def _pyav() -> dict:
 def _decoders() -> dict[str, str]:
     """Decoder -> 'ok' or why it cannot run here."""
     decord = "ok" if importlib.util.find_spec("decord") is not None else "not installed (pip install decord2)"
-    why = nvdec.nvdec_unavailable()
+    backend, why = nvdec.choose_backend()
     return {"pyav": "ok" if _version("av") else "not installed", "decord": decord,
-            "nvdec": f"ok ({nvdec.choose_backend()[0]})" if why is None else why}
+            "nvdec": f"ok ({backend})" if why is None else why}
 
 
 def _onnxruntime() -> dict:

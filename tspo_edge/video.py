@@ -607,8 +607,9 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     path = Path(path)
+    info = None
     if decoder == "nvdec":  # NVIDIA GPU decoding (tspo_edge/nvdec.py), planned here like PyAV's
-        info = probe(path)
+        info = _probe_pyav(path)
         try:
             chunks = nvdec.decode_sampled(path, info, lambda end: sample_times(end, fps, max_frames),
                                           max_frames=max_frames, out_wh=output_size(info.width, info.height, size),
@@ -620,7 +621,7 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
     if decoder == "decord" and (info := _decord_plan(path)) is not None:
         vr, starts, end = _decord_setup(path, info, size)
         return _iter_decord(path, vr, starts, _decord_indices(starts, end, fps, max_frames), chunk)
-    info = _probe_pyav(path)
+    info = info or _probe_pyav(path)  # a file NVDEC refused was probed already
     spread = _targets(info.duration, fps, max_frames)
     return _iter_pyav(path, info, spread, fps, max_frames, size, chunk)
 
