@@ -226,3 +226,53 @@ def test_sqlite_error_codes_are_read_from_the_message_where_python_gives_none(tm
         assert store._primary(bare) == code, str(e)
     holder.rollback()
     assert isinstance(store.storage_error(locked, type(e)("database is locked"), "writing"), store.StoreLockedError)
+
+
+def _as_version_1(path):
+    """Rewrite an index as the first release wrote it: no identity columns, schema_version 1."""
+    with sqlite3.connect(path) as c:
+        for col in ("dev", "inode", "container"):
+            c.execute(f"ALTER TABLE videos DROP COLUMN {col}")
+        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+
+def test_an_index_of_schema_1_is_upgraded_in_place_and_keeps_its_videos(tmp_path):
+    path = tmp_path / "i.db"
+    with Store(path) as s:
+        _put(s)
+    _as_version_1(path)
+    with Store(path, readonly=True) as s:  # read-only: read as it is, nothing written
+        assert s.meta("schema_version") == "1"
+        row = s.find_video("/videos/a.mp4")
+        assert row.status == "indexed" and row.inode is None
+        assert s.load_features(row.id).x.shape == (50, 16)
+    with Store(path) as s:
+        assert s.meta("schema_version") == str(SCHEMA_VERSION)
+        assert {"dev", "inode", "container"} <= {c.name for c in s.db["videos"].columns}
+        assert s.load_features(s.find_video("/videos/a.mp4").id).x.shape == (50, 16)
+
+
+@pytest.mark.parametrize("version", ["two", "²", "-1", ""])
+def test_a_schema_version_that_is_no_whole_number_is_one_line(tmp_path, version):
+    path = tmp_path / "i.db"
+    with Store(path) as s:
+        _put(s)
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [version])
+    with pytest.raises(StoreError, match="not a tspo-edge index"):
+        Store(path)
+
+
+def test_the_identity_of_an_indexed_file_is_recorded(tmp_path):
+    f = tmp_path / "a.mp4"
+    f.write_bytes(b"x" * 123)
+    st = f.stat()
+    with Store(tmp_path / "i.db") as s:
+        times, x, z = _features()
+        row = s.put_video(path=f, size=st.st_size, mtime=st.st_mtime, fingerprint="fp", times=times, x=x, z=z,
+                          encoder_id="e", agent_id="a", container="mov,mp4,m4a,3gp,3g2,mj2")
+        assert (row.dev, row.inode, row.container) == (st.st_dev, st.st_ino, "mov,mp4,m4a,3gp,3g2,mj2")
+        # a file that changed between its stat and the write gets no identity (never a wrong one)
+        row = s.put_video(path=f, size=st.st_size + 1, mtime=st.st_mtime, fingerprint="fp", times=times, x=x,
+                          z=z, encoder_id="e", agent_id="a")
+        assert row.inode is None

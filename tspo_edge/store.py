@@ -49,7 +49,7 @@ __all__ = ["Store", "StoreError", "NotAnIndexError", "StoreLockedError", "StoreF
            "StoreReadOnlyError", "StoreUnreadableError", "StoreNonFiniteError", "VideoRow",
            "VideoFeatures", "canonical_path", "fingerprint"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2           # 1: the first release; 2: videos.dev, inode, container (see MIGRATIONS)
 FINGERPRINT_BLOCK = 1 << 20  # 1 MiB from the start, the middle and the end
 BUSY_TIMEOUT = 10.0          # seconds one attempt waits for another process's write lock
 WRITE_TRIES = 3              # attempts before StoreLockedError (so at most ~30 s by default)
@@ -76,6 +76,9 @@ class VideoRow:
     dim: int | None = None
     max_frames: int | None = None      # the --max-frames cap the video was indexed with
     index_seconds: float | None = None
+    dev: int | None = None             # the file's identity when indexed (st_dev, st_ino): a file
+    inode: int | None = None           # swapped in under the same name has another (server.py)
+    container: str | None = None       # the demuxer that decoded it (PyAV's format name)
 
 
 @dataclass
@@ -356,13 +359,24 @@ class Store:
                 raise NotAnIndexError(f"{self.path}: empty file, not a tspo-edge index")
             self._create()
         version = self.meta("schema_version")
-        if version is None or not str(version).isdigit():
-            raise NotAnIndexError(f"{self.path}: not a tspo-edge index (no schema_version in meta)")
+        if version is None or not str(version).isascii() or not str(version).isdigit():
+            raise NotAnIndexError(f"{self.path}: not a tspo-edge index (schema_version {version!r} in meta)")
         if int(version) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: index schema version {version} is newer than this tspo-edge "
                              f"supports ({SCHEMA_VERSION}); upgrade tspo-edge or index into a new file")
-        if int(version) < SCHEMA_VERSION:  # no older versions exist yet
-            raise StoreError(f"{self.path}: unknown index schema version {version}")
+        if int(version) < SCHEMA_VERSION and not self.readonly:
+            self._migrate()
+        # a read-only index of an older schema is read as it is: missing columns read as None
+
+    def _migrate(self) -> None:
+        """Step an older index up the ladder, one version per transaction (rclip's way)."""
+        for target, step in MIGRATIONS:
+            with self.write(f"upgrading the index to schema {target}"):
+                version = int(self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+                if version >= target:
+                    continue  # another process got there first
+                step(self.db)
+                self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(target)])
 
     def _create(self) -> None:
         """Create the schema under the write lock; another process may have done it meanwhile."""
@@ -492,7 +506,8 @@ class Store:
                   times: np.ndarray, x: np.ndarray, z: np.ndarray, encoder_id: str, agent_id: str,
                   duration: float | None = None, fps: float | None = None, width: int | None = None,
                   height: int | None = None, sample_fps: float | None = None,
-                  max_frames: int | None = None, index_seconds: float | None = None) -> VideoRow:
+                  max_frames: int | None = None, index_seconds: float | None = None,
+                  container: str | None = None) -> VideoRow:
         """Insert or replace one indexed video and its features in a single transaction.
 
         Refused before anything is written (StoreNonFiniteError): NaN/inf in times, x or z,
@@ -514,10 +529,13 @@ class Store:
             raise StoreNonFiniteError(f"{path}: embeddings overflow float16 (non-finite values)")
         duration, fps = _or_none(duration), _or_none(fps)
         t, d = x16.shape
-        row = dict(path=canonical_path(path), size=int(size), mtime=float(mtime), fingerprint=fingerprint,
+        key = canonical_path(path)
+        dev, inode = _identity(key, int(size), float(mtime))
+        row = dict(path=key, size=int(size), mtime=float(mtime), fingerprint=fingerprint,
                    duration=duration, fps=fps, width=width, height=height, sample_fps=sample_fps,
                    frame_count=t, dim=d, max_frames=max_frames, encoder_id=encoder_id, agent_id=agent_id,
-                   status="indexed", error=None, indexed_at=_now(), index_seconds=index_seconds)
+                   status="indexed", error=None, indexed_at=_now(), index_seconds=index_seconds,
+                   dev=dev, inode=inode, container=container)
         with self.write(f"writing {path}"):
             self.bind_encoder(encoder_id)
             vid = self._upsert_video(row)
@@ -536,10 +554,13 @@ class Store:
         self._writable(f"recording {path} as failed")
         _finite_number(sample_fps, f"{path}: sample_fps")
         mtime = _or_none(mtime)
-        row = dict(path=canonical_path(path), size=size, mtime=mtime, fingerprint=fingerprint,
+        key = canonical_path(path)
+        dev, inode = _identity(key, size, mtime)
+        row = dict(path=key, size=size, mtime=mtime, fingerprint=fingerprint,
                    duration=None, fps=None, width=None, height=None, sample_fps=sample_fps,
                    frame_count=None, dim=None, max_frames=None, encoder_id=encoder_id, agent_id=agent_id,
-                   status="failed", error=error, indexed_at=_now(), index_seconds=None)
+                   status="failed", error=error, indexed_at=_now(), index_seconds=None,
+                   dev=dev, inode=inode, container=None)
         with self.write(f"recording {path} as failed"):
             vid = self._upsert_video(row)
             self.db.execute("DELETE FROM features WHERE video_id = ?", [vid])
@@ -599,6 +620,29 @@ class Store:
             self.db["videos"].update(old[0], row)
             return int(old[0])
         return int(self.db["videos"].insert(row).last_pk)
+
+
+def _v2_identity(db: sqlite_utils.Database) -> None:
+    """1 -> 2: the file identity a server checks before it hands a file out, and its container."""
+    have = {c.name for c in db["videos"].columns}
+    for name, sql in (("dev", "INTEGER"), ("inode", "INTEGER"), ("container", "TEXT")):
+        if name not in have:
+            db.execute(f"ALTER TABLE videos ADD COLUMN [{name}] {sql}")
+
+
+# (version, step): each step brings an index of the version before it to `version`. Append only.
+MIGRATIONS = [(2, _v2_identity)]
+
+
+def _identity(path: str, size, mtime) -> tuple[int | None, int | None]:
+    """(st_dev, st_ino) of the file at `path` when it is still the one described by size and mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    if size is None or (st.st_size, st.st_mtime) != (size, mtime):
+        return None, None
+    return st.st_dev, st.st_ino
 
 
 def _finite(a, what: str) -> None:

@@ -47,6 +47,7 @@ class VideoInfo:
     rotation: int               # degrees counter-clockwise applied to decoded frames
     frame_count: int | None
     codec: str
+    container: str | None = None  # the demuxer's name (PyAV's format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2")
 
 
 @dataclass
@@ -241,7 +242,8 @@ def _probe_pyav(path: Path) -> VideoInfo:
                 duration, count = _scan_duration(scan, scan_stream, clock, fps)
             frames = frames or count or None
         return VideoInfo(path=path, duration=duration, fps=fps, width=w, height=h,
-                         rotation=rotation, frame_count=frames, codec=stream.codec_context.name)
+                         rotation=rotation, frame_count=frames, codec=stream.codec_context.name,
+                         container=container.format.name)
 
 
 def probe(path: str | os.PathLike, decoder: str = "pyav") -> VideoInfo:
@@ -550,7 +552,7 @@ def _probe_decord(path: Path, info: VideoInfo) -> VideoInfo:
     if not n:
         raise VideoError(f"{path}: no decodable video frames")
     return VideoInfo(path=path, duration=round(end, 6), fps=fps, width=info.width, height=info.height,
-                     rotation=0, frame_count=n, codec=info.codec)
+                     rotation=0, frame_count=n, codec=info.codec, container=info.container)
 
 
 def _decord_setup(path: Path, info: VideoInfo, size: int | None):
