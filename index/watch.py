@@ -37,9 +37,8 @@ from tspo_edge.freshness import Freshness
 from tspo_edge.models import Models
 from tspo_edge.pipeline import FileResult, Progress, Sampling, bind_models, index_video
 from tspo_edge.store import Store, canonical_path, fingerprint
-from tspo_edge.video import VIDEO_EXTENSIONS
 
-from .files import find_videos
+from .files import admit_entry, find_videos, is_video_name
 
 DEFAULT_SETTLE = 5.0   # seconds a file's size and mtime must stay the same before it is indexed
 
@@ -90,6 +89,7 @@ class _Watch:
                  on_result: Callable[[FileResult], None] | None, progress: Progress | None):
         self.store, self.roots, self.models, self.sampling = store, roots, models, sampling
         self.files = {str(r) for r in roots if r.is_file()}       # files watched by name
+        self.keys = [str(r) for r in roots]                       # where a link may point
         self.pending = _Pending(settle)
         self.on_result, self.progress = on_result, progress
         self.fresh = Freshness(store, models.spec, sampling)
@@ -100,8 +100,7 @@ class _Watch:
     def wanted(self, key: str) -> bool:
         if key in self.files:
             return True
-        name = os.path.basename(key)
-        if name.startswith(".") or os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
+        if not is_video_name(os.path.basename(key)):
             return False
         return any(key.startswith(str(r) + os.sep) for r in self.roots if str(r) not in self.files)
 
@@ -113,7 +112,7 @@ class _Watch:
     # ---- start and events -------------------------------------------------------------------
     def scan(self, now: float) -> None:
         """Every video under the roots goes through the settle wait; rows of vanished files are marked missing."""
-        videos, _ = find_videos([str(r) for r in self.roots if r.exists()])
+        videos, _ = find_videos([str(r) for r in self.roots if r.exists()], roots=self.keys)
         for v in videos:
             self.pending.observe(canonical_path(v), now)
         self.reconcile(self.roots)
@@ -154,12 +153,14 @@ class _Watch:
             self.pending.drop(key)
             self.reconcile([Path(key)])
             return
-        if os.path.isdir(key):  # a folder moved in: its videos
-            for v in find_videos([key])[0]:
+        if os.path.isdir(key) and not os.path.islink(key):  # a folder moved in: its videos
+            for v in find_videos([key], roots=self.keys)[0]:
                 self.pending.observe(canonical_path(v), now)
             return
         if self.wanted(key):
-            self.pending.observe(canonical_path(key), now)
+            admitted = key if key in self.files else admit_entry(key, self.keys)
+            if admitted is not None:
+                self.pending.observe(admitted, now)
 
     # ---- work -------------------------------------------------------------------------------
     def work(self, now: float, stop: threading.Event) -> None:

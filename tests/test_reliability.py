@@ -32,7 +32,7 @@ from tspo_edge.errors import (AnswererError, CheckpointError, ModelLoadError, No
                               StoreReadOnlyError, StoreUnreadableError, TspoError)
 from tspo_edge.checks import check_finite
 from tspo_edge.secrets import redact
-from tspo_edge.store import Store
+from tspo_edge.store import SCHEMA_VERSION, Store
 from tspo_edge.train.data import DataError, load_rows
 
 from conftest import pythonpath_with, write_test_video
@@ -120,7 +120,7 @@ def test_several_processes_create_write_and_read_one_index(tmp_path):
         paths = [r[0] for r in c.execute("SELECT path FROM videos")]
         assert sorted(paths) == sorted(expected)  # every video exactly once
         assert c.execute("SELECT count(*) FROM features").fetchone()[0] == len(expected)
-        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     with Store(db, readonly=True) as s:
         for v in s.videos():
             w = int(v.fingerprint[1:])

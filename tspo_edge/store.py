@@ -32,6 +32,7 @@ import hashlib
 import os
 import random
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -101,11 +102,16 @@ def canonical_path(path: str | os.PathLike) -> str:
 
 
 def fingerprint(path: str | os.PathLike, size: int | None = None) -> str:
-    """blake2b of the size and the first, middle and last MiB: cheap on huge files."""
-    p = Path(path)
-    size = p.stat().st_size if size is None else size
-    h = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(p, "rb") as f:
+    """blake2b of the size and the first, middle and last MiB: cheap on huge files.
+    Opened without blocking and refused unless a regular file (OSError): a FIFO swapped in under
+    a video's name would otherwise hang the caller until someone writes to it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        size = st.st_size if size is None else size
+        h = hashlib.blake2b(str(size).encode(), digest_size=16)
         offsets = [0] if size <= 3 * FINGERPRINT_BLOCK else [0, size // 2, size - FINGERPRINT_BLOCK]
         for off in offsets:
             f.seek(off)
