@@ -36,8 +36,8 @@ from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
-from tspo_edge.index.watch import DEFAULT_SETTLE, watch as watch_paths
-from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, printable, videos_table
+from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
+from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, videos_table
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
@@ -45,6 +45,7 @@ from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
 from tspo_edge.select import METHODS
 from tspo_edge.store import Store
+from tspo_edge.terminal import printable
 
 app = typer.Typer(
     name="tspo-edge",
@@ -431,7 +432,7 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
     """One JSON line per question (a bad line gets one with its error); exit 1 when some failed."""
     failed = len(questions.errors)
     for e in questions.errors:
-        err.print(f"skipped {e}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"skipped {printable(e)}", highlight=False, markup=False, soft_wrap=True)
         typer.echo(json.dumps({"error": e}))
     for it in questions.items:
         rid = it.get("id", it["line"])
@@ -444,8 +445,8 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
         except TspoError as e:
             progress.close()
             failed += 1
-            err.print(f"failed {rid} ({questions.path}:{it['line']}): {e}", highlight=False, markup=False,
-                      soft_wrap=True)
+            err.print(f"failed {printable(rid)} ({printable(questions.path)}:{it['line']}): {printable(e)}",
+                      highlight=False, markup=False, soft_wrap=True)
             typer.echo(json.dumps({"id": rid, "line": it["line"], "video": str(where), "question": it["question"],
                                    "error": str(e)}))
     total = questions.lines
@@ -550,6 +551,7 @@ def serve_cmd(
     mllm_model: Optional[str] = typer.Option(None, "--mllm-model", help="Model name on the openai: server."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub (transformers MLLMs)."),
     index_root: Optional[List[Path]] = typer.Option(None, "--index-root", help="Let an ask index new videos under this folder (repeat; opens the index for writing)."),
+    allow_host: Optional[List[str]] = typer.Option(None, "--allow-host", help="Also answer requests for this host name (repeat), e.g. the name of a reverse proxy in front; by default only loopback names and the --host address."),
     threads: int = typer.Option(8, "--threads", help="Request threads (each keeps its own SQLite connection and its last 8 videos' features)."),
     torch_threads: int = typer.Option(1, "--torch-threads", help="Threads of one torch model call (1: concurrent requests share the cores better)."),
     watch_dirs: Optional[List[Path]] = typer.Option(None, "--watch", help="Also keep DIR indexed in this process, as `index --watch` does (repeat); new recordings become searchable as they are indexed."),
@@ -561,7 +563,7 @@ def serve_cmd(
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
     import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
 
-    from tspo_edge.server import check_bind, create_app
+    from tspo_edge.server import bind, check_bind, create_app
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
@@ -578,9 +580,10 @@ def serve_cmd(
             bad(f"{folder}: --watch needs an existing file or folder")
     if not (math.isfinite(settle) and settle >= 0):
         bad(f"--settle must be a number of seconds >= 0, got {settle}")
-    token = os.environ.get("TSPO_EDGE_TOKEN") or None
+    token = os.environ.get("TSPO_EDGE_TOKEN")
     try:
-        check_bind(host, token)
+        check_bind(host, token)  # the address, the port and the token before any model loads
+        sock = bind(host, port)
         if spec.runtime == "torch":
             import torch  # the torch runtime loads it anyway
 
@@ -590,21 +593,26 @@ def serve_cmd(
             answerer = load_answerer(mllm, encoder=models.encoder)
         else:
             answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code)
+        stop = threading.Event()
+        watcher = _serve_watch(watch_dirs, db, spec, settle, stop) if watch_dirs else None
         app_ = create_app(db, models, answerer, token=token, allow_index=bool(index_root),
-                          index_roots=index_root or (), threads=threads)
+                          index_roots=index_root or (), threads=threads, host=host, allow_hosts=allow_host or (),
+                          watch_status=watcher.status if watcher else None)
     except KeyboardInterrupt:
         interrupted()
     except TspoError as e:
         fail(e)
+    host = host.strip().strip("[]")
     shown_host = f"[{host}]" if ":" in host else host
     err.print(f"serving {db} on http://{shown_host}:{port}/ (API: /docs; "
               f"{'token required' if token else 'no token: loopback only'}; "
               f"index {'writable under ' + ', '.join(map(str, index_root)) if index_root else 'read-only'})",
               highlight=False, markup=False, soft_wrap=True)
-    stop = threading.Event()
-    watcher = _serve_watch(watch_dirs, db, spec, settle, stop) if watch_dirs else None
+    if watcher is not None:
+        watcher.start()
     try:
-        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+        uvicorn.Server(uvicorn.Config(app_, log_level="warning", access_log=False, server_header=False)).run(
+            sockets=[sock])
     finally:
         stop.set()
         if watcher is not None:
@@ -613,8 +621,9 @@ def serve_cmd(
 
 def _serve_watch(folders: List[Path], db: Path, spec: ModelSpec, settle: float, stop: threading.Event):
     """`serve --watch`: the watch of `index --watch` in a thread beside the server, with its own
-    models (the server's are used by its request threads) and its own writing connection; after
-    each video the search data is brought up to date, so the server finds the new moments."""
+    models (the server's are used by its request threads) and its own writing connection, restarted
+    when it fails (`/api/health` shows its state); after each video the search data is brought up
+    to date, so the server finds the new moments."""
 
     def on_result(r) -> None:
         err.print(f"watch: {r.status} {printable(r.path)}", highlight=False, markup=False, soft_wrap=True)
@@ -622,15 +631,11 @@ def _serve_watch(folders: List[Path], db: Path, spec: ModelSpec, settle: float, 
             with Store(db) as store:
                 search_refresh(store)
 
-    def run() -> None:
-        try:
-            watch_paths(folders, db=db, models=load_models(spec), settle=settle, stop=stop, on_result=on_result)
-        except TspoError as e:  # the server goes on; the watch says why it stopped
-            err.print(f"watch stopped: {printable(e)}", highlight=False, markup=False, soft_wrap=True)
+    def on_error(message: str) -> None:
+        err.print(f"watch failed: {printable(message)}", highlight=False, markup=False, soft_wrap=True)
 
-    thread = threading.Thread(target=run, name="tspo-edge-watch", daemon=True)
-    thread.start()
-    return thread
+    return WatchService(folders, db=db, models=lambda: load_models(spec), settle=settle, stop=stop,
+                        on_result=on_result, on_error=on_error)
 
 
 @app.command("export", epilog=examples(

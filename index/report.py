@@ -10,13 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tspo_edge.pipeline import IndexEvent
+from tspo_edge.terminal import printable
 
 from .batch import IndexSummary
-
-
-def printable(text) -> str:
-    """Control characters (terminal escape codes in a file name) shown escaped, never sent raw."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
 def shown(text) -> str:

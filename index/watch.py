@@ -250,3 +250,52 @@ def watch(paths, *, db, models: Models, sampling: Sampling = Sampling(), settle:
             watcher.close()
     w.summary.seconds = time.monotonic() - t0
     return w.summary
+
+
+class WatchService:
+    """`watch` in a thread beside a server, restarted after a failure (1 s, doubling to 60 s), with
+    its state for `/api/health`: `running`, `starting`, `failing` (since when, the last error,
+    restarts so far) or `stopped`. `models` is a callable giving the loaded models (loaded once)."""
+
+    def __init__(self, paths, *, db, models: Callable[[], Models], settle: float = DEFAULT_SETTLE,
+                 stop: threading.Event, on_result: Callable[[FileResult], None] | None = None,
+                 on_error: Callable[[str], None] | None = None):
+        self.paths, self.db, self._models, self.settle = [str(p) for p in paths], db, models, settle
+        self.stop, self.on_result, self.on_error = stop, on_result, on_error
+        self.state, self.failing_since, self.last_error, self.restarts = "starting", None, None, 0
+        self._loaded: Models | None = None
+        self.thread = threading.Thread(target=self._run, name="tspo-edge-watch", daemon=True)
+
+    def start(self) -> "WatchService":
+        self.thread.start()
+        return self
+
+    def status(self) -> dict:
+        return {"state": self.state, "folders": self.paths, "failing_since": self.failing_since,
+                "last_error": self.last_error, "restarts": self.restarts}
+
+    def _ready(self) -> None:
+        self.state, self.failing_since = "running", None
+
+    def _run(self) -> None:
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                if self._loaded is None:
+                    self._loaded = self._models()
+                watch(self.paths, db=self.db, models=self._loaded, settle=self.settle, stop=self.stop,
+                      on_result=self.on_result, on_ready=self._ready)
+                break
+            except Exception as e:  # noqa: BLE001 - whatever stopped it, the watch is tried again
+                self.state = "failing"
+                self.failing_since = self.failing_since or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                self.last_error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+                self.restarts += 1
+                if self.on_error is not None:
+                    self.on_error(f"{self.last_error}; restarting in {delay:g} s")
+                self.stop.wait(delay)
+                delay = min(delay * 2, 60.0)
+        self.state = "stopped"
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)

@@ -33,6 +33,8 @@ from tspo_edge.pipeline import index_videos  # noqa: E402
 from tspo_edge.server import SharedEncoder, ServeError, check_bind, create_app, is_loopback  # noqa: E402
 from tspo_edge.store import Store  # noqa: E402
 
+LOCAL = "http://127.0.0.1:8008"  # the Host a browser on this machine sends (the server refuses others)
+
 MC = ["cyclists", "a cartoon rabbit", "food"]
 
 
@@ -57,7 +59,7 @@ def archive(tmp_path_factory, lite_models, real_clips):
 @pytest.fixture(scope="module")
 def client(archive, lite_models, lite_encoder):
     app = create_app(archive["db"], lite_models(), load_answerer("lite", encoder=lite_encoder))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -177,7 +179,7 @@ def test_serve_cli_refuses_a_public_host_without_token(archive, monkeypatch):
 def test_token_required_when_set(archive, lite_models):
     token = "tok-" + "x" * 20
     app = create_app(archive["db"], lite_models(), load_answerer("none"), token=token)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         for path in ("/api/videos", "/api/search?q=bikes", f"/api/videos/{archive['ids']['bikes']}/file"):
             one_line_error(c.get(path), 401)
             one_line_error(c.get(path, headers={"Authorization": "Bearer wrong"}), 401)
@@ -235,14 +237,14 @@ def test_request_limits_and_bad_requests(client, archive):
 def test_internal_errors_are_one_line(archive, lite_models, monkeypatch):
     app = create_app(archive["db"], lite_models(), load_answerer("none"))
     monkeypatch.setattr(search_mod, "search", lambda *a, **k: 1 / 0)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         assert "ZeroDivisionError" in one_line_error(c.get("/api/search", params={"q": "x"}), 500)
 
 
 def test_index_is_read_only_and_unchanged(archive, lite_models, lite_encoder):
     app = create_app(archive["db"], lite_models(), load_answerer("lite", encoder=lite_encoder))
     before = digest(archive["db"])
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert app.state.archive.store().readonly
         assert c.get("/api/health").json()["readonly"] is True
         for vid in archive["ids"].values():
@@ -262,7 +264,7 @@ def test_changed_or_new_video_needs_allow_index(archive, lite_models, tmp_path):
     with Store(db) as store:
         vid = store.find_video(bikes).id
     app = create_app(db, lite_models(), load_answerer("none"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.post("/api/ask", json={"video": vid, "question": "What?"}).status_code == 200
         bikes.write_bytes(bikes.read_bytes())  # same content, new mtime: changed on disk
         before = digest(db)
@@ -271,7 +273,7 @@ def test_changed_or_new_video_needs_allow_index(archive, lite_models, tmp_path):
     new = copy_dir / "videos" / "bunny2.mp4"
     shutil.copy(copy_dir / "videos" / "bigbuckbunny.mp4", new)
     app = create_app(db, lite_models(), load_answerer("none"), allow_index=True, index_roots=[copy_dir / "videos"])
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.post("/api/ask", json={"video": vid, "question": "What?"}).json()
         assert r["indexed_now"] is True  # re-indexed, allowed
         r = c.post("/api/ask", json={"video": str(new), "question": "What?"}).json()

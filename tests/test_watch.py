@@ -266,7 +266,7 @@ def test_serve_with_a_watch_finds_a_new_recording(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "TSPO_EDGE_TOKEN": ""}
+    env = {k: v for k, v in os.environ.items() if k != "TSPO_EDGE_TOKEN"}
     p = subprocess.Popen([sys.executable, "-m", "tspo_edge", "serve", "--db", str(db), "--port", str(port),
                           "--mllm", "none", "--watch", str(folder), "--settle", "0.5"],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)

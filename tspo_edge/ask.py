@@ -28,6 +28,7 @@ from .questions import Question, option_letters, parse_question
 from .scoring import TAU, score_frames
 from .select import METHODS, select_frames
 from .store import VideoFeatures, canonical_path
+from .terminal import printable
 LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
 SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
 
@@ -244,20 +245,21 @@ def contact_sheet(frames: np.ndarray, times: Sequence[float], out, *, scores: Se
 
 
 def format_result(r: AskResult) -> str:
-    """The readable form `tspo-edge ask` prints."""
-    lines = [f"question: {r.stem}"]
+    """The readable form `tspo-edge ask` prints; text from the question, a server or an MLLM escaped."""
+    p = printable
+    lines = [f"question: {p(r.stem)}"]
     for letter, opt in zip(option_letters(len(r.options)), r.options):
-        lines.append(f"  {letter}. {opt}")
+        lines.append(f"  {letter}. {p(opt)}")
     if r.answer:
-        lines.append(f"answer:   {r.answer}")
+        lines.append(f"answer:   {p(r.answer)}")
     if r.note:
-        lines.append(f"note:     {r.note}")
-    lines.append(f"moments:  {len(r.frames)} frames ({r.method}): "
+        lines.append(f"note:     {p(r.note)}")
+    lines.append(f"moments:  {len(r.frames)} frames ({p(r.method)}): "
                  + " ".join(mmss(k.time) for k in r.frames))
     best = sorted(r.frames, key=lambda k: -k.score)[:3]
     if best:
         lines.append("best:     " + ", ".join(f"{mmss(k.time)} (s={k.score:.1f})" for k in best))
-    lines.append("time:     " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.timings.items()))
-    lines.append(f"models:   answerer {r.models['answerer']} | encoder {r.models['encoder']} | "
-                 f"agent {r.models['agent']}")
+    lines.append("time:     " + "  ".join(f"{p(k)} {v * 1000:.0f} ms" for k, v in r.timings.items()))
+    lines.append(f"models:   answerer {p(r.models['answerer'])} | encoder {p(r.models['encoder'])} | "
+                 f"agent {p(r.models['agent'])}")
     return "\n".join(lines)

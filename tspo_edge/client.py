@@ -65,7 +65,8 @@ def request(url: str, path: str, body: dict | None = None, *, token: str | None 
     if data is not None:
         req.add_header("Content-Type", "application/json")
     if token:
-        req.add_header("Authorization", f"Bearer {token.strip()}")
+        # bytes: http.client would send a str header as Latin-1, and refuse any other token
+        req.add_header("Authorization", b"Bearer " + token.strip().encode())
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read().decode())

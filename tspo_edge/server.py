@@ -29,12 +29,12 @@ answerer) hold one lock, since tokenizers and torch modules are not safe to shar
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import io
-import ipaddress
 import math
-import mimetypes
+import socket
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -42,12 +42,12 @@ from typing import Any, List, Optional, Union
 
 import anyio.to_thread
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import search as search_mod
@@ -55,19 +55,20 @@ from . import video as video_mod
 from .ask import Asker
 from .checks import json_safe
 from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreError, TspoError, VideoError)
+from .guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
 from .mllm import NoneAnswerer
 from .models import Models, load_models
 from .select import METHODS
+from .served_file import ServedFileError, fd_path, file_response, open_indexed
 from .store import Store, VideoRow, canonical_path
 
 WEB = Path(__file__).resolve().parent / "web"
-COOKIE = "tspo_edge_session"
-LOOPBACK_NAMES = ("localhost",)
 MAX_BODY = 64 * 1024          # bytes of a request body
 MAX_FRAMES = 256              # keyframes an ask may request
 MAX_TOP = 100                 # moments a search may return
 MAX_QUESTION = 2000           # characters
 MAX_OPTIONS = 16
+MAX_ID = 2**63 - 1            # SQLite's largest integer
 THUMB_SIZES = (64, 640)       # short side of a thumbnail, min and max
 
 
@@ -79,29 +80,15 @@ class ApiError(Exception):
         self.status = status
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost)."""
-    if host.strip().lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve on a non-loopback address without a token."""
-    if not is_loopback(host) and not (token and token.strip()):
+    """Refuse to serve on a non-loopback address without a token, or with a token no client can send."""
+    try:
+        token = check_token(token)
+    except ValueError as e:
+        raise ServeError(str(e)) from None
+    if not is_loopback(host) and not token:
         raise ServeError(f"host {host} is reachable from other machines: set TSPO_EDGE_TOKEN "
                          f"(a bearer token clients must send) or serve on 127.0.0.1")
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
-def error(status: int, message: Any) -> JSONResponse:
-    return JSONResponse({"error": _one_line(message) or "error"}, status_code=status)
 
 
 class _Locked:
@@ -203,7 +190,7 @@ class SharedEncoder(_Locked):
 
 class AskBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    video: Union[int, str] = Field(description="The video's id, or its path as indexed.")
+    video: Union[StrictInt, StrictStr] = Field(description="The video's id, or its path as indexed.")
     question: str = Field(min_length=1, max_length=MAX_QUESTION)
     options: Optional[List[str]] = Field(default=None, max_length=MAX_OPTIONS)
     frames: Optional[int] = Field(default=None, ge=1, le=MAX_FRAMES)
@@ -271,7 +258,11 @@ class Archive:
     def video(self, ref: Union[int, str]) -> VideoRow:
         """The index row of an id or an indexed path; ApiError 404 for anything else."""
         store = self.store()
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit() and len(ref) < 19):
+        if isinstance(ref, bool):
+            raise ApiError(422, "video: an id or an indexed path, not true/false")
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+            if not 0 < int(ref) <= MAX_ID:
+                raise ApiError(404, f"no video with id {ref} in the index")
             try:
                 return store.get_video(int(ref))
             except StoreError:
@@ -283,24 +274,23 @@ class Archive:
             raise ApiError(404, f"{ref}: not in the index")
         return row
 
-    def file_of(self, row: VideoRow) -> Path:
-        path = Path(row.path)
-        if not path.is_file():
-            raise ApiError(404, f"{row.path}: the indexed file is gone")
-        return path
-
     def usable(self, row: VideoRow) -> Path:
-        """The row's file, fit to ask: indexed and unchanged (or re-indexable with allow_index)."""
-        path = self.file_of(row)
-        st = path.stat()
-        fresh = row.status == "indexed" and (row.size, row.mtime) == (st.st_size, st.st_mtime)
-        if not fresh and not self.allow_index:
-            why = "changed since it was indexed" if row.status == "indexed" else f"not indexed ({row.status})"
-            raise ApiError(409, f"{row.path}: {why}; re-index it (this server opened the index read-only)")
-        return path
+        """The row's file, fit to ask: the indexed file, unchanged (tspo_edge.served_file), or with
+        allow_index one to index again."""
+        try:
+            open_indexed(row).close()
+        except ServedFileError as e:
+            if e.status == 404 and row.status == "indexed":
+                raise ApiError(404, f"{row.path}: the indexed file is gone") from None
+            if not self.allow_index:
+                why = str(e) if row.status == "indexed" else f"{row.path}: not indexed ({row.status})"
+                raise ApiError(409, f"{why} (this server opened the index read-only)") from None
+        return Path(row.path)
 
     def new_path(self, ref: str) -> Path:
         """A file not yet in the index, accepted only with allow_index and under an index root."""
+        if "\x00" in ref or not ref.strip():
+            raise ApiError(404, "no such video in the index")
         path = Path(ref).expanduser().resolve()
         if not self.allow_index or not any(path.is_relative_to(r) for r in self.index_roots):
             raise ApiError(404, f"{ref}: not in the index")
@@ -316,11 +306,13 @@ class Archive:
             if hit is not None:
                 self._thumbs.move_to_end(key)
                 return hit
-        path = self.file_of(row)
+        f = _open(row)
         try:
-            frame = video_mod.read_frames_at(path, [t], size=size)[0]
+            frame = video_mod.read_frames_at(fd_path(f.fd, row.path), [t], size=size)[0]
         except (VideoError, ValueError, OSError) as e:
-            raise ApiError(404, f"{row.path}: cannot decode a frame at {t:g} s ({e})") from None
+            raise ApiError(404, f"video {row.id}: cannot decode a frame at {t:g} s ({one_line(e)})") from None
+        finally:
+            f.close()
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, format="JPEG", quality=82)
         data = buf.getvalue()
@@ -329,6 +321,13 @@ class Archive:
             while len(self._thumbs) > self._thumb_size:
                 self._thumbs.popitem(last=False)
         return data
+
+
+def _open(row: VideoRow):
+    try:
+        return open_indexed(row)
+    except ServedFileError as e:
+        raise ApiError(e.status, str(e)) from None
 
 
 def _video_json(row: VideoRow) -> dict:
@@ -341,8 +340,11 @@ def _video_json(row: VideoRow) -> dict:
 
 def create_app(db, models: Models, answerer, *, token: str | None = None, allow_index: bool = False,
                index_roots=(), max_body: int = MAX_BODY, refresh_search: bool = True, threads: int = 8,
-               cache_videos: int = 8) -> FastAPI:
+               cache_videos: int = 8, host: str = "127.0.0.1", allow_hosts=(), watch_status=None) -> FastAPI:
     """The ASGI app serving the index `db` with `models` (loaded once, here) and `answerer`.
+
+    `host`: the address it will be bound to; with `allow_hosts`, the names a Host header may
+    carry (tspo_edge.guard). `watch_status`: a callable whose dict `/api/health` shows as "watch".
 
     `threads`: request threads (each with its own SQLite connection and Asker); `cache_videos`:
     videos whose features each thread's Asker keeps in memory (a one-hour video at width 384: 11 MB).
@@ -364,7 +366,10 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         raise ServeError(f"threads must be at least 1 and cache_videos 0 or more (got {threads}, {cache_videos})")
     archive = Archive(db, models, answerer, allow_index=allow_index, index_roots=index_roots,
                       cache_videos=cache_videos)
-    secret = (token or "").strip() or None
+    try:
+        secret = check_token(token)
+    except ValueError as e:
+        raise ServeError(str(e)) from None
     cookie_value = hmac.new(secret.encode(), b"tspo-edge session", hashlib.sha256).hexdigest() if secret else None
 
     @contextlib.asynccontextmanager
@@ -377,7 +382,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         finally:
             archive.close()
 
-    app = FastAPI(title="tspo-edge", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="tspo-edge", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Keyframes, answers and archive-wide search over a tspo-edge index.")
     app.state.archive = archive
 
@@ -404,12 +409,9 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
             503 if isinstance(e, StoreError) else 422 if isinstance(e, (AskError, InputError)) else 400
         return error(status, e)
 
-    @app.exception_handler(Exception)
-    async def _internal(_req, e: Exception):
-        return error(500, f"internal error ({type(e).__name__})")
-
-    # ---- limits and the token (plain ASGI: runs before any body is read) ----
-    app.add_middleware(_Guard, max_body=max_body, cookie_value=cookie_value, secret=secret)
+    # ---- Host, Origin, the token, limits, security headers, the last-resort 500 (tspo_edge.guard) ----
+    app.add_middleware(Guard, hosts=HostPolicy(host, allow_hosts), secret=secret, cookie_value=cookie_value,
+                       max_body=max_body)
 
     # ---- the API ----
     @app.get("/api/videos", summary="The archive")
@@ -464,15 +466,22 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         return Response(archive.thumb(row, t, size), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/api/videos/{video_id}/file", summary="The video file (range requests)", response_class=FileResponse)
-    def file(video_id: str) -> FileResponse:
+    @app.get("/api/videos/{video_id}/file", summary="The video file (range requests)", response_class=Response,
+             responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "a byte range"}})
+    def file(video_id: str, request: Request) -> Response:
         row = archive.video(_id(video_id))
-        path = archive.file_of(row)
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, content_disposition_type="inline", filename=path.name)
+        return file_response(_open(row), request.headers.get("range"))
 
-    @app.post("/api/session", summary="A session cookie for the web page (send the bearer token)")
-    def session() -> Response:
+    @app.post("/api/session", summary="A session cookie for the web page (the token as a bearer header or "
+                                      "in the body: {\"token\": \"…\"})")
+    async def session(request: Request) -> Response:
+        if secret is not None and not token_matches(request.headers.get("authorization", "").encode("latin-1"), secret.encode()):
+            try:
+                given = (await request.json()).get("token")
+            except (ValueError, AttributeError):
+                given = None
+            if not (isinstance(given, str) and hmac.compare_digest(given.strip().encode(), secret.encode())):
+                return error(401, "missing or wrong token", {"www-authenticate": "Bearer"})
         resp = JSONResponse({"ok": True, "token_required": secret is not None})
         if cookie_value:
             resp.set_cookie(COOKIE, cookie_value, httponly=True, samesite="strict", path="/")
@@ -480,21 +489,57 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
 
     @app.get("/api/health", summary="Liveness and the models served")
     def health() -> dict:
-        return {"ok": True, "encoder": archive.models.encoder.id, "answerer": archive.answerer.id,
-                "readonly": not archive.allow_index, "token_required": secret is not None,
-                "text_batches": archive.encoder.batches, "texts_encoded": archive.encoder.encoded}
+        out = {"ok": True, "encoder": archive.models.encoder.id, "answerer": archive.answerer.id,
+               "readonly": not archive.allow_index, "token_required": secret is not None,
+               "text_batches": archive.encoder.batches, "texts_encoded": archive.encoder.encoded}
+        if watch_status is not None:
+            out["watch"] = watch_status()
+            out["ok"] = out["watch"].get("state") != "failing"
+        return json_safe(out)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:  # bundled: works offline, no CDN, no inline script
+        return FileResponse(WEB / "api.html", media_type="text/html")
+
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (IPv6 as `::1` or `[::1]`), before any model loads, so that a busy
+    port or a bad address is one line at once; uvicorn then serves on it (no second bind, no race)."""
+    name = host.strip()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ServeError(f"--host {host}: not an address of this machine ({one_line(e)})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(2048)  # a bound socket that does not listen yet would not meet the other program
+    except OSError as e:
+        sock.close()
+        shown = f"[{name}]" if ":" in name else name
+        if e.errno == errno.EADDRINUSE:
+            raise ServeError(f"{shown}:{port}: the port is in use by another program; choose another with --port") from None
+        raise ServeError(f"{shown}:{port}: cannot listen there ({e.strerror or one_line(e)})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _id(text: str) -> int:
-    """A video id from a URL: a whole number, or 404 (never a path)."""
-    if not text.isdigit() or len(text) > 18:
+    """A video id from a URL: ASCII digits, or 404 (never a path)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(404, "no such video in the index")
     return int(text)
 
@@ -508,61 +553,3 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-class _Guard:
-    """ASGI middleware: the bearer token (or session cookie) on /api/, and a body size limit."""
-
-    def __init__(self, app, *, max_body: int, cookie_value: str | None, secret: str | None):
-        self.app, self.max_body, self.cookie_value, self.secret = app, max_body, cookie_value, secret
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.secret is not None and scope["path"].startswith("/api/") and not self._authorised(headers):
-            return await _send_error(send, 401, "missing or wrong bearer token (Authorization: Bearer …)",
-                                     {"www-authenticate": "Bearer"})
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await _send_error(send, 400, "bad Content-Length")
-            if int(length) > self.max_body:
-                return await _send_error(send, 413, f"request body over {self.max_body} bytes")
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge(self.max_body)
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _authorised(self, headers: dict[str, str]) -> bool:
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer " and hmac.compare_digest(auth[7:].strip().encode(), self.secret.encode()):
-            return True
-        for part in headers.get("cookie", "").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE and self.cookie_value and hmac.compare_digest(value.encode(), self.cookie_value.encode()):
-                return True
-        return False
-
-
-class _TooLarge(StarletteHTTPException):
-    """Raised from the body stream; an HTTPException so FastAPI's body parsing passes it on."""
-
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body over {limit} bytes")
-
-
-async def _send_error(send, status: int, message: str, extra: dict | None = None) -> None:
-    resp = error(status, message)
-    for k, v in (extra or {}).items():
-        resp.headers[k] = v
-    await send({"type": "http.response.start", "status": status, "headers": resp.raw_headers})
-    await send({"type": "http.response.body", "body": resp.body})

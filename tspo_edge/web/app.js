@@ -133,7 +133,9 @@ async function ask() {
 
 // ---- a token: from #token=… (never sent in a URL) or the sign-in box -> a session cookie ----
 async function signIn(token) {
-  await api("/api/session", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  // in the body, not a header: a browser cannot send a non-Latin-1 token in a header
+  await api("/api/session", { method: "POST", headers: { "Content-Type": "application/json" },
+                              body: JSON.stringify({ token }) });
   $("login").style.display = "none";
 }
 
