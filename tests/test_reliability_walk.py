@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import pythonpath_with, write_test_video
 from tspo_edge.store import Store

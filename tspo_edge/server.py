@@ -38,7 +38,7 @@ import socket
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import List, Optional, Union
 
 import anyio.to_thread
 import numpy as np
