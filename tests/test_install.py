@@ -51,14 +51,18 @@ def sh(*cmd, cwd=None, check: bool = True, pythonpath: Path | None = None) -> su
     return r
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
+def copy_repository(dst: Path) -> Path:
     """A copy of the repository under test (symlinks kept as links), without build leftovers."""
-    dst = tmp_path_factory.mktemp("install") / "src"
     shutil.copytree(REPO, dst, symlinks=True, ignore=shutil.ignore_patterns(
         ".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", ".benchmarks", ".venv",
         "*.db", "*.db-wal", "*.db-shm", "out", "tests", "benchmarks"))
     return dst
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """The copy the wheel and the sdist are built from (they leave build/ and egg-info in it)."""
+    return copy_repository(tmp_path_factory.mktemp("install") / "src")
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +92,13 @@ def sdist_wheel(sdist, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkout(source, tmp_path_factory) -> Path:
-    """`git -c core.symlinks=false clone` of a repository holding the copy: a link, were there one,
-    would arrive as a small file holding its target's path."""
+def checkout(tmp_path_factory) -> Path:
+    """`git -c core.symlinks=false clone` of a repository holding a copy of the tree: a link, were
+    there one, would arrive as a small file holding its target's path."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     root = tmp_path_factory.mktemp("git")
-    origin = root / "origin"
-    shutil.copytree(source, origin, symlinks=True)
+    origin = copy_repository(root / "origin")
     git = ("git", "-c", "user.name=tspo-edge tests", "-c", "user.email=tests@localhost", "-c", "init.defaultBranch=main")
     sh(*git, "init", "-q", cwd=origin)
     sh(*git, "add", "-A", cwd=origin)
