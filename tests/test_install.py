@@ -65,12 +65,16 @@ def source(tmp_path_factory) -> Path:
     return copy_repository(tmp_path_factory.mktemp("install") / "src")
 
 
-@pytest.fixture(scope="module")
-def wheel(source, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, source)
+def build_wheel(src: Path, out: Path) -> Path:
+    """The wheel pip builds from `src`, a source folder or an sdist."""
+    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, src)
     (whl,) = out.glob("tspo_edge-*.whl")
     return whl
+
+
+@pytest.fixture(scope="module")
+def wheel(source, tmp_path_factory) -> Path:
+    return build_wheel(source, tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +89,7 @@ def sdist(source, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sdist_wheel(sdist, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sdist-wheel")
-    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, sdist)
-    (whl,) = out.glob("tspo_edge-*.whl")
-    return whl
+    return build_wheel(sdist, tmp_path_factory.mktemp("sdist-wheel"))
 
 
 @pytest.fixture(scope="module")
