@@ -872,5 +872,5 @@ def train_cmd(
     raise typer.Exit(1 if summary.get("missing_videos") or summary.get("failed_videos") else 0)
 
 
-if __name__ == "__main__":  # `python cli.py`, and `python -m tspo_edge` (tspo_edge/__main__.py links here)
+if __name__ == "__main__":  # `python cli.py`, and `python -m tspo_edge` (tspo_edge/__main__.py runs this file)
     app(prog_name="tspo-edge")

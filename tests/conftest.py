@@ -19,7 +19,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
+# input/output pairs of the published TSPO agent (tests/data/agent-goldens/README.md)
+GOLDENS = Path(__file__).resolve().parent / "data" / "agent-goldens"
 
 # ---------------------------------------------------------------- the torch-free install
 # CI's second job installs the project without the torch stack (a second interpreter, the

@@ -11,10 +11,9 @@ from tspo_edge.select import METHODS, select_frames
 
 from conftest import GOLDENS
 
-CASES = json.loads((GOLDENS / "index.json").read_text()) if GOLDENS.exists() else []
+CASES = json.loads((GOLDENS / "index.json").read_text())
 
 
-@pytest.mark.skipif(not CASES, reason=f"reference goldens not found at {GOLDENS}")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["file"][:-4])
 def test_selections_match_published_agent(case):
     d = np.load(GOLDENS / case["file"])
