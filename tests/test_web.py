@@ -114,6 +114,7 @@ def test_search_click_a_moment_and_ask(server, browser, tmp_path):
     wait_js(page, "document.querySelectorAll('#keyframes .moment').length === 4", timeout=30000)
     wait_js(page, "[...document.querySelectorAll('#keyframes img')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#answer").inner_text() == "A. cyclists"
+    assert "not a language model" in page.locator("#answer-note").inner_text()  # said beside a lite answer
     assert "total" in page.locator("#timings").inner_text()
     assert page.locator("#error").inner_text() == ""
 

@@ -65,7 +65,7 @@ function play(id, t) {
 function momentTile(id, t, label, title) {
   return el("div", { class: "moment", title: title || "", dataset: { video: String(id), time: String(t) },
                      onclick: () => play(id, t) },
-            [el("img", { src: thumbUrl(id, t), alt: label, loading: "lazy" }), el("span", { class: "ts", text: label })]);
+            [el("img", { src: thumbUrl(id, t), alt: label }), el("span", { class: "ts", text: label })]);
 }
 
 // ---- the archive ----
@@ -82,7 +82,7 @@ async function loadArchive() {
     n++;
     const poster = Math.min(5, (v.duration || 0) / 10);
     box.append(el("div", { class: "card", dataset: { video: String(v.id) }, onclick: () => play(v.id, 0) }, [
-      el("img", { src: thumbUrl(v.id, poster, 176), alt: v.name, loading: "lazy" }),
+      el("img", { src: thumbUrl(v.id, poster, 176), alt: v.name }),
       el("div", { class: "name", text: v.name, title: v.path }),
       el("div", { class: "muted", text: `${mmss(v.duration || 0)} · ${v.frames ?? "?"} frames` }),
     ]));
@@ -123,9 +123,12 @@ async function ask() {
   if ($("ask-frames").value) body.frames = Number($("ask-frames").value);
   if ($("ask-no-mllm").checked) body.mllm = "none";
   $("answer").textContent = "…";
+  $("answer-note").textContent = "";
   const r = await api("/api/ask", { method: "POST", headers: { "Content-Type": "application/json" },
                                     body: JSON.stringify(body) });
-  $("answer").textContent = r.answer || r.note || "(no answer)";
+  // the answer, and beside it the note that says what gave it (the lite profile is no language model)
+  $("answer").textContent = r.answer || "(no answer)";
+  $("answer-note").textContent = r.note || "";
   const frames = [...r.frames].sort((a, b) => a.time - b.time);
   $("keyframes").replaceChildren(...frames.map((k) => momentTile(id, k.time, k.timestamp, `score ${k.score.toFixed(1)}`)));
   $("timings").textContent = Object.entries(r.timings).map(([k, v]) => `${k} ${(v * 1000).toFixed(1)} ms`).join(" · ");
