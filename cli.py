@@ -28,7 +28,8 @@ import tspo_edge
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
-from tspo_edge.checks import json_safe
+from tspo_edge import limits as L
+from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
@@ -104,6 +105,12 @@ def positive(value, flag: str, *, integer: bool = False) -> None:
         bad(f"{flag} must be a positive {'whole number' if integer else 'number'}, got {value}")
 
 
+def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
+    """Refuse a number outside [lo, hi] (tspo_edge/limits.py; None passes) before anything loads."""
+    if value is not None and not in_range(value, lo, hi, integer=integer):
+        bad(f"{flag} must be {range_text(lo, hi, integer)}, got {value}")
+
+
 def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
                device: Optional[str] = None) -> ModelSpec:
     """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet)."""
@@ -121,8 +128,8 @@ def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[s
 
 
 def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sampling:
-    positive(fps, "--fps")
-    positive(max_frames, "--max-frames", integer=True)
+    within(fps, "--fps", L.MIN_FPS, L.MAX_FPS)
+    within(max_frames, "--max-frames", 1, L.MAX_VIDEO_FRAMES, integer=True)
     if decoder not in video.available_decoders():
         bad(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
     return Sampling(fps=fps, max_frames=max_frames, decoder=decoder)
@@ -177,6 +184,7 @@ def index_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
+    within(settle, "--settle", 0, L.MAX_SECONDS)
     decoder = choose_decoder(decoder)
     s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
     check_engine(engine, workers, ray_address)
@@ -214,8 +222,6 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     if force:
         bad("--force does not combine with --watch (run `tspo-edge index --force` first)")
     settle = DEFAULT_SETTLE if settle is None else settle
-    if not (math.isfinite(settle) and settle >= 0):
-        bad(f"--settle must be a number of seconds >= 0, got {settle}")
     stop, got = threading.Event(), []
 
     def on_signal(signum, frame) -> None:
@@ -268,7 +274,7 @@ def choose_decoder(decoder: str) -> str:
 def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
     if engine not in ("local", "ray"):
         bad(f"--engine {engine}: choose local or ray")
-    positive(workers, "--workers", integer=True)
+    within(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
     if ray_address is not None and engine != "ray":
         bad("--ray-address goes with --engine ray")
     if engine == "ray" and workers is not None:
@@ -352,6 +358,8 @@ def ask_cmd(
     server: Optional[str] = ServerOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
+    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    within(timeout, "--timeout", 0.001, L.MAX_SECONDS)
     if server:  # a running `tspo-edge serve` answers: no model loads here
         return _ask_remote(server, video_path, question, option=option, frames=frames, method=method, mllm=mllm,
                            json_out=json_out, timeout=timeout,
@@ -360,9 +368,7 @@ def ask_cmd(
                                        "--device": device})
     # Everything is checked before a model loads or the index is touched.
     spec = model_spec(encoder, None, runtime, model_dir, device)
-    positive(frames, "--frames", integer=True)
-    positive(timeout, "--timeout")
-    positive(max_new_tokens, "--max-new-tokens", integer=True)
+    within(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
@@ -462,8 +468,6 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
         bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
     if video_path is None or question is None:
         bad("give VIDEO and QUESTION")
-    positive(frames, "--frames", integer=True)
-    positive(timeout, "--timeout")
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
@@ -498,10 +502,9 @@ def search_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Search every indexed video: the best moments (video, time, score) and the videos that match best."""
-    positive(top, "--top", integer=True)
-    positive(per_video, "--per-video", integer=True)
-    if not math.isfinite(nms_seconds) or nms_seconds < 0:
-        bad(f"--nms-seconds must be zero or more, got {nms_seconds}")
+    within(top, "--top", 1, L.MAX_TOP, integer=True)
+    within(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
+    within(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
     if not question.strip():
         bad("the question is empty")
     if not db.exists():
@@ -565,8 +568,9 @@ def serve_cmd(
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
-    positive(threads, "--threads", integer=True)
-    positive(torch_threads, "--torch-threads", integer=True)
+    within(threads, "--threads", 1, L.MAX_WORKERS, integer=True)
+    within(torch_threads, "--torch-threads", 1, L.MAX_WORKERS, integer=True)
+    within(settle, "--settle", 0, L.MAX_SECONDS)
     if not db.is_file():
         bad(f"{db}: no such index (run `tspo-edge index` first)")
     for root in index_root or []:
@@ -576,8 +580,6 @@ def serve_cmd(
     for folder in watch_dirs or []:
         if not folder.exists():
             bad(f"{folder}: --watch needs an existing file or folder")
-    if not (math.isfinite(settle) and settle >= 0):
-        bad(f"--settle must be a number of seconds >= 0, got {settle}")
     token = os.environ.get("TSPO_EDGE_TOKEN") or None
     try:
         check_bind(host, token)
@@ -647,13 +649,12 @@ def export_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
+    within(opset, "--opset", 17, L.MAX_OPSET, integer=True)
     from tspo_edge.export import export_model  # torch (see the note at the top)
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
         bad("--encoder none exports the agent alone: give the AGENT checkpoint")
-    if opset < 17:
-        bad(f"--opset {opset}: needs 17 or newer")
     spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
     try:
         with err.status("exporting…"):
@@ -722,9 +723,14 @@ def eval_needle_cmd(
 ) -> None:
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
     frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
+    for n in frame_list:
+        within(n, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    within(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
+    within(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
+    within(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
+    within(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
+    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
     spec = model_spec(encoder, agent, runtime, model_dir, device)
-    for value, flag in ((videos, "--videos"), (minutes, "--minutes"), (needles, "--needles"), (video_fps, "--video-fps")):
-        positive(value, flag)
     try:
         check_methods(method_list, frame_list)
         cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
@@ -773,8 +779,8 @@ def eval_frames_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
+    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
     s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir, device)
-    positive(frames, "--frames", integer=True)
     if method is not None and method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
@@ -832,12 +838,15 @@ def train_cmd(
     from tspo_edge.train.run import RunOptions, train_from_options
     from tspo_edge.train.toy import toy_options
 
-    positive(steps, "--steps", integer=True)
-    positive(epochs, "--epochs")
-    positive(lr, "--lr")
-    positive(grad_accum, "--grad-accum", integer=True)
+    within(steps, "--steps", 1, L.MAX_STEPS, integer=True)
+    within(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
+    within(lr, "--lr", 1e-12, L.MAX_LR)
+    within(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
+    within(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
+    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
     if group < 2:
         bad(f"--group must be at least 2 (advantages are relative to the group), got {group}")
+    within(group, "--group", 2, L.MAX_GROUP, integer=True)
     log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     try:
         if toy:

@@ -31,8 +31,8 @@ import numpy as np
 from tspo_edge.decoding import DecodeJob, decode_worker, error_text
 from tspo_edge.errors import IndexMismatchError, StoreError, TspoError
 from tspo_edge.models import Models
-from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video, start_run,
-                                stored_result)
+from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video,
+                                record_failed_file, start_run, stored_result)
 from tspo_edge.store import Store, canonical_path, fingerprint
 
 from .batch import IndexSummary, run_engine
@@ -115,9 +115,7 @@ def plan_files(store: Store, paths, skipped: dict[int, FileResult], models: Mode
 
 def record_failed(store: Store, models: Models, sampling: Sampling, p: Pending, error: str) -> FileResult:
     error = error if p.path in error else f"{p.path}: {error}"
-    row = store.put_failed(path=p.path, size=p.size, mtime=p.mtime, fingerprint=p.fp, error=error,
-                           encoder_id=models.encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
-    return FileResult(p.path, "failed", 0, time.perf_counter() - p.t0, error=error, video_id=row.id)
+    return record_failed_file(store, p.path, p.size, p.mtime, p.fp, error, models, sampling, p.t0)
 
 
 def record_video(store: Store, models: Models, sampling: Sampling, p: Pending, times: np.ndarray,

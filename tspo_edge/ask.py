@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import video
+from .checks import in_range, range_text
 from .errors import AskError, VideoError
+from .limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from .mllm.base import mmss
 from .models import Models
 from .pipeline import Sampling, agent_events, ensure_indexed
@@ -74,13 +76,19 @@ def check_inputs(video, question: str, *, frames: int | None, method: str) -> Pa
     """Reject bad input before anything is loaded or written."""
     if question is None or not str(question).strip():
         raise AskError("the question is empty")
+    if len(str(question)) > MAX_QUESTION_CHARS:
+        raise AskError(f"the question has {len(str(question))} characters; at most {MAX_QUESTION_CHARS} are taken")
     if method not in METHODS:
         raise AskError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if frames is not None and int(frames) <= 0:
-        raise AskError(f"the number of keyframes must be a positive number, got {frames}")
+    if frames is not None and not in_range(frames, 1, MAX_ASK_FRAMES, integer=True):
+        raise AskError(f"the number of keyframes must be {range_text(1, MAX_ASK_FRAMES, True)}, got {frames}")
     path = Path(video).expanduser()
-    if not path.exists():
-        raise VideoError(f"{video}: no such file")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise VideoError(f"{video}: no such file") from None
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, no permission
+        raise VideoError(f"{video}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     if not path.is_file():
         raise VideoError(f"{video}: not a file")
     return path

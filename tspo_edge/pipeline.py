@@ -25,9 +25,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import video
-from .checks import check_positive
+from .checks import check_positive, check_range
 from .errors import IndexMismatchError, InputError, TspoError
 from .freshness import Freshness, is_current, models_stamp, record_models, recorded_models
+from .limits import MAX_FPS, MAX_VIDEO_FRAMES
 from .models import Models
 from .store import Store, StoreError, VideoRow, canonical_path, fingerprint
 
@@ -72,7 +73,8 @@ class Sampling:
 
     def __post_init__(self) -> None:
         check_positive(self.fps, "the sampling rate (frames per second)")
-        check_positive(self.max_frames, "the frame limit", integer=True)
+        check_range(self.fps, "the sampling rate (frames per second)", 0, MAX_FPS)
+        check_range(self.max_frames, "the frame limit", 1, MAX_VIDEO_FRAMES, integer=True)
         check_positive(self.chunk, "the chunk size", integer=True)
         if self.decoder not in video.available_decoders():
             raise InputError(f"decoder {self.decoder!r} is not available here "
@@ -242,9 +244,21 @@ def index_video(store: Store, path, models: Models, sampling: Sampling = Samplin
         err = _error_text(e)
         if not record_failure:
             raise TspoError(err if key in err else f"{key}: {err}") from e
-        row = store.put_failed(path=key, size=size, mtime=mtime, fingerprint=fp, error=err,
-                               encoder_id=encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
-        return FileResult(key, "failed", 0, time.perf_counter() - t0, error=err, video_id=row.id)
+        return record_failed_file(store, key, size, mtime, fp, err, models, sampling, t0)
+
+
+def record_failed_file(store: Store, key: str, size, mtime, fp, error: str, models: Models, sampling: Sampling,
+                       t0: float) -> FileResult:
+    """Record a file that failed, with its error. A file whose stored row is indexed and that has
+    not changed since keeps that row and its features: what failed is this run's way of reading
+    it (another sampling or decoder), not the file, so the run cannot cost the index a video."""
+    old = store.find_video(key)
+    if (old is not None and old.status == "indexed" and size is not None
+            and (old.size, old.mtime, old.fingerprint) == (size, mtime, fp)):
+        return FileResult(key, "failed", 0, time.perf_counter() - t0, error=error, video_id=old.id)
+    row = store.put_failed(path=key, size=size, mtime=mtime, fingerprint=fp, error=error,
+                           encoder_id=models.encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
+    return FileResult(key, "failed", 0, time.perf_counter() - t0, error=error, video_id=row.id)
 
 
 def bind_models(store: Store, models: Models, stamp: dict | None = None) -> None:
