@@ -172,6 +172,7 @@ def index_cmd(
     max_frames: Optional[int] = MaxFramesOpt,
     decoder: str = typer.Option("pyav", "--decoder", help="pyav, decord where installed, or nvdec (NVIDIA GPU decoding: PyNvVideoCodec or torchcodec; PyAV when it cannot run, with the reason)."),
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again the files that failed before, even unchanged ones (a changed file is always tried)."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
     device: Optional[str] = DeviceOpt,
@@ -189,11 +190,13 @@ def index_cmd(
     s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
     check_engine(engine, workers, ray_address)
     if watch or poll or settle is not None:
-        index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force, json_out=json_out)
+        index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force or retry_failed,
+                    json_out=json_out)
     try:
         with IndexProgress(err) as progress:
-            summary = run_index(paths, db=db, models=load_models(spec), sampling=s, force=force, progress=progress,
-                                workers=workers, engine=engine, ray_address=ray_address)
+            summary = run_index(paths, db=db, models=load_models(spec), sampling=s, force=force,
+                                retry_failed=retry_failed, progress=progress, workers=workers, engine=engine,
+                                ray_address=ray_address)
     except KeyboardInterrupt:
         interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
     except TspoError as e:
@@ -220,7 +223,7 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     if not watch:
         bad("--settle and --poll go with --watch")
     if force:
-        bad("--force does not combine with --watch (run `tspo-edge index --force` first)")
+        bad("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
     settle = DEFAULT_SETTLE if settle is None else settle
     stop, got = threading.Event(), []
 
@@ -281,21 +284,22 @@ def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]
         bad("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
 
 
-def run_index(paths, *, db, models, sampling: Sampling, force: bool, progress, workers: Optional[int],
-              engine: str, ray_address: Optional[str]):
+def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_failed: bool, progress,
+              workers: Optional[int], engine: str, ray_address: Optional[str]):
     """One library call for the engine asked for: Ray, worker processes, or the plain path."""
     if engine == "ray":
         from tspo_edge.index.ray_engine import index_paths_ray  # Ray is optional: imported when asked for
 
         return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
-                               progress=progress)
+                               retry_failed=retry_failed, progress=progress)
     from tspo_edge.index.parallel import default_workers, index_paths_parallel
 
     n = default_workers() if workers is None else workers
     if n > 1:
         return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
-                                    progress=progress)
-    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, progress=progress)
+                                    retry_failed=retry_failed, progress=progress)
+    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, retry_failed=retry_failed,
+                       progress=progress)
 
 
 @app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))
@@ -380,8 +384,6 @@ def ask_cmd(
             if sheet is not None:
                 bad("--sheet works with one question, not with --batch")
             questions = load_batch(batch)
-            if video_path is None and any(not it.get("video") for it in questions.items):
-                bad(f"{batch}: lines without \"video\" need the VIDEO argument")
         else:
             if video_path is None or question is None:
                 bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
@@ -402,6 +404,7 @@ def ask_cmd(
                 r = asker.ask(video_path, question, options=option or None, frames=frames, method=method,
                               keep_pixels=sheet is not None)
                 progress.close()
+                _warn(r.warning)
                 if sheet is not None:
                     contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
                 if json_out:
@@ -433,27 +436,41 @@ def _remove_if_empty(db: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def _warn(warning: Optional[str], where: str = "") -> None:
+    if warning:
+        err.print(f"warning: {where}{printable(warning)}", highlight=False, markup=False, soft_wrap=True,
+                  style="yellow")
+
+
 def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *, option, frames, method) -> None:
-    """One JSON line per question (a bad line gets one with its error); exit 1 when some failed."""
-    failed = len(questions.errors)
-    for e in questions.errors:
-        err.print(f"skipped {e}", highlight=False, markup=False, soft_wrap=True)
-        typer.echo(json.dumps({"error": e}))
-    for it in questions.items:
-        rid = it.get("id", it["line"])
-        where = it.get("video") or video_path
+    """One JSON line per line of the file, in its order: the answer, or the line's error naming
+    file:line (a bad line costs only itself); exit 1 when some failed, 2 when all did."""
+    failed = 0
+    for line, it in questions.entries:
+        where = f"{questions.path}:{line}"
+        if isinstance(it, str):  # a line that is no question
+            failed += 1
+            err.print(f"skipped {printable(it)}", highlight=False, markup=False, soft_wrap=True)
+            typer.echo(json.dumps({"line": line, "error": it}))
+            continue
+        rid = it.get("id", line)
+        target = it.get("video") or video_path
         try:
-            r = asker.ask(where, it["question"], options=it.get("options") or option or None,
+            if target is None:
+                raise InputError(f"{where}: no \"video\" on this line, and no VIDEO argument")
+            r = asker.ask(target, it["question"], options=it.get("options") or option or None,
                           frames=it.get("frames", frames), method=it.get("method", method))
             progress.close()
+            _warn(r.warning, f"{where}: ")
             typer.echo(json.dumps(json_safe({"id": rid, **r.to_dict()}), allow_nan=False))
-        except TspoError as e:
+        except (TspoError, OSError) as e:  # OSError: a path the system refuses (too long, say)
             progress.close()
             failed += 1
-            err.print(f"failed {rid} ({questions.path}:{it['line']}): {e}", highlight=False, markup=False,
-                      soft_wrap=True)
-            typer.echo(json.dumps({"id": rid, "line": it["line"], "video": str(where), "question": it["question"],
-                                   "error": str(e)}))
+            e = getattr(e, "strerror", None) or e
+            msg = str(e) if str(e).startswith(where + ":") else f"{where}: {e}"
+            err.print(f"failed {printable(msg)}", highlight=False, markup=False, soft_wrap=True)
+            typer.echo(json.dumps({"id": rid, "line": line, "video": None if target is None else str(target),
+                                   "question": it["question"], "error": msg}))
     total = questions.lines
     if failed:
         err.print(f"{failed} of {total} questions failed", highlight=False)
@@ -468,6 +485,8 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
         bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
     if video_path is None or question is None:
         bad("give VIDEO and QUESTION")
+    if len(question) > L.MAX_QUESTION_CHARS:
+        bad(f"the question has {len(question)} characters; at most {L.MAX_QUESTION_CHARS} are taken")
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
@@ -479,6 +498,7 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
         interrupted()
     except TspoError as e:
         fail(e)
+    _warn(r.warning)
     if json_out:
         dump(d)
     else:

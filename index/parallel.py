@@ -236,10 +236,11 @@ class _Run:
 
 
 def run_workers(store: Store, paths, models: Models, sampling: Sampling, *, workers: int, force: bool = False,
-                progress: Progress | None = None, batch_frames: int | None = None, emit=None) -> list[FileResult]:
+                retry_failed: bool = False, progress: Progress | None = None, batch_frames: int | None = None,
+                emit=None) -> list[FileResult]:
     """Index `paths` with `workers` decoding processes; results in the order of `paths`.
     `emit(order, result)` is called as each file is done (committed or recorded as failed)."""
-    skipped = start_run(store, paths, models, sampling, force=force, progress=progress)
+    skipped = start_run(store, paths, models, sampling, force=force, retry_failed=retry_failed, progress=progress)
     results: dict[int, FileResult] = {}
 
     def done(order: int, r: FileResult) -> None:
@@ -331,15 +332,15 @@ def _decode_and_encode(store, models, sampling, pending: dict[int, Pending], *, 
 
 
 def index_paths_parallel(paths, *, db, models: Models, sampling: Sampling = Sampling(), workers: int | None = None,
-                         force: bool = False, progress: Progress | None = None,
+                         force: bool = False, retry_failed: bool = False, progress: Progress | None = None,
                          batch_frames: int | None = None) -> ParallelSummary:
     """`index.index_paths` with `workers` decoding processes (None: `default_workers()`) feeding one
     encoder in this process; the same index, incremental and resumable, the same summary."""
     workers = default_workers() if workers is None else workers
 
     def run(store: Store, files, emit) -> None:
-        run_workers(store, files, models, sampling, workers=workers, force=force, progress=progress,
-                    batch_frames=batch_frames, emit=emit)
+        run_workers(store, files, models, sampling, workers=workers, force=force, retry_failed=retry_failed,
+                    progress=progress, batch_frames=batch_frames, emit=emit)
 
     return run_engine(paths, db=db, models=models, run=run, summary=ParallelSummary, workers=workers,
                       engine="workers")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import video
-from .checks import in_range, range_text
+from .checks import in_range
 from .errors import AskError, VideoError
 from .limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from .mllm.base import mmss
@@ -56,6 +56,7 @@ class AskResult:
     note: str = ""
     indexed_now: bool = False     # the video was (re)indexed by this ask
     option_scores: list[float] | None = None
+    warning: str | None = None    # one line: the question looked as if it had options none of which could be read
     pixels: np.ndarray | None = field(default=None, repr=False)  # decoded keyframes (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def check_inputs(video, question: str, *, frames: int | None, method: str) -> Pa
     if method not in METHODS:
         raise AskError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if frames is not None and not in_range(frames, 1, MAX_ASK_FRAMES, integer=True):
-        raise AskError(f"the number of keyframes must be {range_text(1, MAX_ASK_FRAMES, True)}, got {frames}")
+        raise AskError(f"the number of keyframes must be a positive whole number (at most {MAX_ASK_FRAMES}), "
+                       f"got {frames}")
     path = Path(video).expanduser()
     try:
         path.stat()
@@ -210,7 +212,7 @@ class Asker:
             frames=[Keyframe(int(i), float(feats.times[i]), float(s[i])) for i in idx],
             method=method, timings=timings,
             models={"encoder": self.encoder.id, "agent": agent_id, "answerer": ans.model_id},
-            note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores,
+            note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores, warning=q.warning,
             pixels=pixels if keep_pixels else None)
 
 

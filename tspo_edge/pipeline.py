@@ -44,6 +44,7 @@ class FileResult:
     duration: float | None = None
     error: str | None = None
     video_id: int | None = None
+    unchanged: bool = False     # failed: the failure recorded before, the file unchanged since (not retried)
 
 
 @dataclass
@@ -288,15 +289,21 @@ def run_models(store: Store, models: Models) -> tuple[str | None, str | None, st
 
 
 def start_run(store: Store, paths: Sequence, models: Models, sampling: Sampling, *, force: bool = False,
-              progress: Progress | None = None) -> dict[int, FileResult]:
+              retry_failed: bool = False, progress: Progress | None = None) -> dict[int, FileResult]:
     """The start of every engine's run: each file checked against the store without loading a
     model (`Freshness`); the models load (and the index is bound to them) only when some file
-    needs work. Returns the files already current, by position, as "skipped" results."""
+    needs work. Returns the files that need none, by position: "skipped" results for the current
+    ones, and "failed" ones (`unchanged`, with the stored error) for files that failed before and
+    have not changed since (tried again with `retry_failed` or `force`)."""
     t0 = time.perf_counter()
     fresh = Freshness(store, models.spec, sampling)
-    current = {} if force else {i: fresh.current(p) for i, p in enumerate(paths)}
-    skipped = {i: FileResult(row.path, "skipped", row.frame_count or 0, 0.0, row.duration, video_id=row.id)
-               for i, row in current.items() if row is not None}
+    skipped: dict[int, FileResult] = {}
+    for i, p in enumerate([] if force else paths):
+        row = fresh.current(p)
+        if row is not None:
+            skipped[i] = FileResult(row.path, "skipped", row.frame_count or 0, 0.0, row.duration, video_id=row.id)
+        elif not retry_failed and (row := fresh.failed_unchanged(p)) is not None:
+            skipped[i] = FileResult(row.path, "failed", 0, 0.0, error=row.error, video_id=row.id, unchanged=True)
     if len(skipped) < len(paths):
         bind_models(store, models, fresh.stamp)  # the models load here, and only here
         ids = models.encoder.id, models.agent_id, models.agent_source
@@ -313,14 +320,14 @@ def start_run(store: Store, paths: Sequence, models: Models, sampling: Sampling,
 
 
 def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
-                      force: bool = False, progress: Progress | None = None,
+                      force: bool = False, retry_failed: bool = False, progress: Progress | None = None,
                       threaded: bool | None = None) -> Iterator[FileResult]:
     """Index the given video files, in order, yielding each one's result as it is committed
     (failures recorded, not raised); a fault of the index itself raises between videos.
 
     Every file is first checked against the store without loading a model (`Freshness`); the
     models load only when some file needs work, so a run with nothing to do loads none."""
-    skipped = start_run(store, paths, models, sampling, force=force, progress=progress)
+    skipped = start_run(store, paths, models, sampling, force=force, retry_failed=retry_failed, progress=progress)
     for i, p in enumerate(paths):
         r = skipped.get(i)
         if r is None:
