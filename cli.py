@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
+from tspo_edge import limits as L
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
-from tspo_edge import limits as L
 from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
@@ -387,7 +387,7 @@ def ask_cmd(
         else:
             if video_path is None or question is None:
                 bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
-            check_inputs(video_path, question, frames=frames, method=method)
+            check_inputs(video_path, question, frames=frames, method=method, options=option)
             video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
         kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
         if mllm.startswith("openai:"):
@@ -485,8 +485,9 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
         bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
     if video_path is None or question is None:
         bad("give VIDEO and QUESTION")
-    if len(question) > L.MAX_QUESTION_CHARS:
-        bad(f"the question has {len(question)} characters; at most {L.MAX_QUESTION_CHARS} are taken")
+    length = len(question) + sum(len(o) for o in option or [])
+    if length > L.MAX_QUESTION_CHARS:
+        bad(f"the question has {length} characters with its options; at most {L.MAX_QUESTION_CHARS} are taken")
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     try:

@@ -73,12 +73,15 @@ def default_frames(duration: float | None) -> int:
     return 64 if duration is not None and duration > LONG_VIDEO_SECONDS else 16
 
 
-def check_inputs(video, question: str, *, frames: int | None, method: str) -> Path:
+def check_inputs(video, question: str, *, frames: int | None, method: str,
+                 options: Sequence[str] | None = None) -> Path:
     """Reject bad input before anything is loaded or written."""
     if question is None or not str(question).strip():
         raise AskError("the question is empty")
-    if len(str(question)) > MAX_QUESTION_CHARS:
-        raise AskError(f"the question has {len(str(question))} characters; at most {MAX_QUESTION_CHARS} are taken")
+    length = len(str(question)) + sum(len(str(o)) for o in options or ())
+    if length > MAX_QUESTION_CHARS:
+        raise AskError(f"the question has {length} characters with its options; "
+                       f"at most {MAX_QUESTION_CHARS} are taken")
     if method not in METHODS:
         raise AskError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if frames is not None and not in_range(frames, 1, MAX_ASK_FRAMES, integer=True):
@@ -165,7 +168,7 @@ class Asker:
 
     def ask(self, video_path, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
             method: str = "topk", tau: float | None = None, keep_pixels: bool = False) -> AskResult:
-        path = check_inputs(video_path, question, frames=frames, method=method)
+        path = check_inputs(video_path, question, frames=frames, method=method, options=options)
         try:
             q: Question = parse_question(question, options)
         except ValueError as e:
@@ -220,7 +223,7 @@ def ask(video_path, question: str, *, store, models: Models, answerer, agent: st
         frames: int | None = None, method: str = "topk", options: Sequence[str] | None = None,
         decoder: str = "pyav", progress: Callable | None = None, keep_pixels: bool = False) -> AskResult:
     """One question about one video (see Asker for many)."""
-    check_inputs(video_path, question, frames=frames, method=method)
+    check_inputs(video_path, question, frames=frames, method=method, options=options)
     return Asker(store=store, models=models, answerer=answerer, agent=agent, decoder=decoder,
                  progress=progress, cache_videos=0).ask(video_path, question, options=options, frames=frames,
                                                         method=method, keep_pixels=keep_pixels)

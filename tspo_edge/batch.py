@@ -54,8 +54,11 @@ def validate_item(obj, where: str) -> dict:
     if not isinstance(q, str) or not q.strip():
         raise BatchError(f"{where}: \"question\" must be a non-empty string"
                          + ("" if "question" not in d else f", got {_kind(q)}"))
-    if len(q) > MAX_QUESTION_CHARS:
-        raise BatchError(f"{where}: \"question\" has {len(q)} characters, at most {MAX_QUESTION_CHARS} are taken")
+    opts = d.get("options")
+    length = len(q) + (sum(len(o) for o in opts if isinstance(o, str)) if isinstance(opts, list) else 0)
+    if length > MAX_QUESTION_CHARS:
+        raise BatchError(f"{where}: the question has {length} characters with its options, "
+                         f"at most {MAX_QUESTION_CHARS} are taken")
     if "video" in d and (not isinstance(d["video"], str) or not d["video"].strip()):
         raise BatchError(f"{where}: \"video\" must be a non-empty string (a path), got {_kind(d['video'])}")
     if "frames" in d:
