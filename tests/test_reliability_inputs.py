@@ -172,7 +172,7 @@ def test_an_fps_above_the_native_rate_samples_every_frame(tmp_path):
 def test_ask_frames_are_bounded_like_the_server(arc, cli_lite_encoder):
     folder, db = arc
     r = invoke("ask", folder / "v0.mp4", "What is shown?", "--db", db, "--mllm", "none", "--frames", "257")
-    assert r.exit_code == 2 and "--frames must be a whole number from 1 to 256" in error_lines(r)[0], r.output
+    assert r.exit_code == 2 and "--frames must be a positive whole number (at most 256)" in error_lines(r)[0], r.output
 
 
 def test_an_overlong_question_is_refused_in_one_line(arc, cli_lite_encoder):

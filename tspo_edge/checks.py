@@ -30,7 +30,9 @@ def in_range(value, lo: float, hi: float, *, integer: bool = False) -> bool:
 
 
 def range_text(lo: float, hi: float, integer: bool = False) -> str:
-    """ "a whole number from 1 to 256" (the words of a refusal)."""
+    """ "a number from 0 to 86400", "a positive whole number (at most 256)" (the words of a refusal)."""
+    if integer and lo == 1:
+        return f"a positive whole number (at most {_num(hi)})"
     return f"{'a whole number' if integer else 'a number'} from {_num(lo)} to {_num(hi)}"
 
 
