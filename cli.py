@@ -415,13 +415,15 @@ def ask_cmd(
                     err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
                 return
             _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
-    except (KeyboardInterrupt, TspoError) as e:
+    except (KeyboardInterrupt, TspoError, MemoryError) as e:
         if progress is not None:
             progress.close()
         if new_index and batch is None:
             _remove_if_empty(db)  # a failed first ask leaves no empty index behind
         if isinstance(e, KeyboardInterrupt):
             interrupted("interrupted: nothing was changed by the question in flight")
+        if isinstance(e, MemoryError):  # a memory cap below what the models and frames need
+            bad("out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model")
         fail(e)
 
 
