@@ -334,3 +334,19 @@ def test_ask_reads_numbered_options_and_warns_once_when_none_can_be_read(arc, cl
     r = invoke("ask", clip, "Which colour?", "--option", "red", "--option", "blue", "--db", db, "--mllm", "none",
                "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["options"] == ["red", "blue"], r.output
+
+
+def test_running_out_of_memory_while_answering_is_one_line(arc, cli_lite_encoder, monkeypatch):
+    """Under a memory cap (issue 25 item 7) the ask ends in one line, the index unchanged."""
+    import tspo_edge.ask as ask_mod
+
+    def no_memory(*a, **kw):
+        raise MemoryError
+
+    monkeypatch.setattr(ask_mod, "select_frames", no_memory)
+    folder, db = arc
+    before = snapshot(db)
+    r = invoke("ask", folder / "v0.mp4", "Why?", "--db", db, "--mllm", "none", "--method", "bin-max")
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 2 and len(error_lines(r)) == 1 and "out of memory" in r.stderr, r.output
+    assert snapshot(db) == before
