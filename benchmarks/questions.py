@@ -63,7 +63,8 @@ def main() -> None:
     big, small = shapes(args.kb * 1024), shapes(args.kb * 1024 // 10)
     old = old_parser() if args.old_kb else None
     old_in = shapes(args.old_kb * 1024) if old else {}
-    print(f"{'shape':10s} {'new 1/10':>10s} {'new full':>10s} {'ratio':>6s}" + (f" {'old ' + str(args.old_kb) + ' KB':>12s}" if old else ""))
+    old_head = f" {'old ' + str(args.old_kb) + ' KB':>12s}" if old else ""
+    print(f"{'shape':10s} {'new 1/10':>10s} {'new full':>10s} {'ratio':>6s}" + old_head)
     for name in big:
         a, b = timed(parse_question, small[name]), timed(parse_question, big[name])
         line = f"{name:10s} {a:9.3f}s {b:9.3f}s {b / max(a, 1e-9):6.1f}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 LETTERS = "ABCDEFGH"
 
@@ -71,36 +71,38 @@ class _Mark(NamedTuple):
     opens: bool              # may start a list: at a line start, or after "?", ":", "." or "!"
 
 
-def _marks(text: str) -> Iterator[_Mark]:
+_KINDS = {**{c: ("1", i) for i, c in enumerate("12345678", 1)}, **{c: ("A", i) for i, c in enumerate("ABCDEFGH", 1)},
+          **{c: ("a", i) for i, c in enumerate("abcdefgh", 1)}}
+
+
+def _chains(text: str, keep: int = 8) -> list[list[_Mark]]:
+    """The last `keep` runs of markers of one kind numbered 1, 2, 3 … (at least 2, with text
+    between markers), in order of their end. A first option opens a run only at a line start or
+    after the end of a sentence ("…? A. red B. blue"), so "step 1. and step 2." is no list.
+    One pass; a marker that continues no run is dropped at once."""
+    current: dict[tuple[str, str], list[_Mark]] = {}
+    done: deque[list[_Mark]] = deque(maxlen=keep)
     ends, nl = _SENTENCE_END, "\n"
     for m in _MARK.finditer(text):
         ws, paren, ch, style = m.groups()
-        start, end = m.span()
+        family, value = _KINDS[paren or ch]
+        key = (family, "()" if paren else style)
+        chain = current.get(key)
+        if value != 1 and (chain is None or value != len(chain) + 1):
+            continue
+        start = m.start()
         if not ws and start:
             continue  # glued to the word before it ("plan.A.")
-        ch = paren or ch
-        if ch <= "9":
-            family, value = "1", ord(ch) - 48
-        else:
-            family, value = ("A", ord(ch) - 64) if ch <= "Z" else ("a", ord(ch) - 96)
         line_start = start == 0 or nl in ws
-        yield _Mark(start + len(ws), end, (family, "()" if paren else style), value, line_start,
-                    line_start or text[start - 1] in ends)
-
-
-def _chains(marks: Iterable[_Mark], keep: int = 8) -> list[list[_Mark]]:
-    """The last `keep` runs of markers of one kind numbered 1, 2, 3 … (at least 2, with text
-    between markers), in order of their end. A first option opens a run only at a line start or
-    after the end of a sentence ("…? A. red B. blue"), so "step 1. and step 2." is no list."""
-    current: dict[tuple[str, str], list[_Mark]] = {}
-    done: deque[list[_Mark]] = deque(maxlen=keep)
-    for mk in marks:
-        chain = current.get(mk.key)
-        if mk.value == 1 and mk.opens:
+        opens = line_start or text[start - 1] in ends
+        mk = _Mark(start + len(ws), m.end(), key, value, line_start, opens)
+        if value == 1:
+            if not opens:
+                continue
             if chain is not None and len(chain) >= 2:
                 done.append(chain)
-            current[mk.key] = [mk]
-        elif chain is not None and mk.value == len(chain) + 1 and mk.start > chain[-1].end:
+            current[key] = [mk]
+        elif mk.start > chain[-1].end:
             chain.append(mk)  # mk.start is after its whitespace: the option before it has text
     return sorted([*done, *(c for c in current.values() if len(c) >= 2)], key=lambda c: c[-1].start)[-keep:]
 
@@ -120,7 +122,7 @@ def _split(text: str, chain: list[_Mark]) -> list[str] | None:
 def _parse(text: str) -> tuple[str, list[str]] | None:
     if not _SECOND.search(text):
         return None  # no second marker, no list: the walk over the markers is skipped
-    for chain in reversed(_chains(_marks(text))):  # the options are the last list in the text
+    for chain in reversed(_chains(text)):  # the options are the last list in the text
         options = _split(text, chain)
         if options is not None:
             return text[: chain[0].start], options
