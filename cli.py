@@ -25,10 +25,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
+from tspo_edge import limits as L
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
-from tspo_edge.checks import json_safe
+from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
@@ -105,6 +106,12 @@ def positive(value, flag: str, *, integer: bool = False) -> None:
         bad(f"{flag} must be a positive {'whole number' if integer else 'number'}, got {value}")
 
 
+def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
+    """Refuse a number outside [lo, hi] (tspo_edge/limits.py; None passes) before anything loads."""
+    if value is not None and not in_range(value, lo, hi, integer=integer):
+        bad(f"{flag} must be {range_text(lo, hi, integer)}, got {value}")
+
+
 def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
                device: Optional[str] = None) -> ModelSpec:
     """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet)."""
@@ -122,8 +129,8 @@ def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[s
 
 
 def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sampling:
-    positive(fps, "--fps")
-    positive(max_frames, "--max-frames", integer=True)
+    within(fps, "--fps", L.MIN_FPS, L.MAX_FPS)
+    within(max_frames, "--max-frames", 1, L.MAX_VIDEO_FRAMES, integer=True)
     if decoder not in video.available_decoders():
         bad(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
     return Sampling(fps=fps, max_frames=max_frames, decoder=decoder)
@@ -166,6 +173,7 @@ def index_cmd(
     max_frames: Optional[int] = MaxFramesOpt,
     decoder: str = typer.Option("pyav", "--decoder", help="pyav, decord where installed, or nvdec (NVIDIA GPU decoding: PyNvVideoCodec or torchcodec; PyAV when it cannot run, with the reason)."),
     force: bool = typer.Option(False, "--force", help="Re-index every file, even unchanged ones."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again the files that failed before, even unchanged ones (a changed file is always tried)."),
     runtime: Optional[str] = RuntimeOpt,
     model_dir: Optional[Path] = ModelDirOpt,
     device: Optional[str] = DeviceOpt,
@@ -178,15 +186,18 @@ def index_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
+    within(settle, "--settle", 0, L.MAX_SECONDS)
     decoder = choose_decoder(decoder)
     s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
     check_engine(engine, workers, ray_address)
     if watch or poll or settle is not None:
-        index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force, json_out=json_out)
+        index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force or retry_failed,
+                    json_out=json_out)
     try:
         with IndexProgress(err) as progress:
-            summary = run_index(paths, db=db, models=load_models(spec), sampling=s, force=force, progress=progress,
-                                workers=workers, engine=engine, ray_address=ray_address)
+            summary = run_index(paths, db=db, models=load_models(spec), sampling=s, force=force,
+                                retry_failed=retry_failed, progress=progress, workers=workers, engine=engine,
+                                ray_address=ray_address)
     except KeyboardInterrupt:
         interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
     except TspoError as e:
@@ -213,10 +224,8 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     if not watch:
         bad("--settle and --poll go with --watch")
     if force:
-        bad("--force does not combine with --watch (run `tspo-edge index --force` first)")
+        bad("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
     settle = DEFAULT_SETTLE if settle is None else settle
-    if not (math.isfinite(settle) and settle >= 0):
-        bad(f"--settle must be a number of seconds >= 0, got {settle}")
     stop, got = threading.Event(), []
 
     def on_signal(signum, frame) -> None:
@@ -269,28 +278,29 @@ def choose_decoder(decoder: str) -> str:
 def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
     if engine not in ("local", "ray"):
         bad(f"--engine {engine}: choose local or ray")
-    positive(workers, "--workers", integer=True)
+    within(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
     if ray_address is not None and engine != "ray":
         bad("--ray-address goes with --engine ray")
     if engine == "ray" and workers is not None:
         bad("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
 
 
-def run_index(paths, *, db, models, sampling: Sampling, force: bool, progress, workers: Optional[int],
-              engine: str, ray_address: Optional[str]):
+def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_failed: bool, progress,
+              workers: Optional[int], engine: str, ray_address: Optional[str]):
     """One library call for the engine asked for: Ray, worker processes, or the plain path."""
     if engine == "ray":
         from tspo_edge.index.ray_engine import index_paths_ray  # Ray is optional: imported when asked for
 
         return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
-                               progress=progress)
+                               retry_failed=retry_failed, progress=progress)
     from tspo_edge.index.parallel import default_workers, index_paths_parallel
 
     n = default_workers() if workers is None else workers
     if n > 1:
         return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
-                                    progress=progress)
-    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, progress=progress)
+                                    retry_failed=retry_failed, progress=progress)
+    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, retry_failed=retry_failed,
+                       progress=progress)
 
 
 @app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))
@@ -353,6 +363,8 @@ def ask_cmd(
     server: Optional[str] = ServerOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
+    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    within(timeout, "--timeout", 0.001, L.MAX_SECONDS)
     if server:  # a running `tspo-edge serve` answers: no model loads here
         return _ask_remote(server, video_path, question, option=option, frames=frames, method=method, mllm=mllm,
                            json_out=json_out, timeout=timeout,
@@ -361,9 +373,7 @@ def ask_cmd(
                                        "--device": device})
     # Everything is checked before a model loads or the index is touched.
     spec = model_spec(encoder, None, runtime, model_dir, device)
-    positive(frames, "--frames", integer=True)
-    positive(timeout, "--timeout")
-    positive(max_new_tokens, "--max-new-tokens", integer=True)
+    within(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
@@ -375,12 +385,10 @@ def ask_cmd(
             if sheet is not None:
                 bad("--sheet works with one question, not with --batch")
             questions = load_batch(batch)
-            if video_path is None and any(not it.get("video") for it in questions.items):
-                bad(f"{batch}: lines without \"video\" need the VIDEO argument")
         else:
             if video_path is None or question is None:
                 bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
-            check_inputs(video_path, question, frames=frames, method=method)
+            check_inputs(video_path, question, frames=frames, method=method, options=option)
             video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
         kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
         if mllm.startswith("openai:"):
@@ -397,6 +405,7 @@ def ask_cmd(
                 r = asker.ask(video_path, question, options=option or None, frames=frames, method=method,
                               keep_pixels=sheet is not None)
                 progress.close()
+                _warn(r.warning)
                 if sheet is not None:
                     contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
                 if json_out:
@@ -407,13 +416,15 @@ def ask_cmd(
                     err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
                 return
             _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
-    except (KeyboardInterrupt, TspoError) as e:
+    except (KeyboardInterrupt, TspoError, MemoryError) as e:
         if progress is not None:
             progress.close()
         if new_index and batch is None:
             _remove_if_empty(db)  # a failed first ask leaves no empty index behind
         if isinstance(e, KeyboardInterrupt):
             interrupted("interrupted: nothing was changed by the question in flight")
+        if isinstance(e, MemoryError):  # a memory cap below what the models and frames need
+            bad("out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model")
         fail(e)
 
 
@@ -428,27 +439,41 @@ def _remove_if_empty(db: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def _warn(warning: Optional[str], where: str = "") -> None:
+    if warning:
+        err.print(f"warning: {where}{printable(warning)}", highlight=False, markup=False, soft_wrap=True,
+                  style="yellow")
+
+
 def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *, option, frames, method) -> None:
-    """One JSON line per question (a bad line gets one with its error); exit 1 when some failed."""
-    failed = len(questions.errors)
-    for e in questions.errors:
-        err.print(f"skipped {printable(e)}", highlight=False, markup=False, soft_wrap=True)
-        typer.echo(json.dumps({"error": e}))
-    for it in questions.items:
-        rid = it.get("id", it["line"])
-        where = it.get("video") or video_path
+    """One JSON line per line of the file, in its order: the answer, or the line's error naming
+    file:line (a bad line costs only itself); exit 1 when some failed, 2 when all did."""
+    failed = 0
+    for line, it in questions.entries:
+        where = f"{questions.path}:{line}"
+        if isinstance(it, str):  # a line that is no question
+            failed += 1
+            err.print(f"skipped {printable(it)}", highlight=False, markup=False, soft_wrap=True)
+            typer.echo(json.dumps({"line": line, "error": it}))
+            continue
+        rid = it.get("id", line)
+        target = it.get("video") or video_path
         try:
-            r = asker.ask(where, it["question"], options=it.get("options") or option or None,
+            if target is None:
+                raise InputError(f"{where}: no \"video\" on this line, and no VIDEO argument")
+            r = asker.ask(target, it["question"], options=it.get("options") or option or None,
                           frames=it.get("frames", frames), method=it.get("method", method))
             progress.close()
+            _warn(r.warning, f"{where}: ")
             typer.echo(json.dumps(json_safe({"id": rid, **r.to_dict()}), allow_nan=False))
-        except TspoError as e:
+        except (TspoError, OSError) as e:  # OSError: a path the system refuses (too long, say)
             progress.close()
             failed += 1
-            err.print(f"failed {printable(rid)} ({printable(questions.path)}:{it['line']}): {printable(e)}",
-                      highlight=False, markup=False, soft_wrap=True)
-            typer.echo(json.dumps({"id": rid, "line": it["line"], "video": str(where), "question": it["question"],
-                                   "error": str(e)}))
+            e = getattr(e, "strerror", None) or e
+            msg = str(e) if str(e).startswith(where + ":") else f"{where}: {e}"
+            err.print(f"failed {printable(msg)}", highlight=False, markup=False, soft_wrap=True)
+            typer.echo(json.dumps({"id": rid, "line": line, "video": None if target is None else str(target),
+                                   "question": it["question"], "error": msg}))
     total = questions.lines
     if failed:
         err.print(f"{failed} of {total} questions failed", highlight=False)
@@ -463,8 +488,9 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
         bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
     if video_path is None or question is None:
         bad("give VIDEO and QUESTION")
-    positive(frames, "--frames", integer=True)
-    positive(timeout, "--timeout")
+    length = len(question) + sum(len(o) for o in option or [])
+    if length > L.MAX_QUESTION_CHARS:
+        bad(f"the question has {length} characters with its options; at most {L.MAX_QUESTION_CHARS} are taken")
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
@@ -476,6 +502,7 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
         interrupted()
     except TspoError as e:
         fail(e)
+    _warn(r.warning)
     if json_out:
         dump(d)
     else:
@@ -499,10 +526,9 @@ def search_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Search every indexed video: the best moments (video, time, score) and the videos that match best."""
-    positive(top, "--top", integer=True)
-    positive(per_video, "--per-video", integer=True)
-    if not math.isfinite(nms_seconds) or nms_seconds < 0:
-        bad(f"--nms-seconds must be zero or more, got {nms_seconds}")
+    within(top, "--top", 1, L.MAX_TOP, integer=True)
+    within(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
+    within(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
     if not question.strip():
         bad("the question is empty")
     if not db.exists():
@@ -567,8 +593,9 @@ def serve_cmd(
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
-    positive(threads, "--threads", integer=True)
-    positive(torch_threads, "--torch-threads", integer=True)
+    within(threads, "--threads", 1, L.MAX_WORKERS, integer=True)
+    within(torch_threads, "--torch-threads", 1, L.MAX_WORKERS, integer=True)
+    within(settle, "--settle", 0, L.MAX_SECONDS)
     if not db.is_file():
         bad(f"{db}: no such index (run `tspo-edge index` first)")
     for root in index_root or []:
@@ -578,9 +605,7 @@ def serve_cmd(
     for folder in watch_dirs or []:
         if not folder.exists():
             bad(f"{folder}: --watch needs an existing file or folder")
-    if not (math.isfinite(settle) and settle >= 0):
-        bad(f"--settle must be a number of seconds >= 0, got {settle}")
-    token = os.environ.get("TSPO_EDGE_TOKEN")
+    token = os.environ.get("TSPO_EDGE_TOKEN")  # set but empty: refused by check_bind
     try:
         check_bind(host, token)  # the address, the port and the token before any model loads
         sock = bind(host, port)
@@ -652,13 +677,12 @@ def export_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
+    within(opset, "--opset", 17, L.MAX_OPSET, integer=True)
     from tspo_edge.export import export_model  # torch (see the note at the top)
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
         bad("--encoder none exports the agent alone: give the AGENT checkpoint")
-    if opset < 17:
-        bad(f"--opset {opset}: needs 17 or newer")
     spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
     try:
         with err.status("exporting…"):
@@ -727,9 +751,14 @@ def eval_needle_cmd(
 ) -> None:
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
     frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
+    for n in frame_list:
+        within(n, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    within(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
+    within(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
+    within(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
+    within(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
+    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
     spec = model_spec(encoder, agent, runtime, model_dir, device)
-    for value, flag in ((videos, "--videos"), (minutes, "--minutes"), (needles, "--needles"), (video_fps, "--video-fps")):
-        positive(value, flag)
     try:
         check_methods(method_list, frame_list)
         cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
@@ -778,8 +807,8 @@ def eval_frames_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
+    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
     s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir, device)
-    positive(frames, "--frames", integer=True)
     if method is not None and method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
@@ -837,12 +866,15 @@ def train_cmd(
     from tspo_edge.train.run import RunOptions, train_from_options
     from tspo_edge.train.toy import toy_options
 
-    positive(steps, "--steps", integer=True)
-    positive(epochs, "--epochs")
-    positive(lr, "--lr")
-    positive(grad_accum, "--grad-accum", integer=True)
+    within(steps, "--steps", 1, L.MAX_STEPS, integer=True)
+    within(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
+    within(lr, "--lr", 1e-12, L.MAX_LR)
+    within(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
+    within(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
+    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
     if group < 2:
         bad(f"--group must be at least 2 (advantages are relative to the group), got {group}")
+    within(group, "--group", 2, L.MAX_GROUP, integer=True)
     log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     try:
         if toy:

@@ -30,10 +30,15 @@ def export_model(models: Models, out_dir, *, with_encoder: bool = True, fp16: bo
     if tensorrt:
         require_tensorrt()  # fail before minutes of export work
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder (exports write a folder)")
     if with_encoder:
         log(f"loading encoder {models.spec.encoder_spec}")
     agent = models.agent if with_encoder else load_agent(models.spec.agent)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way, no permission, a full disk
+        raise ExportError(f"{out}: cannot create the folder ({e.strerror or e})") from None
     (out / MANIFEST).unlink(missing_ok=True)  # a half-written folder must not look complete
     log(f"exporting agent {agent.id} -> {out / 'agent.onnx'}")
     agent_section = {**export_agent(agent, out, opset=opset, fp16=fp16),

@@ -61,15 +61,17 @@ class IndexSummary:
 
 
 def index_paths(paths, *, db, models: Models, sampling: Sampling = Sampling(), force: bool = False,
-                progress: Progress | None = None, threaded: bool | None = None) -> IndexSummary:
+                retry_failed: bool = False, progress: Progress | None = None,
+                threaded: bool | None = None) -> IndexSummary:
     """Index files and folders (recursively, by video extension) into the SQLite file `db`.
 
     Raises IndexMismatchError when `db` was built with another encoder; per-file failures are
-    recorded and reported in the summary.
+    recorded and reported in the summary. A file that failed before and has not changed since is
+    reported with its stored error and not tried again, unless `retry_failed` (or `force`).
     """
     def run(store: Store, files, emit) -> None:
-        for i, r in enumerate(iter_index_videos(store, files, models, sampling, force=force, progress=progress,
-                                                threaded=threaded)):
+        for i, r in enumerate(iter_index_videos(store, files, models, sampling, force=force,
+                                                retry_failed=retry_failed, progress=progress, threaded=threaded)):
             emit(i, r)
 
     return run_engine(paths, db=db, models=models, run=run)

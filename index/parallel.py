@@ -31,8 +31,8 @@ import numpy as np
 from tspo_edge.decoding import DecodeJob, decode_worker, error_text
 from tspo_edge.errors import IndexMismatchError, StoreError, TspoError
 from tspo_edge.models import Models
-from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video, start_run,
-                                stored_result)
+from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video,
+                                record_failed_file, start_run, stored_result)
 from tspo_edge.store import Store, canonical_path, fingerprint
 
 from .batch import IndexSummary, run_engine
@@ -115,9 +115,7 @@ def plan_files(store: Store, paths, skipped: dict[int, FileResult], models: Mode
 
 def record_failed(store: Store, models: Models, sampling: Sampling, p: Pending, error: str) -> FileResult:
     error = error if p.path in error else f"{p.path}: {error}"
-    row = store.put_failed(path=p.path, size=p.size, mtime=p.mtime, fingerprint=p.fp, error=error,
-                           encoder_id=models.encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
-    return FileResult(p.path, "failed", 0, time.perf_counter() - p.t0, error=error, video_id=row.id)
+    return record_failed_file(store, p.path, p.size, p.mtime, p.fp, error, models, sampling, p.t0)
 
 
 def record_video(store: Store, models: Models, sampling: Sampling, p: Pending, times: np.ndarray,
@@ -238,10 +236,11 @@ class _Run:
 
 
 def run_workers(store: Store, paths, models: Models, sampling: Sampling, *, workers: int, force: bool = False,
-                progress: Progress | None = None, batch_frames: int | None = None, emit=None) -> list[FileResult]:
+                retry_failed: bool = False, progress: Progress | None = None, batch_frames: int | None = None,
+                emit=None) -> list[FileResult]:
     """Index `paths` with `workers` decoding processes; results in the order of `paths`.
     `emit(order, result)` is called as each file is done (committed or recorded as failed)."""
-    skipped = start_run(store, paths, models, sampling, force=force, progress=progress)
+    skipped = start_run(store, paths, models, sampling, force=force, retry_failed=retry_failed, progress=progress)
     results: dict[int, FileResult] = {}
 
     def done(order: int, r: FileResult) -> None:
@@ -333,15 +332,15 @@ def _decode_and_encode(store, models, sampling, pending: dict[int, Pending], *, 
 
 
 def index_paths_parallel(paths, *, db, models: Models, sampling: Sampling = Sampling(), workers: int | None = None,
-                         force: bool = False, progress: Progress | None = None,
+                         force: bool = False, retry_failed: bool = False, progress: Progress | None = None,
                          batch_frames: int | None = None) -> ParallelSummary:
     """`index.index_paths` with `workers` decoding processes (None: `default_workers()`) feeding one
     encoder in this process; the same index, incremental and resumable, the same summary."""
     workers = default_workers() if workers is None else workers
 
     def run(store: Store, files, emit) -> None:
-        run_workers(store, files, models, sampling, workers=workers, force=force, progress=progress,
-                    batch_frames=batch_frames, emit=emit)
+        run_workers(store, files, models, sampling, workers=workers, force=force, retry_failed=retry_failed,
+                    progress=progress, batch_frames=batch_frames, emit=emit)
 
     return run_engine(paths, db=db, models=models, run=run, summary=ParallelSummary, workers=workers,
                       engine="workers")

@@ -158,10 +158,11 @@ def _encoders(ray, spec: ModelSpec, expected_id: str) -> list:
 
 
 def run_ray(store: Store, paths, models: Models, sampling: Sampling, *, force: bool = False,
-            progress: Progress | None = None, in_flight: int | None = None, emit=None) -> list[FileResult]:
+            retry_failed: bool = False, progress: Progress | None = None, in_flight: int | None = None,
+            emit=None) -> list[FileResult]:
     """Index `paths` with Ray tasks; the driver (this process) writes. Results in the order of `paths`."""
     ray = _ray()
-    skipped = start_run(store, paths, models, sampling, force=force, progress=progress)
+    skipped = start_run(store, paths, models, sampling, force=force, retry_failed=retry_failed, progress=progress)
     results: dict[int, FileResult] = {}
 
     def done(order: int, r: FileResult) -> None:
@@ -218,11 +219,12 @@ def run_ray(store: Store, paths, models: Models, sampling: Sampling, *, force: b
 
 
 def index_paths_ray(paths, *, db, models: Models, sampling: Sampling = Sampling(), address: str | None = None,
-                    force: bool = False, progress: Progress | None = None, num_cpus: int | None = None,
-                    in_flight: int | None = None) -> ParallelSummary:
+                    force: bool = False, retry_failed: bool = False, progress: Progress | None = None,
+                    num_cpus: int | None = None, in_flight: int | None = None) -> ParallelSummary:
     """`index.index_paths` on Ray: the same index and summary; this process alone writes `db`."""
     def run(store: Store, files, emit) -> None:
-        run_ray(store, files, models, sampling, force=force, progress=progress, in_flight=in_flight, emit=emit)
+        run_ray(store, files, models, sampling, force=force, retry_failed=retry_failed, progress=progress,
+                in_flight=in_flight, emit=emit)
 
     started = start_ray(address, num_cpus)
     try:

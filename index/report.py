@@ -85,6 +85,10 @@ def print_summary(console: Console, s: IndexSummary) -> None:
                 err = err[len(r.path) + 2:]
             f.add_row(shown(r.path), shown(err))
         console.print(f)
+        unchanged = sum(r.unchanged for r in s.failed)
+        if unchanged:
+            console.print(f"{unchanged} of them failed before and are unchanged since: not tried again "
+                          "(--retry-failed tries them)", highlight=False, markup=False)
 
 
 def videos_table(rows, *, db: str, encoder_id: str | None = None) -> Table:

@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import video
+from .checks import in_range
 from .errors import AskError, VideoError
+from .limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from .mllm.base import mmss
 from .models import Models
 from .pipeline import Sampling, agent_events, ensure_indexed
@@ -55,6 +57,7 @@ class AskResult:
     note: str = ""
     indexed_now: bool = False     # the video was (re)indexed by this ask
     option_scores: list[float] | None = None
+    warning: str | None = None    # one line: the question looked as if it had options none of which could be read
     pixels: np.ndarray | None = field(default=None, repr=False)  # decoded keyframes (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,17 +74,27 @@ def default_frames(duration: float | None) -> int:
     return 64 if duration is not None and duration > LONG_VIDEO_SECONDS else 16
 
 
-def check_inputs(video, question: str, *, frames: int | None, method: str) -> Path:
+def check_inputs(video, question: str, *, frames: int | None, method: str,
+                 options: Sequence[str] | None = None) -> Path:
     """Reject bad input before anything is loaded or written."""
     if question is None or not str(question).strip():
         raise AskError("the question is empty")
+    length = len(str(question)) + sum(len(str(o)) for o in options or ())
+    if length > MAX_QUESTION_CHARS:
+        raise AskError(f"the question has {length} characters with its options; "
+                       f"at most {MAX_QUESTION_CHARS} are taken")
     if method not in METHODS:
         raise AskError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if frames is not None and int(frames) <= 0:
-        raise AskError(f"the number of keyframes must be a positive number, got {frames}")
+    if frames is not None and not in_range(frames, 1, MAX_ASK_FRAMES, integer=True):
+        raise AskError(f"the number of keyframes must be a positive whole number (at most {MAX_ASK_FRAMES}), "
+                       f"got {frames}")
     path = Path(video).expanduser()
-    if not path.exists():
-        raise VideoError(f"{video}: no such file")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise VideoError(f"{video}: no such file") from None
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, no permission
+        raise VideoError(f"{video}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     if not path.is_file():
         raise VideoError(f"{video}: not a file")
     return path
@@ -156,7 +169,7 @@ class Asker:
 
     def ask(self, video_path, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
             method: str = "topk", tau: float | None = None, keep_pixels: bool = False) -> AskResult:
-        path = check_inputs(video_path, question, frames=frames, method=method)
+        path = check_inputs(video_path, question, frames=frames, method=method, options=options)
         try:
             q: Question = parse_question(question, options)
         except ValueError as e:
@@ -203,7 +216,7 @@ class Asker:
             frames=[Keyframe(int(i), float(feats.times[i]), float(s[i])) for i in idx],
             method=method, timings=timings,
             models={"encoder": self.encoder.id, "agent": agent_id, "answerer": ans.model_id},
-            note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores,
+            note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores, warning=q.warning,
             pixels=pixels if keep_pixels else None)
 
 
@@ -211,7 +224,7 @@ def ask(video_path, question: str, *, store, models: Models, answerer, agent: st
         frames: int | None = None, method: str = "topk", options: Sequence[str] | None = None,
         decoder: str = "pyav", progress: Callable | None = None, keep_pixels: bool = False) -> AskResult:
     """One question about one video (see Asker for many)."""
-    check_inputs(video_path, question, frames=frames, method=method)
+    check_inputs(video_path, question, frames=frames, method=method, options=options)
     return Asker(store=store, models=models, answerer=answerer, agent=agent, decoder=decoder,
                  progress=progress, cache_videos=0).ask(video_path, question, options=options, frames=frames,
                                                         method=method, keep_pixels=keep_pixels)

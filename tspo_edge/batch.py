@@ -1,12 +1,14 @@
 """Question batches (`ask --batch questions.jsonl`): read and validate every line.
 
-One JSON object a line: `question` (required, a non-empty string) and optional `video` (a non-empty
-string), `options` (a list of at most 8 non-empty strings), `frames` (a positive whole number),
+One JSON object a line: `question` (required, a non-empty string of at most 4000 characters) and
+optional `video` (a non-empty string), `options` (a list of at most 8 non-empty strings), `frames`
+(a whole number from 1 to 256),
 `method` (one of tspo_edge.select.METHODS) and `id` (a string or a whole number); other keys are
 kept as they are. `null` means absent. Blank lines are skipped.
 
 `load_batch` keeps the good lines and lists one "file:line: cause" per bad line, so a bad line costs
-only itself; only a file that cannot be read at all (missing, not UTF-8, no questions) raises.
+only itself; `entries` holds both, in the file's order. Only a file that cannot be read at all
+(missing, not UTF-8, no questions) raises.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tspo_edge.errors import BatchError
+from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from tspo_edge.select import METHODS
 
 MAX_OPTIONS = 8
@@ -26,10 +29,15 @@ class Batch:
     path: Path
     items: list[dict] = field(default_factory=list)   # validated lines; each has "line" (1-based)
     errors: list[str] = field(default_factory=list)   # "file:line: cause", one per bad line
+    entries: list[tuple[int, dict | str]] = field(default_factory=list)  # (line, item or error), in order
 
     @property
     def lines(self) -> int:
         return len(self.items) + len(self.errors)
+
+    def bad(self, line: int, error: str) -> None:
+        self.errors.append(error)
+        self.entries.append((line, error))
 
 
 def _kind(v) -> str:
@@ -46,13 +54,19 @@ def validate_item(obj, where: str) -> dict:
     if not isinstance(q, str) or not q.strip():
         raise BatchError(f"{where}: \"question\" must be a non-empty string"
                          + ("" if "question" not in d else f", got {_kind(q)}"))
+    opts = d.get("options")
+    length = len(q) + (sum(len(o) for o in opts if isinstance(o, str)) if isinstance(opts, list) else 0)
+    if length > MAX_QUESTION_CHARS:
+        raise BatchError(f"{where}: the question has {length} characters with its options, "
+                         f"at most {MAX_QUESTION_CHARS} are taken")
     if "video" in d and (not isinstance(d["video"], str) or not d["video"].strip()):
         raise BatchError(f"{where}: \"video\" must be a non-empty string (a path), got {_kind(d['video'])}")
     if "frames" in d:
         n = d["frames"]
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            shown = json.dumps(n) if isinstance(n, (int, float, str)) else _kind(n)
-            raise BatchError(f"{where}: \"frames\" must be a positive whole number, got {shown}")
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0 or n > MAX_ASK_FRAMES:
+            shown = json.dumps(n)[:40] if isinstance(n, (int, float, str)) else _kind(n)
+            raise BatchError(f"{where}: \"frames\" must be a positive whole number, got {shown} "
+                             f"(at most {MAX_ASK_FRAMES})")
     if "method" in d and d["method"] not in METHODS:
         shown = json.dumps(d["method"]) if isinstance(d["method"], str) else _kind(d["method"])
         raise BatchError(f"{where}: \"method\" must be one of {', '.join(METHODS)}, got {shown}")
@@ -89,18 +103,19 @@ def load_batch(path) -> Batch:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            batch.errors.append(f"{where}: not JSON ({e.msg} at column {e.colno})")
+            batch.bad(n, f"{where}: not JSON ({e.msg} at column {e.colno})")
             continue
         except RecursionError:
-            batch.errors.append(f"{where}: not JSON (nested too deeply)")
+            batch.bad(n, f"{where}: not JSON (nested too deeply)")
             continue
         try:
             item = validate_item(obj, where)
         except BatchError as e:
-            batch.errors.append(str(e))
+            batch.bad(n, str(e))
             continue
         item["line"] = n
         batch.items.append(item)
+        batch.entries.append((n, item))
     if not batch.items and not batch.errors:
         raise BatchError(f"{path}: no questions")
     return batch

@@ -20,6 +20,32 @@ def check_positive(value: float | int | None, what: str, *, integer: bool = Fals
         raise InputError(f"{what} must be a positive {'whole number' if integer else 'number'}, got {value!r}")
 
 
+def in_range(value, lo: float, hi: float, *, integer: bool = False) -> bool:
+    """Whether `value` is a finite number (a whole one with `integer`) from `lo` to `hi`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if integer and not (isinstance(value, int) or (math.isfinite(value) and float(value).is_integer())):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi
+
+
+def range_text(lo: float, hi: float, integer: bool = False) -> str:
+    """ "a number from 0 to 86400", "a positive whole number (at most 256)" (the words of a refusal)."""
+    if integer and lo == 1:
+        return f"a positive whole number (at most {_num(hi)})"
+    return f"{'a whole number' if integer else 'a number'} from {_num(lo)} to {_num(hi)}"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def check_range(value, what: str, lo: float, hi: float, *, integer: bool = False) -> None:
+    """A finite number from `lo` to `hi` (None passes): InputError naming `what` otherwise."""
+    if value is not None and not in_range(value, lo, hi, integer=integer):
+        raise InputError(f"{what} must be {range_text(lo, hi, integer)}, got {value!r}")
+
+
 def check_finite(array, what: str) -> None:
     """Raise NonFiniteError("<what>: N non-finite values ...") unless every value is finite.
 

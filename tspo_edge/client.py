@@ -73,7 +73,7 @@ def request(url: str, path: str, body: dict | None = None, *, token: str | None 
     except urllib.error.HTTPError as e:
         try:
             msg = json.loads(e.read().decode()).get("error") or e.reason
-        except (ValueError, AttributeError, OSError):
+        except (ValueError, AttributeError, OSError, RecursionError):
             msg = e.reason
         raise ClientError(f"{base}: {e.code} {' '.join(str(msg).split())}") from None
     except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
@@ -81,6 +81,8 @@ def request(url: str, path: str, body: dict | None = None, *, token: str | None 
         raise ClientError(f"{base}: cannot reach the server ({reason})") from None
     except ValueError as e:  # not JSON
         raise ClientError(f"{base}: not a tspo-edge server (answer is not JSON: {e})") from None
+    except RecursionError:  # JSON nested deeper than Python's stack: no answer of ours
+        raise ClientError(f"{base}: not a tspo-edge server (answer is JSON nested too deeply)") from None
 
 
 def result_from_dict(d: dict) -> AskResult:
@@ -92,6 +94,7 @@ def result_from_dict(d: dict) -> AskResult:
             frames=[Keyframe(int(k["index"]), float(k["time"]), float(k["score"])) for k in d["frames"]],
             method=d["method"], timings={k: float(v) for k, v in d["timings"].items()},
             models=dict(d["models"]), note=d.get("note") or "", indexed_now=bool(d.get("indexed_now")),
-            option_scores=d.get("option_scores"))
-    except (KeyError, TypeError, ValueError) as e:
+            option_scores=d.get("option_scores"),
+            warning=d["warning"] if isinstance(d.get("warning"), str) else None)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ClientError(f"the server's answer is not an ask result (missing {e})") from None

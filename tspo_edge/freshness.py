@@ -13,8 +13,12 @@ not a model load. A file is skipped without loading anything when all of these h
    over the old one changes them);
 3. the row's encoder id and agent id are the recorded ones.
 
-Anything else (a new or changed file, a failed row, a spec never loaded against this index, a
-checkpoint that changed) leaves the decision to `pipeline.index_video`, with the models loaded.
+A file recorded as failed that has not changed since (size, mtime and fingerprint) is not tried
+again either (`failed_unchanged`): its stored error is its result, and nothing loads; a changed
+file, or a run asked to retry failures, tries it again.
+
+Anything else (a new or changed file, a spec never loaded against this index, a checkpoint that
+changed) leaves the decision to `pipeline.index_video`, with the models loaded.
 A hub id is compared as a string: the weights a hub id resolves to are taken as fixed.
 """
 
@@ -161,6 +165,17 @@ class Freshness:
         key = canonical_path(path)
         st = os.stat(key)
         return FileState(key, st.st_size, st.st_mtime, fingerprint(key, st.st_size), self.rows().get(key))
+
+    def failed_unchanged(self, path) -> VideoRow | None:
+        """The stored row of a file recorded as failed that has not changed since, else None."""
+        try:
+            s = self.state(path)
+        except OSError:
+            return None
+        row = s.row
+        if row is None or row.status != "failed" or row.size is None:
+            return None
+        return row if (row.size, row.mtime, row.fingerprint) == (s.size, s.mtime, s.fingerprint) else None
 
     def current(self, path) -> VideoRow | None:
         if self.recorded is None:

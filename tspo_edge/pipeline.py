@@ -25,9 +25,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from . import video
-from .checks import check_positive
+from .checks import check_positive, check_range
 from .errors import IndexMismatchError, InputError, TspoError
 from .freshness import Freshness, is_current, models_stamp, record_models, recorded_models
+from .limits import MAX_FPS, MAX_VIDEO_FRAMES
 from .models import Models
 from .store import Store, StoreError, VideoRow, canonical_path, fingerprint
 
@@ -43,6 +44,7 @@ class FileResult:
     duration: float | None = None
     error: str | None = None
     video_id: int | None = None
+    unchanged: bool = False     # failed: the failure recorded before, the file unchanged since (not retried)
 
 
 @dataclass
@@ -72,7 +74,8 @@ class Sampling:
 
     def __post_init__(self) -> None:
         check_positive(self.fps, "the sampling rate (frames per second)")
-        check_positive(self.max_frames, "the frame limit", integer=True)
+        check_range(self.fps, "the sampling rate (frames per second)", 0, MAX_FPS)
+        check_range(self.max_frames, "the frame limit", 1, MAX_VIDEO_FRAMES, integer=True)
         check_positive(self.chunk, "the chunk size", integer=True)
         if self.decoder not in video.available_decoders():
             raise InputError(f"decoder {self.decoder!r} is not available here "
@@ -242,9 +245,21 @@ def index_video(store: Store, path, models: Models, sampling: Sampling = Samplin
         err = _error_text(e)
         if not record_failure:
             raise TspoError(err if key in err else f"{key}: {err}") from e
-        row = store.put_failed(path=key, size=size, mtime=mtime, fingerprint=fp, error=err,
-                               encoder_id=encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
-        return FileResult(key, "failed", 0, time.perf_counter() - t0, error=err, video_id=row.id)
+        return record_failed_file(store, key, size, mtime, fp, err, models, sampling, t0)
+
+
+def record_failed_file(store: Store, key: str, size, mtime, fp, error: str, models: Models, sampling: Sampling,
+                       t0: float) -> FileResult:
+    """Record a file that failed, with its error. A file whose stored row is indexed and that has
+    not changed since keeps that row and its features: what failed is this run's way of reading
+    it (another sampling or decoder), not the file, so the run cannot cost the index a video."""
+    old = store.find_video(key)
+    if (old is not None and old.status == "indexed" and size is not None
+            and (old.size, old.mtime, old.fingerprint) == (size, mtime, fp)):
+        return FileResult(key, "failed", 0, time.perf_counter() - t0, error=error, video_id=old.id)
+    row = store.put_failed(path=key, size=size, mtime=mtime, fingerprint=fp, error=error,
+                           encoder_id=models.encoder.id, agent_id=models.agent_id, sample_fps=sampling.fps)
+    return FileResult(key, "failed", 0, time.perf_counter() - t0, error=error, video_id=row.id)
 
 
 def bind_models(store: Store, models: Models, stamp: dict | None = None) -> None:
@@ -274,15 +289,21 @@ def run_models(store: Store, models: Models) -> tuple[str | None, str | None, st
 
 
 def start_run(store: Store, paths: Sequence, models: Models, sampling: Sampling, *, force: bool = False,
-              progress: Progress | None = None) -> dict[int, FileResult]:
+              retry_failed: bool = False, progress: Progress | None = None) -> dict[int, FileResult]:
     """The start of every engine's run: each file checked against the store without loading a
     model (`Freshness`); the models load (and the index is bound to them) only when some file
-    needs work. Returns the files already current, by position, as "skipped" results."""
+    needs work. Returns the files that need none, by position: "skipped" results for the current
+    ones, and "failed" ones (`unchanged`, with the stored error) for files that failed before and
+    have not changed since (tried again with `retry_failed` or `force`)."""
     t0 = time.perf_counter()
     fresh = Freshness(store, models.spec, sampling)
-    current = {} if force else {i: fresh.current(p) for i, p in enumerate(paths)}
-    skipped = {i: FileResult(row.path, "skipped", row.frame_count or 0, 0.0, row.duration, video_id=row.id)
-               for i, row in current.items() if row is not None}
+    skipped: dict[int, FileResult] = {}
+    for i, p in enumerate([] if force else paths):
+        row = fresh.current(p)
+        if row is not None:
+            skipped[i] = FileResult(row.path, "skipped", row.frame_count or 0, 0.0, row.duration, video_id=row.id)
+        elif not retry_failed and (row := fresh.failed_unchanged(p)) is not None:
+            skipped[i] = FileResult(row.path, "failed", 0, 0.0, error=row.error, video_id=row.id, unchanged=True)
     if len(skipped) < len(paths):
         bind_models(store, models, fresh.stamp)  # the models load here, and only here
         ids = models.encoder.id, models.agent_id, models.agent_source
@@ -299,14 +320,14 @@ def start_run(store: Store, paths: Sequence, models: Models, sampling: Sampling,
 
 
 def iter_index_videos(store: Store, paths: Sequence, models: Models, sampling: Sampling = Sampling(), *,
-                      force: bool = False, progress: Progress | None = None,
+                      force: bool = False, retry_failed: bool = False, progress: Progress | None = None,
                       threaded: bool | None = None) -> Iterator[FileResult]:
     """Index the given video files, in order, yielding each one's result as it is committed
     (failures recorded, not raised); a fault of the index itself raises between videos.
 
     Every file is first checked against the store without loading a model (`Freshness`); the
     models load only when some file needs work, so a run with nothing to do loads none."""
-    skipped = start_run(store, paths, models, sampling, force=force, progress=progress)
+    skipped = start_run(store, paths, models, sampling, force=force, retry_failed=retry_failed, progress=progress)
     for i, p in enumerate(paths):
         r = skipped.get(i)
         if r is None:

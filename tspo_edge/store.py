@@ -365,8 +365,11 @@ class Store:
                 raise NotAnIndexError(f"{self.path}: empty file, not a tspo-edge index")
             self._create()
         version = self.meta("schema_version")
-        if version is None or not str(version).isascii() or not str(version).isdigit():
-            raise NotAnIndexError(f"{self.path}: not a tspo-edge index (schema_version {version!r} in meta)")
+        if version is None:
+            raise NotAnIndexError(f"{self.path}: not a tspo-edge index (no schema_version in meta)")
+        if not (str(version).isascii() and str(version).isdigit()):  # "²" and "x" alike: no version
+            raise NotAnIndexError(f"{self.path}: not a tspo-edge index (schema_version {str(version)[:20]!r} "
+                                  "is not a number)")
         if int(version) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: index schema version {version} is newer than this tspo-edge "
                              f"supports ({SCHEMA_VERSION}); upgrade tspo-edge or index into a new file")

@@ -453,6 +453,18 @@ def _iter_pyav(path: Path, info: VideoInfo, spread: np.ndarray | None, fps: floa
     def target(i: int) -> float:
         return float(spread[i]) if spread is not None else i / fps
 
+    def after(t: float) -> int:
+        """The first target later than t + EPS: one step per frame, however dense the targets
+        (an fps far above the video's own rate samples every frame without walking each target)."""
+        if spread is not None:
+            return int(np.searchsorted(spread, t + EPS, side="right"))
+        k = max(0, math.floor((t + EPS) * fps) + 1)
+        while k > 0 and target(k - 1) > t + EPS:
+            k -= 1
+        while target(k) <= t + EPS:
+            k += 1
+        return k
+
     container, stream = _open_pyav(path)
     with container:
         cursor = _Cursor(container, stream, path)
@@ -471,8 +483,7 @@ def _iter_pyav(path: Path, info: VideoInfo, spread: np.ndarray | None, fps: floa
                 times.append(t)
                 frames.append(convert(frame))
                 emitted += 1
-                while (limit is None or i < limit) and target(i) <= t + EPS:
-                    i += 1  # one frame serves every target up to its time, and only once
+                i = max(i + 1, after(t))  # one frame serves every target up to its time, and only once
                 if len(frames) == chunk:
                     yield FrameChunk(np.asarray(times, np.float64), np.stack(frames))
                     times, frames = [], []
@@ -575,6 +586,14 @@ def _decord_batch(path: Path, vr, idx: np.ndarray) -> np.ndarray:
 
 def _decord_indices(starts: np.ndarray, end: float, fps: float, max_frames: int | None) -> np.ndarray:
     spread = _targets(end, fps, max_frames)
+    last_k = math.ceil(end * fps - EPS)
+    if spread is None and last_k + 1 > len(starts):
+        # more targets than frames: per frame, whether some target k / fps falls on it (the first
+        # frame at or after k / fps serves target k), without listing every target
+        k_hi = np.floor((starts + EPS) * fps)
+        prev = np.concatenate([[-1.0], k_hi[:-1]])
+        idx = np.flatnonzero((k_hi > prev) & (prev + 1 <= last_k))
+        return idx if max_frames is None else idx[:max_frames]
     if spread is None:
         spread = np.arange(math.ceil(end * fps - EPS) + 1, dtype=np.float64) / fps
     idx = np.searchsorted(starts, spread - EPS, side="left")
@@ -612,8 +631,11 @@ def iter_frames(path: str | os.PathLike, *, fps: float = 1.0, max_frames: int | 
     info = None
     if decoder == "nvdec":  # NVIDIA GPU decoding (tspo_edge/nvdec.py), planned here like PyAV's
         info = _probe_pyav(path)
+        # targets are listed for NVDEC: above the video's own rate (4x its average, for variable
+        # rates) more targets would only list times between the same frames
+        rate = min(fps, 4 * info.fps) if info.fps and math.isfinite(info.fps) and info.fps > 0 else fps
         try:
-            chunks = nvdec.decode_sampled(path, info, lambda end: sample_times(end, fps, max_frames),
+            chunks = nvdec.decode_sampled(path, info, lambda end: sample_times(end, rate, max_frames),
                                           max_frames=max_frames, out_wh=output_size(info.width, info.height, size),
                                           chunk=chunk, eps=EPS)
             return (FrameChunk(t, f) for t, f in chunks)

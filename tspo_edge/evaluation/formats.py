@@ -64,6 +64,8 @@ class EvalItem:
 
 def default_method(benchmark: str) -> str:
     """The paper's rule: bin-max for Video-MME, top-k otherwise."""
+    if benchmark not in BENCHMARKS:
+        raise AnnotationError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
     return BENCHMARKS[benchmark].method
 
 
