@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import List, NoReturn, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
 from tspo_edge import video
@@ -37,8 +37,8 @@ from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
 from tspo_edge.index.watch import DEFAULT_SETTLE, watch as watch_paths
-from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, print_summary, print_table,
-                                    printable, videos_table)
+from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
+                                    print_table, printable, videos_table)
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
@@ -824,7 +824,7 @@ def eval_needle_cmd(
     try:
         check_methods(method_list, frame_list)
         cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
-        cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*cols, console=err) as p:
             bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
         with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars

@@ -77,13 +77,18 @@ def print_table(console: Console, table: Table, *, note: Console | None = None) 
     console.file.flush()
 
 
+def bar(console: Console) -> list:
+    """A progress bar column in a terminal; none in a pipe or a log file (counts and times stay)."""
+    return [BarColumn()] if console.is_terminal else []
+
+
 class IndexProgress:
     """A progress callback for `index_paths` drawing files, frames and frames/s on a console."""
 
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"), *bar(console), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
             console=console, transient=False)
         self.files = self.frames = None

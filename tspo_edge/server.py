@@ -9,6 +9,7 @@
                                         -> the JSON of `tspo-edge ask --json`
     GET  /api/videos/{id}/thumb?t=…     a JPEG of the frame at t seconds
     GET  /api/videos/{id}/file          the video file (HTTP range requests: a browser seeks)
+    GET  /api/videos/{id}/clip?t=…&seconds=…  an MP4 clip from t (tspo_edge.clip, stream copy), as a download
     POST /api/session                   with the bearer token: a cookie for the page's <img>/<video>
     GET  /docs, /openapi.json           the OpenAPI page
 
@@ -35,6 +36,8 @@ import io
 import ipaddress
 import math
 import mimetypes
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -48,12 +51,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import search as search_mod
 from . import video as video_mod
 from .ask import Asker
 from .checks import json_safe
+from .clip import cut_clip, format_time
 from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreError, TspoError, VideoError)
 from .mllm import NoneAnswerer
 from .models import Models, load_models
@@ -69,6 +74,7 @@ MAX_TOP = 100                 # moments a search may return
 MAX_QUESTION = 2000           # characters
 MAX_OPTIONS = 16
 THUMB_SIZES = (64, 640)       # short side of a thumbnail, min and max
+MAX_CLIP_SECONDS = 300.0      # the longest clip the clip route cuts
 
 
 class ApiError(Exception):
@@ -471,6 +477,12 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, content_disposition_type="inline", filename=path.name)
 
+    @app.get("/api/videos/{video_id}/clip", summary="An MP4 clip from t seconds (stream copy from the keyframe at or before t)",
+             responses={200: {"content": {"video/mp4": {}}}}, response_class=FileResponse)
+    def clip(video_id: str, t: float = Query(..., ge=0, le=1e7),
+             seconds: float = Query(10.0, gt=0, le=MAX_CLIP_SECONDS)) -> FileResponse:
+        return clip_response(archive, _id(video_id), t, seconds)
+
     @app.post("/api/session", summary="A session cookie for the web page (send the bearer token)")
     def session() -> Response:
         resp = JSONResponse({"ok": True, "token_required": secret is not None})
@@ -490,6 +502,28 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     return app
+
+
+def clip_response(archive: Archive, video_id: int, t: float, seconds: float) -> FileResponse:
+    """The clip route: `cut_clip` (stream copy) into a temporary file, sent as an attachment
+    named after the video and the clip's start, and deleted once sent."""
+    if not (math.isfinite(t) and math.isfinite(seconds)):
+        raise ApiError(422, "t, seconds: not finite numbers")
+    row = archive.video(video_id)
+    path = archive.file_of(row)
+    fd, tmp = tempfile.mkstemp(prefix="tspo-edge-clip-", suffix=".mp4")
+    os.close(fd)
+    try:
+        c = cut_clip(path, tmp, at=t, seconds=seconds, overwrite=True)
+    except TspoError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise ApiError(422, e) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    name = f"{path.stem}_{format_time(c.start).replace(':', '-')}.mp4"
+    return FileResponse(tmp, media_type="video/mp4", filename=name, content_disposition_type="attachment",
+                        background=BackgroundTask(Path(tmp).unlink, missing_ok=True))
 
 
 def _id(text: str) -> int:
