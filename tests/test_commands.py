@@ -365,3 +365,51 @@ def test_progress_and_tables_on_a_non_terminal_are_never_cut():
     buf = io.StringIO()
     print_table(OutputConsole(file=buf), t)
     assert buf.getvalue().splitlines() == ["needle benchmark", "encoder lite", "method\thit %", "agent\t12.5"]
+
+
+def test_save_clip_button_downloads_a_clip_under_a_strict_csp(built, lite_models, lite_encoder, tmp_path):
+    """The page's button in a real headless browser, with the Content-Security-Policy the server
+    is to send (`default-src 'self'`): the download is an MP4 that decodes; the player is left alone."""
+    chromium = os.environ.get("TSPO_EDGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    from conftest import served
+    from tspo_edge.mllm import load_answerer
+    from tspo_edge.server import create_app
+
+    db, (door, _) = built
+    shutil.copy(db, tmp_path / "index.db")
+    app_ = create_app(tmp_path / "index.db", lite_models(), load_answerer("lite", encoder=lite_encoder))
+
+    def with_csp(route):
+        resp = route.fetch()
+        route.fulfill(response=resp, headers={**resp.headers, "content-security-policy": "default-src 'self'"})
+
+    with served(app_) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(accept_downloads=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # index.html's own <style> and style attribute are refused by this policy (the page's, not
+            # the button's): anything else refused -- a script, a handler, a style set from app.js -- fails
+            page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text and not (
+                m.text.startswith("Applying inline style") and m.location.get("url") == url + "/") else None)
+            page.route(url + "/", with_csp)
+            page.goto(url + "/")
+            page.fill("#q", "a door")
+            page.click("#search-form button")
+            button = page.locator("#results .moment .save-clip").first
+            button.wait_for()
+            with page.expect_download() as info:
+                button.click()
+            d = info.value
+            assert d.suggested_filename.endswith(".mp4")
+            d.save_as(tmp_path / "saved.mp4")
+            assert len(_frames(tmp_path / "saved.mp4")[0]) >= 10
+            assert page.locator("#player").get_attribute("data-video") is None  # the click saved, not played
+            assert page.locator("#error").inner_text() == ""
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -79,7 +79,7 @@ function saveClipButton(id, t) {
                            dataset: { clip: `/api/videos/${id}/clip?t=${start.toFixed(2)}&seconds=${CLIP_SECONDS}` },
                            onclick: (ev) => { ev.stopPropagation(); saveClip(b); } });
   // styled here, not with a style attribute: the page's Content-Security-Policy allows no inline styles
-  Object.assign(b.style, { position: "absolute", top: "4px", right: "4px", padding: "0 4px", fontSize: "11px" });
+  Object.assign(b.style, { display: "block", width: "100%", marginTop: "2px", padding: "0 4px", fontSize: "11px" });
   return b;
 }
 
