@@ -159,7 +159,7 @@ def test_prune_dry_run_changes_nothing_then_prune_removes_the_gone(tmp_path):
 
     r = run("prune", "--db", db, "--json")
     assert r.exit_code == 0, r.output
-    assert sorted(v["path"] for v in json.loads(r.stdout)["removed"]) == [str(deleted), str(missing)]
+    assert sorted(v["path"] for v in json.loads(r.stdout)["videos"]) == [str(deleted), str(missing)]
     videos, features = _rows(db)
     assert [v[1] for v in videos] == [str(keep)] and len(features) == 1
     assert missing.exists()  # files are never touched

@@ -107,9 +107,8 @@ def cut_clip(src: str | os.PathLike, out: str | os.PathLike, *, at: float, secon
         start, end = _write(src, Path(tmp), fmt, at, seconds, reencode, info.rotation)
         os.replace(tmp, out)
     except av.error.FFmpegError as e:
-        raise VideoError(f"{src}: cannot write the clip to {out} ({e.strerror or e})"
-                         + ("" if reencode else "; the streams may not fit that container: re-encode it "
-                                                  "or write .mkv")) from None
+        hint = "" if reencode or fmt == "matroska" else f" (a stream {out.suffix} cannot hold by copy? write .mkv)"
+        raise VideoError(f"{src}: cannot cut the clip into {out}: {e.strerror or e}{hint}") from None
     except OSError as e:
         raise InputError(f"{out}: cannot write the clip ({e.strerror or e})") from None
     finally:

@@ -32,9 +32,8 @@ class PruneResult:
     dry_run: bool = False
 
     def to_dict(self) -> dict:
-        return {"dry_run": self.dry_run,
-                "removed" if not self.dry_run else "would_remove":
-                    [{"id": r.id, "path": r.path, "status": r.status, "reason": why} for r, why in self.videos]}
+        return {"dry_run": self.dry_run,  # videos: removed, or with dry_run the ones that would be
+                "videos": [{"id": r.id, "path": r.path, "status": r.status, "reason": why} for r, why in self.videos]}
 
 
 def resolve(store: Store, ref: str) -> list[VideoRow]:

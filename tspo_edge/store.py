@@ -612,8 +612,7 @@ class Store:
             return []
         removed = []
         with self.write("removing videos"):
-            tables = [t for t in self.db.table_names() if t != "videos"
-                      and "video_id" in {c.name for c in self.db[t].columns}]
+            tables = [t for t in self.db.table_names() if t != "videos" and "video_id" in self._columns(t)]
             for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
                 chunk = ids[i:i + 500]
                 marks = ", ".join("?" * len(chunk))
@@ -623,6 +622,12 @@ class Store:
                 self.db.execute(f"DELETE FROM videos WHERE id IN ({marks})", chunk)
         order = {v: n for n, v in enumerate(ids)}
         return sorted(removed, key=lambda r: order[r.id])
+
+    def _columns(self, table: str) -> set[str]:
+        try:
+            return {c.name for c in self.db[table].columns}
+        except sqlite3.OperationalError:  # a virtual table whose module is not loaded here
+            return set()
 
 
 def _finite(a, what: str) -> None:
