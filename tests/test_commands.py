@@ -214,6 +214,23 @@ def test_clip_reencode_starts_exactly_at_at(make_video, tmp_path):
     assert len(times) == 20 and times[-1] == pytest.approx(1.9)
 
 
+@pytest.mark.parametrize("reencode", [False, True])
+def test_clip_near_the_end_of_an_mpeg_ts_file(make_video, tmp_path, reencode):
+    """MPEG-TS has no keyframe index: a seek lands past the time asked for, so the cut seeks further back."""
+    src = make_video("cam.ts", seconds=6, fps=10, gop=20)
+    out = tmp_path / "end.mp4"
+    r = run("clip", src, "--at", "5.85", "--seconds", "3", "-o", out, "--json", *(["--reencode"] if reencode else []))
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)
+    times, frames = _frames(out)
+    src_times, src_frames = _frames(src)
+    first = _source_time(frames[0], src_times, src_frames)
+    if reencode:  # the frame on screen at 5.85 s is the one shown from 5.8 s
+        assert c["start"] == 5.85 and first == pytest.approx(5.8) and len(times) == 2
+    else:
+        assert first == pytest.approx(c["start"], abs=0.051) and first <= 5.85 and c["end"] <= 6.0 + 1e-6
+
+
 def test_clip_past_the_end_is_one_line_and_writes_nothing(make_video, tmp_path):
     src = make_video("cam.mp4", seconds=4, fps=10)
     r = run("clip", src, "--at", "1:00", "-o", tmp_path / "late.mp4")

@@ -6,8 +6,9 @@
 Stream copy starts at the keyframe at or before `at` (a clip of copied packets can start
 nowhere else and still play), so it begins up to one keyframe interval early and is as long
 as that much more than `seconds`; nothing is decoded and the quality is the source's.
-Re-encoding decodes from that keyframe, keeps the frames from `at` on and encodes them
-(H.264 where PyAV has libx264), so the clip starts at `at` exactly. Audio packets are copied
+Re-encoding decodes from that keyframe, keeps the frames from `at` on (starting with the frame
+on screen at `at`) and encodes them (H.264 where PyAV has libx264), so the clip starts at `at`
+exactly. Audio packets are copied
 in both cases. Times are seconds from the start of the video stream, as the index stores them.
 
 The clip is written to a temporary file beside `out` and renamed into place when complete:
@@ -113,6 +114,8 @@ def cut_clip(src: str | os.PathLike, out: str | os.PathLike, *, at: float, secon
         raise InputError(f"{out}: cannot write the clip ({e.strerror or e})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+    if info.duration is not None:
+        end = min(end, info.duration)
     return Clip(path=out, source=src, at=float(at), start=round(start, 6), end=round(end, 6), reencoded=reencode)
 
 
@@ -139,16 +142,20 @@ def _seconds(pkt_or_frame, ts: int | None) -> float | None:
 
 
 def _packets_from_keyframe(inp, vin, audio, clock: _Clock, at: float):
-    """Demuxed packets from the last video keyframe at or before `at` on (audio from there too).
+    """Demuxed packets from the last video keyframe at or before `at` on (audio from there too),
+    each with that keyframe's time (absolute seconds).
 
-    Seeks backward to `at` first; if a demuxer lands past `at`, reads from the start instead."""
+    Seeks backward to `at`; where a demuxer lands past it (MPEG-TS has no keyframe index), seeks
+    further back, then reads from the start."""
     start_abs = float(clock.start * vin.time_base)
-    for from_start in (False, True):
-        if from_start:
+    for back in (0.0, 10.0, 60.0, 600.0, None):
+        if back is None:
             inp.seek(0)
+        elif back and at - back <= 0:
+            continue
         else:
-            inp.seek(clock.pts(at), stream=vin, backward=True, any_frame=False)
-        key, buf = None, []  # key: the keyframe's time (absolute seconds); buf: packets held until it is sure
+            inp.seek(clock.pts(at - back), stream=vin, backward=True, any_frame=False)
+        key, buf = None, []  # key: the keyframe's time; buf: packets held until no later keyframe can do
         for pkt in inp.demux(vin, *audio):
             if pkt.size == 0 or (pkt.pts is None and pkt.dts is None):
                 continue
@@ -157,20 +164,20 @@ def _packets_from_keyframe(inp, vin, audio, clock: _Clock, at: float):
             if buf is None:
                 yield pkt, key
                 continue
-            if video and pkt.is_keyframe and (t <= at + EPS or (from_start and key is None)):
+            if video and pkt.is_keyframe and (t <= at + EPS or (back is None and key is None)):
                 key, buf = t + start_abs, [pkt]  # from the start, a first keyframe after `at` will do
                 continue
             if key is None:
                 if video and pkt.is_keyframe:
-                    break  # the seek landed past `at`: read from the start
+                    break  # landed past `at`: seek further back
                 continue
             buf.append(pkt)
             dts = _seconds(pkt, pkt.dts if pkt.dts is not None else pkt.pts) - start_abs
             if video and dts > at + EPS:  # no later keyframe can be at or before `at`
                 yield from ((p, key) for p in buf if not _before(p, key))
                 buf = None
-        else:
-            if key is not None and buf:
+        if key is not None:
+            if buf:
                 yield from ((p, key) for p in buf if not _before(p, key))
             return
 
@@ -243,9 +250,29 @@ def _reencode(inp, vin, audio, clock: _Clock, outc, at: float, seconds: float, r
     outs = {a.index: outc.add_stream_from_template(a) for a in audio}
     start_abs = float(clock.start * vin.time_base)
     at_abs, end_abs = start_abs + at, start_abs + at + seconds
-    first = last = None
+    first = last = held = None  # held: the latest frame before `at`, shown at `at` if none starts there
     video_done = False
     done: set[int] = set()
+
+    def take(frame) -> bool:
+        """Encode a decoded frame if it belongs to the clip; False once past its end."""
+        nonlocal first, last, held
+        t = None if frame.pts is None else float(frame.pts * vin.time_base)  # flushed frames: no time base
+        if t is None:
+            return True
+        if t < at_abs - EPS:
+            held = frame
+            return True
+        if t >= end_abs - EPS:
+            return False
+        if first is None and held is not None and t > at_abs + EPS:
+            _encode(outc, vout, held, vin.time_base, at_abs)  # the frame on screen at `at`, from 0
+            first = at_abs
+        first = t if first is None else first
+        last = t
+        _encode(outc, vout, frame, vin.time_base, at_abs)
+        return True
+
     for pkt, _key in _packets_from_keyframe(inp, vin, audio, clock, at):
         idx = pkt.stream.index
         if idx != vin.index:
@@ -259,26 +286,16 @@ def _reencode(inp, vin, audio, clock: _Clock, outc, at: float, seconds: float, r
                 pkt.stream = outs[idx]
                 outc.mux(pkt)
         elif not video_done:
-            for frame in pkt.decode():
-                t = _seconds(frame, frame.pts)
-                if t is None or t < at_abs - EPS:
-                    continue
-                if t >= end_abs - EPS:
-                    video_done = True
-                    break
-                first = t if first is None else first
-                last = t
-                _encode(outc, vout, frame, at_abs)
+            video_done = not all(take(frame) for frame in pkt.decode())
         if video_done and len(done) == len(outs):
             break
     if not video_done:  # the video ended inside the clip: the decoder's last frames
         for frame in vin.codec_context.decode(None):
-            t = _seconds(frame, frame.pts)
-            if t is None or t < at_abs - EPS or t >= end_abs - EPS:
-                continue
-            first = t if first is None else first
-            last = t
-            _encode(outc, vout, frame, at_abs)
+            if not take(frame):
+                break
+    if first is None and held is not None:  # `at` falls within the last frame
+        _encode(outc, vout, held, vin.time_base, at_abs)
+        first = last = at_abs
     if first is None:
         return None
     for p in vout.encode(None):
@@ -287,10 +304,9 @@ def _reencode(inp, vin, audio, clock: _Clock, outc, at: float, seconds: float, r
     return first - start_abs, min(last + frame_s, end_abs) - start_abs
 
 
-def _encode(outc, vout, frame, at_abs: float) -> None:
-    tb = frame.time_base
+def _encode(outc, vout, frame, tb, at_abs: float) -> None:
     out = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
-    out.pts = int(frame.pts - round(Fraction(at_abs).limit_denominator(10**9) / tb))
+    out.pts = max(0, int(frame.pts - round(Fraction(at_abs).limit_denominator(10**9) / tb)))
     out.time_base = tb
     for p in vout.encode(out):
         outc.mux(p)
