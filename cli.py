@@ -317,12 +317,6 @@ def warn(message: str) -> None:
     err.print(f"warning: {printable(message)}", highlight=False, markup=False, soft_wrap=True, style="yellow")
 
 
-def writable_index(db: Path) -> Store:
-    if not db.is_file():
-        bad(f"{db}: no such index")
-    return Store(db)
-
-
 @app.command("rm", epilog=examples(
     "tspo-edge rm ./dashcam/2026-11-01.mp4 ./dashcam/2026-11-02.mp4",
     "tspo-edge rm 12 15 --db archive.db              # by id, as `tspo-edge info` lists them",
@@ -330,8 +324,10 @@ def writable_index(db: Path) -> Store:
 def rm_cmd(refs: List[str] = typer.Argument(..., metavar="PATH_OR_ID...", help="Indexed video paths, folders (every indexed video under them) or ids."),
            db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Remove videos from the index: their rows, features and search data. The files stay on disk."""
+    if not db.is_file():
+        bad(f"{db}: no such index")
     try:
-        with writable_index(db) as store:
+        with Store(db) as store:
             r = remove(store, refs)
     except KeyboardInterrupt:
         interrupted("interrupted: nothing was removed")

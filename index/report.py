@@ -7,9 +7,9 @@ import time
 
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tspo_edge.pipeline import IndexEvent
 
@@ -50,9 +50,8 @@ class OutputConsole(Console):
 def table_rows(table: Table) -> list[list[str]]:
     """A rich table's header and rows as plain text (markup and styles dropped)."""
     def plain(cell) -> str:
-        if isinstance(cell, Text):
-            return printable(cell.plain)
-        return printable(Text.from_markup(cell).plain if isinstance(cell, str) else cell)
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(cell).plain if isinstance(cell, str) else cell
+        return printable(text).strip()
 
     columns = table.columns
     rows = [[plain(c.header) for c in columns]]
