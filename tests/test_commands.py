@@ -200,6 +200,7 @@ def test_clip_stream_copy_plays_and_starts_at_the_keyframe_before_at(make_video,
     assert first == pytest.approx(c["start"], abs=0.051) and first <= 3.5
     assert times[0] == pytest.approx(0.0, abs=1e-6)
     assert times[-1] + 0.1 == pytest.approx(5.5 - c["start"], abs=0.35)  # from the keyframe to --at + --seconds
+    assert c["duration"] == pytest.approx(times[-1] + 0.1, abs=0.11)  # the length it reports is the clip's
 
 
 def test_clip_reencode_starts_exactly_at_at(make_video, tmp_path):

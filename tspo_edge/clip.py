@@ -106,6 +106,13 @@ def cut_clip(src: str | os.PathLike, out: str | os.PathLike, *, at: float, secon
     os.close(fd)
     try:
         start, end = _write(src, Path(tmp), fmt, at, seconds, reencode, info.rotation)
+        try:
+            written = probe(tmp)  # the clip opens and its first frame decodes; its length as written
+        except VideoError as e:
+            raise VideoError(f"{src}: the clip cut at {format_time(at)} does not play "
+                             f"({str(e).removeprefix(tmp + ': ')})") from None
+        if written.duration is not None:
+            end = start + written.duration
         os.replace(tmp, out)
     except av.error.FFmpegError as e:
         hint = "" if reencode or fmt == "matroska" else f" (a stream {out.suffix} cannot hold by copy? write .mkv)"
