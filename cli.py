@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import List, NoReturn, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
 from tspo_edge import limits as L
@@ -31,6 +30,7 @@ from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
 from tspo_edge.batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
+from tspo_edge.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
@@ -38,10 +38,12 @@ from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
-from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, videos_table
+from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
+                                    print_table, videos_table)
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
+from tspo_edge.removal import prune, remove
 from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
 from tspo_edge.select import METHODS
@@ -58,8 +60,8 @@ app = typer.Typer(
 )
 # `train` and `export` import torch, so they are imported by their commands: an ask or a search
 # with the ONNX runtime then starts without torch (tests/test_cli_startup.py checks it).
-err = Console(stderr=True)
-out = Console()
+err = OutputConsole(stderr=True)  # in a pipe or a file: no wrapping, tables as tab-separated lines
+out = OutputConsole()
 
 DEFAULT_DB = os.environ.get("TSPO_EDGE_DB", "tspo-edge.db")
 METHOD_HELP = " | ".join(METHODS)
@@ -319,7 +321,97 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     else:
         err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}",
                   highlight=False, markup=False)
-        out.print(videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]))
+        print_table(out, videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]), note=err)
+
+
+def warn(message: str) -> None:
+    err.print(f"warning: {printable(message)}", highlight=False, markup=False, soft_wrap=True, style="yellow")
+
+
+@app.command("rm", epilog=examples(
+    "tspo-edge rm ./dashcam/2026-11-01.mp4 ./dashcam/2026-11-02.mp4",
+    "tspo-edge rm 12 15 --db archive.db              # by id, as `tspo-edge info` lists them",
+    "tspo-edge rm ./dashcam/old/                     # every indexed video under a folder"))
+def rm_cmd(refs: List[str] = typer.Argument(..., metavar="PATH_OR_ID...", help="Indexed video paths, folders (every indexed video under them) or ids."),
+           db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
+    """Remove videos from the index: their rows, features and search data. The files stay on disk."""
+    if not db.is_file():
+        bad(f"{db}: no such index")
+    try:
+        with Store(db) as store:
+            r = remove(store, refs)
+    except KeyboardInterrupt:
+        interrupted("interrupted: nothing was removed")
+    except TspoError as e:
+        fail(e)
+    for ref in r.not_found:
+        warn(f"{ref}: not in the index {db}")
+    if json_out:
+        dump(r.to_dict())
+    else:
+        for row in r.removed:
+            typer.echo(f"removed {printable(row.path)}")
+    raise typer.Exit(1 if r.not_found else 0)
+
+
+@app.command("prune", epilog=examples(
+    "tspo-edge prune --dry-run          # list what would go, change nothing",
+    "tspo-edge prune --db archive.db --json"))
+def prune_cmd(db: Path = DbOpt,
+              dry_run: bool = typer.Option(False, "--dry-run", help="List the videos that would be removed; change nothing."),
+              json_out: bool = JsonOpt) -> None:
+    """Remove videos whose files are gone (marked missing, or no file at their path) from the index."""
+    if not db.is_file():
+        bad(f"{db}: no such index")
+    try:
+        with Store(db, readonly=dry_run) as store:
+            r = prune(store, dry_run=dry_run)
+    except KeyboardInterrupt:
+        interrupted("interrupted: nothing was removed")
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        dump(r.to_dict())
+    else:
+        for row, why in r.videos:
+            typer.echo(f"{'would remove' if dry_run else 'removed'} {printable(row.path)} ({why})")
+    err.print(f"{len(r.videos)} videos {'would be removed' if dry_run else 'removed'} from {printable(db)}",
+              highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("clip", epilog=examples(
+    "tspo-edge clip dashcam.mp4 --at 03:09 -o gate.mp4            # 10 s, stream copy",
+    "tspo-edge clip lecture.mkv --at 1:02:03 --seconds 30 -o proof.mkv",
+    "tspo-edge clip dashcam.mp4 --at 189.5 --seconds 4 --reencode -o exact.mp4 --force"))
+def clip_cmd(
+    video_path: Path = typer.Argument(..., metavar="VIDEO", help="The video to cut from (indexed or not)."),
+    at: str = typer.Option(..., "--at", help="Where the clip starts: 03:09, 1:02:03, 189 or 189.5 (as search and ask print times)."),
+    seconds: float = typer.Option(10.0, "--seconds", help="How long the clip is."),
+    out_path: Path = typer.Option(..., "-o", "--out", help="The clip to write: .mp4, .m4v, .mov or .mkv."),
+    reencode: bool = typer.Option(False, "--reencode", help="Start exactly at --at (decode and encode the video); default: stream copy from the keyframe at or before --at."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing -o file."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Cut a clip out of a video around a moment: stream copy (fast, lossless) or --reencode (frame-exact)."""
+    positive(seconds, "--seconds")
+    try:
+        t = parse_time(at)
+    except TspoError as e:
+        bad(f"--at {e}")
+    if out_path.exists() and not force:
+        bad(f"{out_path}: already exists (--force replaces it)")
+    try:
+        c = cut_clip(video_path, out_path, at=t, seconds=seconds, reencode=reencode, overwrite=force)
+    except KeyboardInterrupt:
+        interrupted("interrupted: no clip was written")
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        dump(c.to_dict())
+        return
+    how = "re-encoded" if c.reencoded else f"stream copy from the keyframe {c.at - c.start:.1f} s before {format_time(c.at)}"
+    typer.echo(f"{printable(c.path)}: {format_time(c.start)} to {format_time(c.end)} of {printable(c.source)} "
+               f"({c.duration:.1f} s, {how})")
 
 
 @app.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
@@ -762,7 +854,7 @@ def eval_needle_cmd(
     try:
         check_methods(method_list, frame_list)
         cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
-        cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*cols, console=err) as p:
             bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
         with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
@@ -776,7 +868,7 @@ def eval_needle_cmd(
     report.write_json(out_dir / "needle.json", result)
     report.plot(result, out_dir / "needle.png")
     (out_dir / "needle.md").write_text(report.markdown_table(result) + "\n")
-    err.print(report.summary_table(result))
+    print_table(err, report.summary_table(result))
     for e in result["errors"]:
         err.print(f"[red]failed[/] {e}", highlight=False, markup=True)
     err.print(f"results: {out_dir / 'needle.json'}, {out_dir / 'needle.png'}, {out_dir / 'needle.md'} "

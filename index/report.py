@@ -1,13 +1,15 @@
-"""How `tspo-edge index` and `tspo-edge info` show themselves: rich progress and tables (stderr)."""
+"""How `tspo-edge index` and `tspo-edge info` show themselves: rich progress and tables (stderr),
+and how every command's output reads in a pipe (`OutputConsole`, `print_table`)."""
 
 from __future__ import annotations
 
 import time
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from tspo_edge.pipeline import IndexEvent
 from tspo_edge.terminal import printable
@@ -20,13 +22,68 @@ def shown(text) -> str:
     return escape(printable(text))
 
 
+PIPE_WIDTH = 1 << 15  # columns of a console that is not a terminal: lines are never wrapped or cut
+
+
+class OutputConsole(Console):
+    """A rich console that knows when it writes to a pipe or a file rather than a terminal.
+
+    In a terminal it is rich's console. Elsewhere (`tspo-edge info | cat`, a log file) its width
+    is unbounded, so a long path or a progress line is never wrapped or cut with an ellipsis;
+    tables printed through `print_table` become tab-separated lines."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self.is_terminal:
+            return super().size
+        return ConsoleDimensions(PIPE_WIDTH, super().size.height)
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+def table_rows(table: Table) -> list[list[str]]:
+    """A rich table's header and rows as plain text (markup and styles dropped)."""
+    def plain(cell) -> str:
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(cell).plain if isinstance(cell, str) else cell
+        return printable(text).strip()
+
+    columns = table.columns
+    rows = [[plain(c.header) for c in columns]]
+    rows += [list(r) for r in zip(*([plain(cell) for cell in c.cells] for c in columns))]
+    return rows
+
+
+def print_table(console: Console, table: Table, *, note: Console | None = None) -> None:
+    """A table on `console`: boxed in a terminal; elsewhere one tab-separated line per row, a
+    header line first (cells never wrap; tabs and newlines in them are shown escaped). The
+    title and caption then go to `note` (default: the same console), as plain lines."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    note = note or console
+    for extra in (table.title, table.caption):
+        if extra:
+            note.print(Text.from_markup(extra).plain if isinstance(extra, str) else extra,
+                       highlight=False, markup=False, soft_wrap=True)
+    lines = "".join("\t".join(row) + "\n" for row in table_rows(table))
+    console.file.write(lines)  # not console.print: rich would expand the tabs to spaces
+    console.file.flush()
+
+
+def bar(console: Console) -> list:
+    """A progress bar column in a terminal; none in a pipe or a log file (counts and times stay)."""
+    return [BarColumn()] if console.is_terminal else []
+
+
 class IndexProgress:
     """A progress callback for `index_paths` drawing files, frames and frames/s on a console."""
 
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"), *bar(console), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
             console=console, transient=False)
         self.files = self.frames = None
@@ -74,7 +131,7 @@ def print_summary(console: Console, s: IndexSummary) -> None:
     fps = f"{s.frames_per_s:.1f}" if s.frames_per_s else "-"
     t.add_row(str(s.count("indexed")), str(s.count("events")), str(s.count("skipped")),
               str(len(s.failed)), str(s.frames), fps, f"{s.seconds:.1f}")
-    console.print(t)
+    print_table(console, t)
     if s.failed:
         f = Table(title="failed files", title_justify="left", show_lines=False)
         f.add_column("file", overflow="fold")
@@ -84,7 +141,7 @@ def print_summary(console: Console, s: IndexSummary) -> None:
             if err.startswith(r.path + ": "):
                 err = err[len(r.path) + 2:]
             f.add_row(shown(r.path), shown(err))
-        console.print(f)
+        print_table(console, f)
         unchanged = sum(r.unchanged for r in s.failed)
         if unchanged:
             console.print(f"{unchanged} of them failed before and are unchanged since: not tried again "

@@ -9,6 +9,7 @@
                                         -> the JSON of `tspo-edge ask --json`
     GET  /api/videos/{id}/thumb?t=…     a JPEG of the frame at t seconds
     GET  /api/videos/{id}/file          the video file (HTTP range requests: a browser seeks)
+    GET  /api/videos/{id}/clip?t=…&seconds=…  an MP4 clip from t (tspo_edge.clip, stream copy), as a download
     POST /api/session                   with the bearer token: a cookie for the page's <img>/<video>
     GET  /docs, /openapi.json           the OpenAPI page
 
@@ -34,7 +35,9 @@ import hashlib
 import hmac
 import io
 import math
+import os
 import socket
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -48,12 +51,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import search as search_mod
 from . import video as video_mod
 from .ask import Asker
 from .checks import json_safe
+from .clip import cut_clip, format_time
 from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreError, TspoError, VideoError)
 from .guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
 from .mllm import NoneAnswerer
@@ -70,6 +75,7 @@ MAX_QUESTION = 2000           # characters
 MAX_OPTIONS = 16
 MAX_ID = 2**63 - 1            # SQLite's largest integer
 THUMB_SIZES = (64, 640)       # short side of a thumbnail, min and max
+MAX_CLIP_SECONDS = 300.0      # the longest clip the clip route cuts
 
 
 class ApiError(Exception):
@@ -472,6 +478,12 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         row = archive.video(_id(video_id))
         return file_response(_open(row), request.headers.get("range"))
 
+    @app.get("/api/videos/{video_id}/clip", summary="An MP4 clip from t seconds (stream copy from the keyframe at or before t)",
+             responses={200: {"content": {"video/mp4": {}}}}, response_class=FileResponse)
+    def clip(video_id: str, t: float = Query(..., ge=0, le=1e7),
+             seconds: float = Query(10.0, gt=0, le=MAX_CLIP_SECONDS)) -> FileResponse:
+        return clip_response(archive, _id(video_id), t, seconds)
+
     @app.post("/api/session", summary="A session cookie for the web page (the token as a bearer header or "
                                       "in the body: {\"token\": \"…\"})")
     async def session(request: Request) -> Response:
@@ -535,6 +547,30 @@ def bind(host: str, port: int) -> socket.socket:
         raise ServeError(f"{shown}:{port}: cannot listen there ({e.strerror or one_line(e)})") from None
     sock.set_inheritable(True)
     return sock
+
+
+def clip_response(archive: Archive, video_id: int, t: float, seconds: float) -> FileResponse:
+    """The clip route: `cut_clip` (stream copy) into a temporary file, sent as an attachment
+    named after the video and the clip's start, and deleted once sent."""
+    if not (math.isfinite(t) and math.isfinite(seconds)):
+        raise ApiError(422, "t, seconds: not finite numbers")
+    row = archive.video(video_id)
+    f = _open(row)  # the indexed file, checked on its descriptor (tspo_edge.served_file)
+    fd, tmp = tempfile.mkstemp(prefix="tspo-edge-clip-", suffix=".mp4")
+    os.close(fd)
+    try:
+        c = cut_clip(fd_path(f.fd, row.path), tmp, at=t, seconds=seconds, overwrite=True)
+    except TspoError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise ApiError(422, e) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        f.close()
+    name = f"{Path(row.path).stem}_{format_time(c.start).replace(':', '-')}.mp4"
+    return FileResponse(tmp, media_type="video/mp4", filename=name, content_disposition_type="attachment",
+                        background=BackgroundTask(Path(tmp).unlink, missing_ok=True))
 
 
 def _id(text: str) -> int:

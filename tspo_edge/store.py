@@ -630,6 +630,35 @@ class Store:
             return int(old[0])
         return int(self.db["videos"].insert(row).last_pk)
 
+    # ---- removing ---------------------------------------------------------------------------
+    def remove_videos(self, ids) -> list[VideoRow]:
+        """Drop videos from the index, all in one transaction: their rows, their features and
+        every row of another table keyed by their `video_id` (the search module's segments go
+        with the features through its triggers as well). Files on disk are not touched.
+        Returns the rows removed; ids that are not in the index are skipped."""
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        self._writable("removing videos")
+        if not ids:
+            return []
+        removed = []
+        with self.write("removing videos"):
+            tables = [t for t in self.db.table_names() if t != "videos" and "video_id" in self._columns(t)]
+            for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+                chunk = ids[i:i + 500]
+                marks = ", ".join("?" * len(chunk))
+                removed += [self._row(r) for r in self.db["videos"].rows_where(f"id IN ({marks})", chunk)]
+                for t in tables:
+                    self.db.execute(f"DELETE FROM [{t}] WHERE video_id IN ({marks})", chunk)
+                self.db.execute(f"DELETE FROM videos WHERE id IN ({marks})", chunk)
+        order = {v: n for n, v in enumerate(ids)}
+        return sorted(removed, key=lambda r: order[r.id])
+
+    def _columns(self, table: str) -> set[str]:
+        try:
+            return {c.name for c in self.db[table].columns}
+        except sqlite3.OperationalError:  # a virtual table whose module is not loaded here
+            return set()
+
 
 def _v2_identity(db: sqlite_utils.Database) -> None:
     """1 -> 2: the file identity a server checks before it hands a file out, and its container."""

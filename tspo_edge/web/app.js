@@ -65,7 +65,57 @@ function play(id, t) {
 function momentTile(id, t, label, title) {
   return el("div", { class: "moment", title: title || "", dataset: { video: String(id), time: String(t) },
                      onclick: () => play(id, t) },
-            [el("img", { src: thumbUrl(id, t), alt: label }), el("span", { class: "ts", text: label })]);
+            [el("img", { src: thumbUrl(id, t), alt: label }), el("span", { class: "ts", text: label }),
+             saveClipButton(id, t)]);
+}
+
+// ---- save clip: an MP4 of the moment (from CLIP_BEFORE s before it, CLIP_SECONDS long), cut by the server ----
+const CLIP_BEFORE = 5, CLIP_SECONDS = 10;
+
+function saveClipButton(id, t) {
+  const start = Math.max(0, t - CLIP_BEFORE);
+  const b = el("button", { type: "button", class: "save-clip", text: "save clip",
+                           title: `save ${CLIP_SECONDS} s from ${mmss(start)} as MP4`,
+                           dataset: { clip: `/api/videos/${id}/clip?t=${start.toFixed(2)}&seconds=${CLIP_SECONDS}` },
+                           onclick: (ev) => { ev.stopPropagation(); saveClip(b); } });
+  // styled here, not with a style attribute: the page's Content-Security-Policy allows no inline styles
+  Object.assign(b.style, { display: "block", width: "100%", marginTop: "2px", padding: "0 4px", fontSize: "11px" });
+  return b;
+}
+
+function attachmentName(resp) {
+  const cd = resp.headers.get("Content-Disposition") || "";
+  const star = cd.match(/filename\*=(?:UTF-8|utf-8)''([^;]+)/);
+  if (star) return decodeURIComponent(star[1]);
+  const plain = cd.match(/filename="([^"]+)"/);
+  return plain ? plain[1] : null;
+}
+
+async function saveClip(button) {
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = "…";
+  try {
+    const resp = await fetch(button.dataset.clip, { credentials: "same-origin" });
+    if (!resp.ok) {
+      let body = null;
+      try { body = await resp.json(); } catch (e) { body = null; }
+      if (resp.status === 401) { $("login").style.display = "flex"; }
+      throw new Error((body && body.error) || `${resp.status} ${resp.statusText}`);
+    }
+    const url = URL.createObjectURL(await resp.blob());
+    const a = el("a", { href: url, download: attachmentName(resp) || "clip.mp4" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    showError("");
+  } catch (e) {
+    showError(`save clip: ${e.message}`);
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
 }
 
 // ---- the archive ----
