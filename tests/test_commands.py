@@ -279,7 +279,7 @@ def test_server_clip_is_an_mp4_attachment(built, lite_models, tmp_path):
     shutil.copy(db, tmp_path / "index.db")
     app_ = create_app(tmp_path / "index.db", lite_models(), load_answerer("none"), refresh_search=False)
     vid = video_ids(tmp_path / "index.db")[str(door)]
-    with TestClient(app_) as c:
+    with TestClient(app_, base_url="http://127.0.0.1:8008") as c:
         r = c.get(f"/api/videos/{vid}/clip", params={"t": 1.0, "seconds": 1.5})
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "video/mp4"
