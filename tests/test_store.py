@@ -228,9 +228,33 @@ def test_sqlite_error_codes_are_read_from_the_message_where_python_gives_none(tm
     assert isinstance(store.storage_error(locked, type(e)("database is locked"), "writing"), store.StoreLockedError)
 
 
+def _as_version_2(path):
+    """Rewrite an index as release 2 wrote it: no views, and search tables with the old columns
+    that the old search.py made itself (beside its unversioned `<db>.search/` folder)."""
+    with sqlite3.connect(path) as c:
+        c.execute("DROP VIEW videos_readable")
+        c.execute("DROP VIEW blobs")
+        for name in ("insert", "update", "delete"):
+            c.execute(f"DROP TRIGGER search_segments_{name}")
+        c.execute("DROP TABLE search_segments")
+        c.execute("DROP TABLE search_state")
+        c.execute("CREATE TABLE search_segments (video_id INTEGER PRIMARY KEY, indexed_at TEXT, agent_id TEXT, "
+                  "frames INTEGER, dim INTEGER, digest TEXT, row0 INTEGER, gen INTEGER, max_inv FLOAT)")
+        c.execute("CREATE TABLE search_state (key TEXT PRIMARY KEY, value TEXT)")
+        c.execute("INSERT INTO search_state VALUES ('gen', '0'), ('dim', '16'), ('end', '50')")
+        c.execute("INSERT INTO search_segments VALUES (1, 'x', 'a', 50, 16, 'd', 0, 0, 1.0)")
+        c.execute("CREATE TRIGGER search_segments_insert AFTER INSERT ON features "
+                  "BEGIN DELETE FROM search_segments WHERE video_id = NEW.video_id; END")
+        c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+
+
 def _as_version_1(path):
     """Rewrite an index as the first release wrote it: no identity columns, schema_version 1."""
+    _as_version_2(path)
     with sqlite3.connect(path) as c:
+        c.execute("DROP TRIGGER search_segments_insert")
+        for name in ("search_segments", "search_state"):
+            c.execute(f"DROP TABLE {name}")
         for col in ("dev", "inode", "container"):
             c.execute(f"ALTER TABLE videos DROP COLUMN {col}")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
