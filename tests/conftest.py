@@ -9,6 +9,7 @@ import importlib.util
 import contextlib
 import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# search caches of the tests' indexes go to a temporary folder, not the user's ~/.cache
+os.environ.setdefault("TSPO_EDGE_CACHE_DIR", tempfile.mkdtemp(prefix="tspo-edge-test-cache-"))
 
 GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
 

@@ -126,12 +126,14 @@ def test_reindexed_failed_and_removed_videos_never_come_from_stale_rows(tmp_path
         store.put_failed(path="/archive/b.mp4", size=1, mtime=0.0, fingerprint="b", error="corrupt")
     with Store(db, readonly=True) as ro:  # a reader that cannot refresh
         res = S.search(ro, q, top=5, per_video=1)
-        assert res.unsearched == 1                                  # the re-indexed a
-        assert {m.video_id for m in res.moments}.isdisjoint({a.id, b.id})
-        assert res.frames == 300
+        assert res.direct == 1 and res.unsearched == 0              # the re-indexed a, from the index file
+        assert b.id not in {m.video_id for m in res.moments}        # never from its stale rows
+        assert res.frames == 450
+        kept, best = _brute(ro, q, 5, 1, 30.0)
+        _check(res, kept, best)
     with Store(db) as store:
         res = S.search(store, q, top=5, per_video=1)              # refreshes first
-        assert res.unsearched == 0 and res.frames == 450
+        assert res.unsearched == 0 and res.direct == 0 and res.frames == 450
         kept, best = _brute(store, q, 5, 1, 30.0)
         _check(res, kept, best)
         with store.write("removing a video"):  # a video removed from the index (its features row goes)
@@ -151,7 +153,7 @@ def test_refresh_compacts_dead_rows_and_stays_exact(tmp_path):
         for _ in range(3):  # every re-index leaves 100 dead rows behind
             _put(store, "v0", 100, rng, agent="agent-2")
             # the write itself dropped v0's segment (a trigger, same transaction)
-            assert S.search(store, np.ones(D, np.float32), refresh_first=False).unsearched == 1
+            assert S.search(store, np.ones(D, np.float32), refresh_first=False).direct == 1
             summary = S.refresh(store)
             assert summary.added == 1 and summary.frames == 400
             compacted.append(summary.compacted)
