@@ -191,6 +191,7 @@ def index_cmd(
     except TspoError as e:
         fail(e)
     print_summary(err, summary)
+    refresh_search_cache(db)
     if summary.stopped:
         err.print(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)",
                   highlight=False, markup=False, soft_wrap=True)
@@ -252,6 +253,25 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     raise typer.Exit(130 if signal.SIGINT in got else 0)
 
 
+def refresh_search_cache(db: Path) -> None:
+    """After an index run: the search cache brought up to date (or rebuilt); a failure is one line."""
+    if not db.is_file():
+        return
+    try:
+        with Store(db) as store:
+            if store.readonly:
+                return
+            done = search_refresh(store)
+    except TspoError as e:
+        err.print(f"search cache not updated: {printable(e)} (search reads the index directly meanwhile)",
+                  highlight=False, markup=False, soft_wrap=True)
+        return
+    if done.rebuilt:
+        err.print(f"search cache rebuilt ({printable(done.rebuilt)})", highlight=False, markup=False, soft_wrap=True)
+    for line in done.damaged:
+        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
+
+
 def choose_decoder(decoder: str) -> str:
     """--decoder nvdec where it can run, else PyAV with the one-line reason (other names pass through)."""
     if decoder != "nvdec":
@@ -309,6 +329,29 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
         err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}",
                   highlight=False, markup=False)
         out.print(videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]))
+
+
+@app.command("check", epilog=examples("tspo-edge check", "tspo-edge check --db archive.db --json"))
+def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
+    """Verify the index: SQLite's integrity check and every video's stored arrays. Exit 1 when something is damaged."""
+    if not db.is_file():
+        bad(f"{db}: no such index")
+    try:
+        with Store(db, readonly=True) as store:
+            report = store.check()
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        dump(report.to_dict())
+    else:
+        for line in report.integrity:
+            err.print(f"damaged: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
+        for d in report.damaged:
+            err.print(f"damaged: {printable(d['problem'])}", highlight=False, markup=False, soft_wrap=True)
+        state = "ok" if report.ok else f"{len(report.damaged)} damaged videos" + \
+            (", SQLite integrity check failed" if report.integrity else "")
+        err.print(f"{db}: {report.videos} videos checked; {state}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
@@ -517,15 +560,14 @@ def search_cmd(
         interrupted()
     except TspoError as e:
         fail(e)
+    for line in res.warnings:  # a damaged video skipped, a cache rebuilt or read around: one line each
+        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
         d = res.to_dict()
         for m in d["moments"]:
             m["timestamp"] = mmss(m["time"])
         dump({"question": question, **d})
         return
-    if res.unsearched:
-        err.print(f"{res.unsearched} indexed videos have no search data (the index is read-only here)",
-                  highlight=False, markup=False)
     if not res.moments:
         err.print("no moments: nothing is indexed in " + str(db), highlight=False, markup=False)
         return

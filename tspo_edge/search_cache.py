@@ -33,6 +33,7 @@ import mmap
 import os
 import secrets
 import sqlite3
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,7 @@ def _folder_id(folder: Path) -> str | None:
 
 _MAPS: dict[tuple, tuple[int, dict[str, np.ndarray]]] = {}   # (folder, id, gen, dim, stats) -> (rows, maps)
 _VERIFIED: dict[tuple, set] = {}                            # (folder, id, gen, stats) -> segments checked
+_LOCK = threading.Lock()                                     # a server's request threads share both
 
 
 def _map(path: Path, dtype, width: int, rows: int, populate: bool) -> np.ndarray:
@@ -162,7 +164,8 @@ def _load_stamp(folder: Path, cid: str, gen: int, stats: tuple) -> set:
 
 
 def _save_stamp(folder: Path, cid: str, gen: int, stats: tuple, verified: set) -> None:
-    _VERIFIED.clear()  # one entry: the current files
+    for key in [k for k in _VERIFIED if k[0] == str(folder)]:  # one entry a folder: its current files
+        _VERIFIED.pop(key, None)
     _VERIFIED[(str(folder), cid, gen, stats)] = verified
     tmp = folder / f"verified.json.{os.getpid()}"
     try:
@@ -175,6 +178,11 @@ def _save_stamp(folder: Path, cid: str, gen: int, stats: tuple, verified: set) -
 def open_cache(folder: Path, st: dict[str, str], segs: list[tuple]) -> dict[str, np.ndarray]:
     """Maps of the cache for live segments `segs` [(video_id, row0, frames, crc)], after checking
     that the folder holds the copy the index describes, untruncated and uncorrupted (CacheUnusable)."""
+    with _LOCK:
+        return _open_cache(folder, st, segs)
+
+
+def _open_cache(folder: Path, st: dict[str, str], segs: list[tuple]) -> dict[str, np.ndarray]:
     if st.get("format") != str(CACHE_FORMAT):
         raise CacheUnusable("not built yet" if not st.get("format") else
                             f"format {st.get('format')}, this version reads {CACHE_FORMAT}")
