@@ -237,7 +237,7 @@ def locked(db):
 
 def test_search_while_another_process_holds_the_write_lock(locked, base, monkeypatch, cli_lite_encoder,
                                                              lite_models):
-    monkeypatch.setattr(S, "LOCK_WAIT", 0.2)
+    monkeypatch.setattr(S, "LOCK_WAIT", 0.2, raising=False)
     want = _brute(locked, cli_lite_encoder.encode_texts([Q]))
     code, out, err = _run("search", Q, "--db", locked, "--json")
     assert code == 0, err

@@ -88,7 +88,10 @@ def _path(folder: Path, name: str, gen: int) -> Path:
 # ----------------------------------------------------------------------------- state in the index
 
 def has_tables(db) -> bool:
-    return {TABLE, STATE} <= set(db.table_names())
+    """The index has this cache's tables (schema 3 on; an older one opened read-only has none,
+    or the older search tables of a sidecar beside it, which are not read)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return row is not None and str(row[0]).isdigit() and int(row[0]) >= 3 and {TABLE, STATE} <= set(db.table_names())
 
 
 def state(db) -> dict[str, str]:
