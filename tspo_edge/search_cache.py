@@ -464,18 +464,27 @@ def _commit_batch(store, folder: Path, batch, wait) -> int:
     return len(rows)
 
 
+def _compaction_due(db) -> bool:
+    st = state(db)
+    if st.get("dim") is None:
+        return False
+    file_rows = int(st.get("end", 0))
+    live = int(db.execute(f"SELECT COALESCE(SUM(frames), 0) FROM {TABLE}").fetchone()[0])
+    return file_rows - live > COMPACT_RATIO * live or (live == 0 and file_rows > 0)
+
+
 def _maybe_compact(store, folder: Path, wait) -> bool:
     """Rewrite the live rows into a new generation when dead rows exceed COMPACT_RATIO of live."""
     db = store.db
-    with store.write("compacting the search cache", wait=wait):
-        st = state(db)
-        if st.get("dim") is None:
+    with store.read("reading the search cache's state"):  # the lock is taken only when there is work
+        if not _compaction_due(db):
             return False
+    with store.write("compacting the search cache", wait=wait):
+        if not _compaction_due(db):
+            return False
+        st = state(db)
         gen, dim, cid, file_rows = int(st.get("gen", 0)), int(st["dim"]), st.get("cache_id"), int(st.get("end", 0))
         segs = db.execute(f"SELECT video_id, row0, frames, crc FROM {TABLE} ORDER BY row0").fetchall()
-        live = sum(int(s[2]) for s in segs)
-        if file_rows - live <= COMPACT_RATIO * live and not (live == 0 and file_rows > 0):
-            return False
         new = gen + 1
         try:
             src = _maps(folder, gen, file_rows, dim)
