@@ -200,3 +200,24 @@ def test_few_long_videos_need_no_full_rescore(tmp_path):
         kept, best = _brute(store, q, 5, 1, 30.0)
         _check(res, kept, best)
         assert len(res.moments) == 3
+
+
+@pytest.mark.parametrize("top, per_video, nms", [(10, 3, 20.0), (5, 1, 0.0), (20, 5, 3.0), (3, 2, 500.0)])
+def test_with_no_cache_the_index_file_gives_the_same_answer(tmp_path, top, per_video, nms):
+    """A read-only copy of the index has no cache (another path): every frame is scored from the
+    index file, and only the frames the NMS could keep are ranked; the answer is the brute force's.
+    Each video's best frames come in one run of 25 (what the NMS suppresses), so ranking too few
+    frames per video would give another answer."""
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal(D).astype(np.float32)
+    q /= np.linalg.norm(q)
+    with Store(tmp_path / "i.db") as store:
+        for i in range(6):
+            start = int(rng.integers(0, 150))
+            _put(store, f"v{i}", 200, rng, boost=slice(start, start + 25), q=q)
+    with Store(tmp_path / "i.db", readonly=True) as ro:
+        for qq in (q, q + 0.3 * rng.standard_normal(D).astype(np.float32)):
+            res = S.search(ro, qq, top=top, per_video=per_video, nms_seconds=nms, refresh_first=False)
+            assert res.direct == 6 and res.rescored == 0 and res.frames == 1200
+            kept, best = _brute(ro, qq, top, per_video, nms)
+            _check(res, kept, best)

@@ -190,7 +190,8 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
             if int(r[0]) not in cached]
         dim = int(segs[0][4]) if segs else None
         qv = _question(q, dim)
-        direct, skipped, direct_frames = _score_directly(store, others, qv, tau, dim, warnings)
+        direct, skipped, direct_frames = _score_directly(store, others, qv, tau, dim, warnings,
+                                                         per_video=per_video, nms_seconds=nms_seconds)
         if not segs:
             moments, videos = _finish(direct, top, per_video, nms_seconds, top_videos)
             timings["total_ms"] = _ms(t0)
@@ -207,9 +208,10 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
 
 
 def _score_directly(store, videos: list[tuple[int, str]], q: np.ndarray, tau: float, dim: int | None,
-                    warnings: list[str]) -> tuple[list[Moment], int, int]:
-    """Every frame of `videos` scored exactly from the index file, best first; a damaged video
-    is skipped with one warning. (moments, videos skipped, frames scored)"""
+                    warnings: list[str], *, per_video: int, nms_seconds: float) -> tuple[list[Moment], int, int]:
+    """Every frame of `videos` scored exactly from the index file; of each video the frames the NMS
+    could keep, best first. A damaged video is skipped with one warning.
+    (moments, videos skipped, frames scored)"""
     out: list[Moment] = []
     skipped = frames = 0
     for vid, path in videos:
@@ -223,9 +225,23 @@ def _score_directly(store, videos: list[tuple[int, str]], q: np.ndarray, tau: fl
             raise SearchError(f"{store.path}: {path} has width {f.x.shape[1]}, the question {q.shape[0]}")
         s = exact_scores(f.x, f.z, f.x_norm, f.z_norm, q, tau)
         frames += len(s)
-        out += [Moment(vid, path, t, sc, i) for i, (t, sc) in enumerate(zip(f.times.tolist(), s.tolist()))]
+        k = _keepable(f.times, per_video, nms_seconds)
+        idx = np.argpartition(s, -k)[-k:] if k < len(s) else np.arange(len(s))
+        out += [Moment(vid, path, float(f.times[i]), float(s[i]), int(i)) for i in idx.tolist()]
     out.sort(key=lambda m: -m.score)
     return out, skipped, frames
+
+
+def _keepable(times: np.ndarray, per_video: int, nms_seconds: float) -> int:
+    """How many of a video's best frames can hold every frame the NMS might keep. A kept frame of
+    rank j has above it at most per_video - 1 kept frames and the frames within nms_seconds of
+    them (at most n each, n the most frames in any open window of 2 * nms_seconds), so
+    j <= (per_video - 1) * (n + 1) + 1. (Its best frame is among them: the videos list holds.)"""
+    t = np.sort(np.asarray(times, np.float64))
+    if len(t) == 0:
+        return 0
+    n = int((np.searchsorted(t, t + nms_seconds, side="left") - np.searchsorted(t, t - nms_seconds, side="right")).max())
+    return min(len(t), (per_video - 1) * (n + 1) + 1)
 
 
 def _finish(cands: list[Moment], top, per_video, nms_seconds, top_videos) -> tuple[list[Moment], list[VideoHit]]:
