@@ -115,8 +115,9 @@ def exact_scores(x: np.ndarray, z: np.ndarray, x_norm: np.ndarray, z_norm: np.nd
                  tau: float = TAU) -> np.ndarray:
     """score_frames' formula for one question row, in NumPy (same numbers, no torch)."""
     qn = float(np.linalg.norm(q))
-    event = (z.astype(np.float32) @ q) / (z_norm * qn + EPS)
-    clip = (x.astype(np.float32) @ q) / (x_norm * qn + EPS)
+    # einsum, not `@`: BLAS's threaded matrix-vector product is 5-40x slower on a busy machine
+    event = np.einsum("ij,j->i", np.asarray(z, np.float32), q) / (z_norm * qn + EPS)
+    clip = np.einsum("ij,j->i", np.asarray(x, np.float32), q) / (x_norm * qn + EPS)
     return ((event + clip) / tau).astype(np.float32)
 
 

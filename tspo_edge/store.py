@@ -520,9 +520,8 @@ class Store:
         if row is None:
             raise StoreError(f"{video.path}: not indexed (status {video.status}"
                              + (f": {video.error})" if video.error else ")"))
-        times, x16, z16, xn, zn = _checked_arrays(video.path, row)
-        return VideoFeatures(video=video, times=times.copy(), x=x16.astype(np.float32), z=z16.astype(np.float32),
-                             x_norm=xn.copy(), z_norm=zn.copy())
+        times, x, z, xn, zn = _checked_arrays(video.path, row)
+        return VideoFeatures(video=video, times=times.copy(), x=x, z=z, x_norm=xn.copy(), z_norm=zn.copy())
 
     def check(self) -> "CheckReport":
         """Verify the whole index: SQLite's integrity check, then every video's stored arrays
@@ -709,7 +708,7 @@ BLOBS = (("times", np.float64, 1), ("x", np.float16, "d"), ("z", np.float16, "d"
 
 
 def _checked_arrays(path: str, row) -> tuple[np.ndarray, ...]:
-    """times, x, z (float16 [T,D]), x_norm, z_norm of a features row, after checking that every
+    """times, x, z (float32 [T,D]), x_norm, z_norm of a features row, after checking that every
     blob's size agrees with frames and dim and that every value is finite (StoreDamagedError)."""
     t, d = row[0], row[1]
     if not isinstance(t, int) or not isinstance(d, int) or t < 0 or d < 1:
@@ -722,9 +721,14 @@ def _checked_arrays(path: str, row) -> tuple[np.ndarray, ...]:
             have = f"{len(blob)} bytes" if isinstance(blob, bytes) else f"a {type(blob).__name__}"
             raise damaged(path, f"{name} holds {have}, {t} frames x {width} {np.dtype(dtype).name} need {need}")
         a = np.frombuffer(blob, dtype=dtype)
-        if not np.isfinite(a).all():
+        if per == "d":  # float16 -> float32 (SIMD); the float32 sum is finite iff every value is
+            a = a.reshape(t, d).astype(np.float32)  # (|sum| <= T*D*65504: no overflow)
+            bad = not np.isfinite(a.sum())
+        else:
+            bad = not np.isfinite(a).all()
+        if bad:
             raise damaged(path, f"{name} holds NaN or infinity")
-        out.append(a.reshape(t, d) if per == "d" else a)
+        out.append(a)
     return tuple(out)
 
 
