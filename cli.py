@@ -348,7 +348,8 @@ def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
             err.print(f"damaged: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
         for d in report.damaged:
             err.print(f"damaged: {printable(d['problem'])}", highlight=False, markup=False, soft_wrap=True)
-        state = "ok" if report.ok else f"{len(report.damaged)} damaged videos" + \
+        n = len(report.damaged)
+        state = "ok" if report.ok else f"{n} damaged video{'s' * (n != 1)}" + \
             (", SQLite integrity check failed" if report.integrity else "")
         err.print(f"{db}: {report.videos} videos checked; {state}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)

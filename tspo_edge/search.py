@@ -182,8 +182,9 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
                     if {int(s[5]) for s in segs} != {int(st.get("gen", -1))}:
                         raise CacheUnusable("segments of another generation")
                     maps = open_cache(search_dir(store), st, [(s[0], s[2], s[3], s[7]) for s in segs])
-                except CacheUnusable as e:
-                    warnings.append(f"search cache unusable ({e}); the index was searched directly")
+                except CacheUnusable as e:  # said once: not again after a failed update
+                    if not any(w.startswith("search cache not brought up to date") for w in warnings):
+                        warnings.append(f"search cache unusable ({e}); the index was searched directly")
                     segs = []
         cached = {int(s[0]) for s in segs}
         others = [(int(r[0]), r[1]) for r in db.execute(
