@@ -6,8 +6,10 @@ Add a fixture here only when two or more test files need it.
 from __future__ import annotations
 
 import importlib.util
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -20,7 +22,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # search caches of the tests' indexes go to a temporary folder, not the user's ~/.cache
-os.environ.setdefault("TSPO_EDGE_CACHE_DIR", tempfile.mkdtemp(prefix="tspo-edge-test-cache-"))
+if "TSPO_EDGE_CACHE_DIR" not in os.environ:
+    os.environ["TSPO_EDGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="tspo-edge-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["TSPO_EDGE_CACHE_DIR"], True)
 
 GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
 

@@ -295,10 +295,13 @@ def _ensure_folder(folder: Path) -> None:
         raise SearchError(f"{folder}: cannot create the search cache folder ({e.strerror or e})") from None
 
 
-def _reset(store, folder: Path, reason: str, wait: float | None) -> None:
-    """Start the cache anew: a new id and generation, no segments (refresh then encodes every video)."""
+def _reset(store, folder: Path, seen: dict[str, str], reason: str, wait: float | None) -> None:
+    """Start the cache anew: a new id and generation, no segments (refresh then encodes every video).
+    Skipped when another process changed the cache's state since `seen` (it started it anew)."""
     with store.write("starting the search cache anew", wait=wait):
         st = state(store.db)
+        if {k: st.get(k) for k in ("cache_id", "gen")} != {k: seen.get(k) for k in ("cache_id", "gen")}:
+            return
         gen = int(st.get("gen", 0)) + 1
         cid = secrets.token_hex(8)
         try:
@@ -347,7 +350,7 @@ def refresh(store, *, batch_frames: int = 1 << 18, wait: float | None = None) ->
     except CacheUnusable as e:
         if st.get("format") or segs:  # a first build is no rebuild
             summary.rebuilt = str(e)
-        _reset(store, folder, str(e), wait)
+        _reset(store, folder, st, str(e), wait)
     with store.read("reading the search cache's state"):
         live = _live_keys(db)
         have = {int(r[0]): tuple(r[1:]) for r in db.execute(
