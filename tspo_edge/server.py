@@ -403,7 +403,8 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     @app.exception_handler(TspoError)
     async def _tspo_error(_req, e: TspoError):
         status = 404 if isinstance(e, VideoError) and "no such file" in str(e) else \
-            409 if isinstance(e, StoreDamagedError) else 503 if isinstance(e, StoreError) else 422 if isinstance(e, (AskError, InputError)) else 400
+            409 if isinstance(e, StoreDamagedError) else 503 if isinstance(e, StoreError) else \
+            422 if isinstance(e, (AskError, InputError)) else 400
         return error(status, e)
 
     @app.exception_handler(Exception)
