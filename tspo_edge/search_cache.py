@@ -314,7 +314,9 @@ def _reset(store, folder: Path, seen: dict[str, str], reason: str, wait: float |
         store.db.execute(f"DELETE FROM {STATE} WHERE key = 'dim'")
         for k, v in (("format", CACHE_FORMAT), ("cache_id", cid), ("gen", gen), ("end", 0), ("reason", reason)):
             _set_state(store.db, k, v)
-    _drop_old(folder, gen + 1)
+    # older generations go; files of `gen` left by another cache at this path are cut to the
+    # committed end (0) by the first append, under the lock
+    _drop_old(folder, gen)
 
 
 def _drop_old(folder: Path, keep_from: int) -> None:
