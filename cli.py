@@ -205,6 +205,7 @@ def index_cmd(
     except TspoError as e:
         fail(e)
     print_summary(err, summary)
+    refresh_search_cache(db)
     if summary.stopped:
         err.print(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)",
                   highlight=False, markup=False, soft_wrap=True)
@@ -262,6 +263,25 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     err.print("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")),
               highlight=False, markup=False)
     raise typer.Exit(130 if signal.SIGINT in got else 0)
+
+
+def refresh_search_cache(db: Path) -> None:
+    """After an index run: the search cache brought up to date (or rebuilt); a failure is one line."""
+    if not db.is_file():
+        return
+    try:
+        with Store(db) as store:
+            if store.readonly:
+                return
+            done = search_refresh(store)
+    except TspoError as e:
+        err.print(f"search cache not updated: {printable(e)} (search reads the index directly meanwhile)",
+                  highlight=False, markup=False, soft_wrap=True)
+        return
+    if done.rebuilt:
+        err.print(f"search cache rebuilt ({printable(done.rebuilt)})", highlight=False, markup=False, soft_wrap=True)
+    for line in done.damaged:
+        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def choose_decoder(decoder: str) -> str:
@@ -412,6 +432,30 @@ def clip_cmd(
     how = "re-encoded" if c.reencoded else f"stream copy from the keyframe {c.at - c.start:.1f} s before {format_time(c.at)}"
     typer.echo(f"{printable(c.path)}: {format_time(c.start)} to {format_time(c.end)} of {printable(c.source)} "
                f"({c.duration:.1f} s, {how})")
+
+
+@app.command("check", epilog=examples("tspo-edge check", "tspo-edge check --db archive.db --json"))
+def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
+    """Verify the index: SQLite's integrity check and every video's stored arrays. Exit 1 when something is damaged."""
+    if not db.is_file():
+        bad(f"{db}: no such index")
+    try:
+        with Store(db, readonly=True) as store:
+            report = store.check()
+    except TspoError as e:
+        fail(e)
+    if json_out:
+        dump(report.to_dict())
+    else:
+        for line in report.integrity:
+            err.print(f"damaged: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
+        for d in report.damaged:
+            err.print(f"damaged: {printable(d['problem'])}", highlight=False, markup=False, soft_wrap=True)
+        n = len(report.damaged)
+        state = "ok" if report.ok else f"{n} damaged video{'s' * (n != 1)}" + \
+            (", SQLite integrity check failed" if report.integrity else "")
+        err.print(f"{db}: {report.videos} videos checked; {state}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
@@ -636,15 +680,14 @@ def search_cmd(
         interrupted()
     except TspoError as e:
         fail(e)
+    for line in res.warnings:  # a damaged video skipped, a cache rebuilt or read around: one line each
+        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
         d = res.to_dict()
         for m in d["moments"]:
             m["timestamp"] = mmss(m["time"])
         dump({"question": question, **d})
         return
-    if res.unsearched:
-        err.print(f"{res.unsearched} indexed videos have no search data (the index is read-only here)",
-                  highlight=False, markup=False)
     if not res.moments:
         err.print("no moments: nothing is indexed in " + str(db), highlight=False, markup=False)
         return

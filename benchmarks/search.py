@@ -1,9 +1,12 @@
 """Archive-wide search: tspo_edge.search against today's way, on one synthetic archive, same run.
 
 Today's way: for each indexed video, Store.load_features + scoring.score_frames, then the same
-greedy per-video NMS. The new way: tspo_edge.search.search over the int8 sidecar built by
+greedy per-video NMS. The new way: tspo_edge.search.search over the int8 cache built by
 tspo_edge.search.refresh. Both answer the same questions; the moments must agree exactly, for
 every query at every thread count: a mismatch is printed and the run exits 1.
+Also timed: the command line's call (the cache brought up to date and checked first), the first
+search of a new process (the CRC check of every segment), and a search with no usable cache (a
+read-only copy of the index: every frame scored from the index file).
 
 Synthetic archive: `--hours` videos of one hour at 1 fps (3600 frames each), width `--dim`.
 Frames come in shots (a shot vector held for 5-40 s plus per-frame noise), and each question
@@ -12,14 +15,17 @@ has a planted 20 s stretch in three random videos, so the top moments are not no
     python benchmarks/search.py --hours 1000 --dim 384 [--queries 7] [--keep DIR] [--json out.json]
 
 Reports median latency over the queries (page cache warm: one untimed query first), the
-ratio baseline/search, heap peak (tracemalloc, NumPy buffers included) and the sidecar size.
+ratio baseline/search, heap peak (tracemalloc, NumPy buffers included) and the cache's size.
+The cache goes to `<folder>/search-cache` unless $TSPO_EDGE_CACHE_DIR says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tspo_edge import search as S  # noqa: E402
+from tspo_edge import search_cache  # noqa: E402
 from tspo_edge.scoring import score_frames  # noqa: E402
 from tspo_edge.store import Store  # noqa: E402
 
@@ -119,6 +126,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = a.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("TSPO_EDGE_CACHE_DIR", str(folder / "search-cache"))
         db = folder / f"archive-{a.hours}h-d{a.dim}.db"
         build_s = None
         if not db.exists():
@@ -139,10 +147,32 @@ def main(argv=None) -> dict:
             for th in a.threads:
                 res, ts = timed(lambda q: ours(q, th), list(qs))
                 new[th] = res
-                rows.append({"method": f"search (int8 sidecar, {th} thread{'s' * (th > 1)})",
+                rows.append({"method": f"search (int8 cache, {th} thread{'s' * (th > 1)})",
                              "median_ms": statistics.median(ts) * 1e3, "max_ms": max(ts) * 1e3,
                              "heap_peak_mb": heap_peak(lambda q: ours(q, th), qs[0]) / 2**20,
                              "rescored": statistics.median(r.rescored for r in res)})
+            res, ts = timed(lambda q: S.search(store, q, top=a.top, per_video=a.per_video,
+                                               nms_seconds=a.nms_seconds), list(qs))
+            rows.append({"method": "search as the CLI calls it (cache brought up to date, checked)",
+                         "median_ms": statistics.median(ts) * 1e3, "max_ms": max(ts) * 1e3})
+            cold = []
+            for q in qs[:3]:  # a new process: no CRC verified in memory, no stamp on disk
+                search_cache._VERIFIED.clear()
+                (S.search_dir(store) / "verified.json").unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                ours(q, 1)
+                cold.append(time.perf_counter() - t0)
+            rows.append({"method": "first search of a process (CRC check of the cache)",
+                         "median_ms": statistics.median(cold) * 1e3, "max_ms": max(cold) * 1e3})
+            copy = folder / "read-only-copy.db"
+            shutil.copy(db, copy)
+            with Store(copy, readonly=True) as ro:  # another path: no cache of its own
+                res, ts = timed(lambda q: S.search(ro, q, top=a.top, per_video=a.per_video,
+                                                   nms_seconds=a.nms_seconds), list(qs[:a.baseline_queries]))
+                assert res[0].direct > 0
+            copy.unlink()
+            rows.append({"method": "search with no usable cache (read-only copy)",
+                         "median_ms": statistics.median(ts) * 1e3, "max_ms": max(ts) * 1e3})
             old, ts = timed(lambda q: baseline(store, q, a.top, a.per_video, a.nms_seconds),
                             list(qs[:max(1, a.baseline_queries)]))
             old += [baseline(store, q, a.top, a.per_video, a.nms_seconds) for q in qs[len(old):]]  # untimed
@@ -158,13 +188,14 @@ def main(argv=None) -> dict:
             agree = not mismatches
     for r in rows:
         r["speedup"] = base["median_ms"] / r["median_ms"]
+        r.setdefault("heap_peak_mb", float("nan"))
     out = {"hours": a.hours, "frames": frames, "dim": a.dim, "queries": a.queries,
            "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
            "kernel": "simsimd" if S._simsimd is not None else "numpy",
-           "build_s": build_s, "refresh_s": refresh_s, "sidecar_mb": sidecar / 2**20,
+           "build_s": build_s, "refresh_s": refresh_s, "cache_mb": sidecar / 2**20,
            "same_moments_as_baseline": agree, "mismatches": mismatches, "rows": [base] + rows}
     print(f"{a.hours} h archive, {frames:,} frames, D={a.dim}, kernel {out['kernel']}; "
-          f"refresh {refresh_s:.1f} s, sidecar {sidecar / 2**20:.0f} MiB; same moments "
+          f"refresh {refresh_s:.1f} s, cache {sidecar / 2**20:.0f} MiB; same moments "
           f"({len(qs)} queries x {len(a.threads)} thread counts): {agree}")
     print(f"{'method':55s} {'median ms':>10s} {'max ms':>9s} {'heap MiB':>9s} {'x faster':>9s}")
     for r in [base] + rows:

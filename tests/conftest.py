@@ -6,9 +6,12 @@ Add a fixture here only when two or more test files need it.
 from __future__ import annotations
 
 import importlib.util
+import atexit
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# search caches of the tests' indexes go to a temporary folder, not the user's ~/.cache
+if "TSPO_EDGE_CACHE_DIR" not in os.environ:
+    os.environ["TSPO_EDGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="tspo-edge-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["TSPO_EDGE_CACHE_DIR"], True)
 
 # input/output pairs of the published TSPO agent (tests/data/agent-goldens/README.md)
 GOLDENS = Path(__file__).resolve().parent / "data" / "agent-goldens"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import sqlite_utils
 
-from tspo_edge.errors import IndexMismatchError
+from tspo_edge import search as S
+from tspo_edge.errors import IndexMismatchError, StoreDamagedError
 from tspo_edge.store import SCHEMA_VERSION, Store, StoreError, fingerprint
 
 
@@ -228,9 +233,33 @@ def test_sqlite_error_codes_are_read_from_the_message_where_python_gives_none(tm
     assert isinstance(store.storage_error(locked, type(e)("database is locked"), "writing"), store.StoreLockedError)
 
 
+def _as_version_2(path):
+    """Rewrite an index as release 2 wrote it: no views, and search tables with the old columns
+    that the old search.py made itself (beside its unversioned `<db>.search/` folder)."""
+    with sqlite3.connect(path) as c:
+        c.execute("DROP VIEW videos_readable")
+        c.execute("DROP VIEW blobs")
+        for name in ("insert", "update", "delete"):
+            c.execute(f"DROP TRIGGER search_segments_{name}")
+        c.execute("DROP TABLE search_segments")
+        c.execute("DROP TABLE search_state")
+        c.execute("CREATE TABLE search_segments (video_id INTEGER PRIMARY KEY, indexed_at TEXT, agent_id TEXT, "
+                  "frames INTEGER, dim INTEGER, digest TEXT, row0 INTEGER, gen INTEGER, max_inv FLOAT)")
+        c.execute("CREATE TABLE search_state (key TEXT PRIMARY KEY, value TEXT)")
+        c.execute("INSERT INTO search_state VALUES ('gen', '0'), ('dim', '16'), ('end', '50')")
+        c.execute("INSERT INTO search_segments VALUES (1, 'x', 'a', 50, 16, 'd', 0, 0, 1.0)")
+        c.execute("CREATE TRIGGER search_segments_insert AFTER INSERT ON features "
+                  "BEGIN DELETE FROM search_segments WHERE video_id = NEW.video_id; END")
+        c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+
+
 def _as_version_1(path):
     """Rewrite an index as the first release wrote it: no identity columns, schema_version 1."""
+    _as_version_2(path)
     with sqlite3.connect(path) as c:
+        c.execute("DROP TRIGGER search_segments_insert")
+        for name in ("search_segments", "search_state"):
+            c.execute(f"DROP TABLE {name}")
         for col in ("dev", "inode", "container"):
             c.execute(f"ALTER TABLE videos DROP COLUMN {col}")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -250,6 +279,76 @@ def test_an_index_of_schema_1_is_upgraded_in_place_and_keeps_its_videos(tmp_path
         assert s.meta("schema_version") == str(SCHEMA_VERSION)
         assert {"dev", "inode", "container"} <= {c.name for c in s.db["videos"].columns}
         assert s.load_features(s.find_video("/videos/a.mp4").id).x.shape == (50, 16)
+        _assert_schema_3(s)
+
+
+def _assert_schema_3(s):
+    """The search tables with their checksum column, the triggers and the views are there, and a
+    search works (its cache built anew from the features)."""
+    assert "crc" in {c.name for c in s.db["search_segments"].columns}
+    assert {"videos_readable", "blobs"} <= set(s.db.view_names())
+    triggers = {t.name for t in s.db.triggers}
+    assert {"search_segments_insert", "search_segments_update", "search_segments_delete"} <= triggers
+    res = S.search(s, np.ones(16, np.float32), top=3)
+    assert res.direct == 0 and res.frames == 50 and res.moments
+
+
+def test_an_index_of_schema_2_with_the_old_search_tables_is_upgraded(tmp_path):
+    path = tmp_path / "i.db"
+    with Store(path) as s:
+        _put(s)
+    _as_version_2(path)
+    with Store(path, readonly=True) as s:  # read-only: read as it is; searched from the index file
+        assert s.meta("schema_version") == "2"
+        res = S.search(s, np.ones(16, np.float32), top=3)
+        assert res.direct == 1 and res.frames == 50
+    with Store(path) as s:
+        assert s.meta("schema_version") == str(SCHEMA_VERSION)
+        assert s.db.execute("SELECT COUNT(*) FROM search_segments WHERE crc IS NULL").fetchone()[0] == 0
+        _assert_schema_3(s)
+
+
+def test_views_name_each_blob_and_show_times_as_text(tmp_path):
+    path = tmp_path / "i.db"
+    with Store(path) as s:
+        _put(s)
+    db = sqlite_utils.Database(path)
+    row = next(db["videos_readable"].rows)
+    assert row["mtime"] == "1970-01-01T00:00:01.500Z" and row["path"] == "/videos/a.mp4"
+    blobs = {r["column"]: r for r in db["blobs"].rows}
+    assert {k: (v["dtype"], v["shape"]) for k, v in blobs.items()} == {
+        "times": ("float64", "[50]"), "x": ("float16", "[50, 16]"), "z": ("float16", "[50, 16]"),
+        "x_norm": ("float32", "[50]"), "z_norm": ("float32", "[50]")}
+    assert all(r["bytes"] == r["expected_bytes"] for r in blobs.values())
+    # sqlite-utils' own command line reads them as well
+    cli = shutil.which("sqlite-utils")
+    cmd = [cli] if cli else [sys.executable, "-m", "sqlite_utils"]
+    out = subprocess.run(cmd + ["rows", str(path), "blobs"], capture_output=True, text=True, check=True).stdout
+    assert {r["column"] for r in json.loads(out)} == set(blobs)
+    out = subprocess.run(cmd + ["rows", str(path), "videos_readable"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)[0]["mtime"] == "1970-01-01T00:00:01.500Z"
+
+
+@pytest.mark.parametrize("sql, cause", [
+    ("UPDATE features SET frames = 49", "times holds 400 bytes, 49 frames x 1 float64 need 392"),
+    ("UPDATE features SET dim = 0", "frames 50 and dim 0 are not a shape"),
+    ("UPDATE features SET x_norm = x'00'", "x_norm holds 1 bytes"),
+    ("UPDATE features SET z_norm = NULL", "z_norm holds a NoneType"),
+    ("UPDATE features SET times = zeroblob(400)", None),   # finite: a shape that agrees passes
+])
+def test_stored_arrays_are_checked_on_read(tmp_path, sql, cause):
+    path = tmp_path / "i.db"
+    with Store(path) as s:
+        vid = _put(s).id
+        s.db.execute(sql)
+        if cause is None:
+            assert s.load_features(vid).times.shape == (50,) and s.check().ok
+            return
+        with pytest.raises(StoreDamagedError, match=cause) as e:
+            s.load_features(vid)
+        assert "repair: tspo-edge index --force /videos/a.mp4" in str(e.value)
+        report = s.check()
+        assert not report.ok and report.damaged[0]["path"] == "/videos/a.mp4" and not report.integrity
 
 
 @pytest.mark.parametrize("version", ["two", "²", "-1", ""])

@@ -98,6 +98,15 @@ class StoreUnreadableError(StoreError):
     """The index cannot be opened or read (permissions, I/O error, a folder given as the file)."""
 
 
+class StoreDamagedError(StoreError):
+    """A video's stored features fail their check on read (blob sizes disagree with frames and
+    dim, NaN/inf, an unreadable page): "<video>: stored features are damaged (<cause>); repair: ..."."""
+
+    def __init__(self, message: str, video_path: str | None = None):
+        super().__init__(message)
+        self.video_path = video_path
+
+
 class NonFiniteError(TspoError):
     """An array that would be stored or used holds NaN or infinity."""
 

@@ -59,7 +59,8 @@ from . import video as video_mod
 from .ask import Asker
 from .checks import json_safe
 from .clip import cut_clip, format_time
-from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreError, TspoError, VideoError)
+from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreDamagedError, StoreError, TspoError,
+                     VideoError)
 from .guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
 from .mllm import NoneAnswerer
 from .models import Models, load_models
@@ -355,8 +356,9 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     `threads`: request threads (each with its own SQLite connection and Asker); `cache_videos`:
     videos whose features each thread's Asker keeps in memory (a one-hour video at width 384: 11 MB).
 
-    `refresh_search`: bring the search data up to date once at start (needs a writable index
-    file; skipped where it is read-only), so a read-only server can search every indexed video.
+    `refresh_search`: bring the search cache up to date once at start (needs a writable index
+    file; skipped where it is read-only, or locked past a short wait): searches read whatever the
+    cache lacks from the index file itself, so a read-only server still searches every video.
     """
     db = Path(db)
     if not db.is_file():
@@ -365,9 +367,9 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         try:
             with Store(db) as store:
                 if not store.readonly:
-                    search_mod.refresh(store)
+                    search_mod.refresh(store, wait=search_mod.LOCK_WAIT)
         except TspoError:
-            pass  # a read-only or busy index is still served; searches report `unsearched`
+            pass  # a read-only or busy index is still served; searches read it directly
     if threads < 1 or cache_videos < 0:
         raise ServeError(f"threads must be at least 1 and cache_videos 0 or more (got {threads}, {cache_videos})")
     archive = Archive(db, models, answerer, allow_index=allow_index, index_roots=index_roots,
@@ -412,7 +414,8 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     @app.exception_handler(TspoError)
     async def _tspo_error(_req, e: TspoError):
         status = 404 if isinstance(e, VideoError) and "no such file" in str(e) else \
-            503 if isinstance(e, StoreError) else 422 if isinstance(e, (AskError, InputError)) else 400
+            409 if isinstance(e, StoreDamagedError) else 503 if isinstance(e, StoreError) else \
+            422 if isinstance(e, (AskError, InputError)) else 400
         return error(status, e)
 
     # ---- Host, Origin, the token, limits, security headers, the last-resort 500 (tspo_edge.guard) ----

@@ -10,6 +10,15 @@ Tables (plain, browsable with `sqlite-utils tables` or datasette):
              event features), `x_norm` and `z_norm` float32[T] (norms of the stored float16 values,
              so ask-time cosine scoring needs no norm pass). A blob per video loads a 1-hour video
              about 2x faster than a row per frame (benchmarks/store_layout.py, docs/index.md).
+- `search_segments`, `search_state` where the search cache's rows are (tspo_edge.search); triggers
+             on `features` drop a video's segment in the very transaction that rewrites or removes it.
+- views `videos_readable` (times as ISO text) and `blobs` (each blob's dtype, shape and size), so
+             sqlite-utils and datasette read the index without knowing its layout.
+
+The file is the one source of truth: the search cache is rebuilt from it whenever it is missing,
+stale or damaged. Every read of a video's features checks them (blob sizes agree with frames and
+dim, all finite): a damaged video raises StoreDamagedError naming it and the repair; `check()`
+verifies the whole file.
 
 Each video is written in one transaction: a crash never leaves half a video.
 
@@ -19,7 +28,8 @@ readers never wait for writers). Several processes may create one new index at o
 created under the write lock, by whichever gets it first.
 
 Storage faults are StoreError subclasses with one line naming the file and the cause:
-NotAnIndexError, StoreLockedError, StoreFullError, StoreReadOnlyError, StoreUnreadableError.
+NotAnIndexError, StoreLockedError, StoreFullError, StoreReadOnlyError, StoreUnreadableError,
+StoreDamagedError. Every transaction goes through `write()` or `read()`, which map every SQLite error.
 An index on read-only storage (file, folder or mount) opens for reading; writes then raise
 StoreReadOnlyError. Nothing non-finite is ever written (StoreNonFiniteError).
 """
@@ -31,10 +41,11 @@ import errno
 import hashlib
 import os
 import random
+import shlex
 import sqlite3
 import stat
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,15 +53,16 @@ import numpy as np
 import sqlite_utils
 
 from tspo_edge.checks import check_finite
-from tspo_edge.errors import (IndexMismatchError, NonFiniteError, NotAnIndexError, StoreError,
-                              StoreFullError, StoreLockedError, StoreNonFiniteError, StoreReadOnlyError,
-                              StoreUnreadableError)
+from tspo_edge.errors import (IndexMismatchError, NonFiniteError, NotAnIndexError, StoreDamagedError,
+                              StoreError, StoreFullError, StoreLockedError, StoreNonFiniteError,
+                              StoreReadOnlyError, StoreUnreadableError)
 
 __all__ = ["Store", "StoreError", "NotAnIndexError", "StoreLockedError", "StoreFullError",
-           "StoreReadOnlyError", "StoreUnreadableError", "StoreNonFiniteError", "VideoRow",
-           "VideoFeatures", "canonical_path", "fingerprint"]
+           "StoreReadOnlyError", "StoreUnreadableError", "StoreNonFiniteError", "StoreDamagedError", "VideoRow",
+           "VideoFeatures", "CheckReport", "canonical_path", "fingerprint"]
 
-SCHEMA_VERSION = 2           # 1: the first release; 2: videos.dev, inode, container (see MIGRATIONS)
+SCHEMA_VERSION = 3           # 1: the first release; 2: videos.dev, inode, container; 3: search tables,
+                             # triggers and readable views (see MIGRATIONS)
 FINGERPRINT_BLOCK = 1 << 20  # 1 MiB from the start, the middle and the end
 BUSY_TIMEOUT = 10.0          # seconds one attempt waits for another process's write lock
 WRITE_TRIES = 3              # attempts before StoreLockedError (so at most ~30 s by default)
@@ -300,30 +312,42 @@ class Store:
             pass
 
     # ---- transactions ---------------------------------------------------------------------
-    def _begin_immediate(self, doing: str) -> None:
-        for attempt in range(WRITE_TRIES):
-            try:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if _primary(e) not in (BUSY, LOCKED) or attempt == WRITE_TRIES - 1:
-                    if _primary(e) in (BUSY, LOCKED):
-                        raise StoreLockedError(
-                            f"{self.path}: locked by another process for {WRITE_TRIES * self.timeout:.0f} s "
-                            f"({doing}); try again when it is done") from None
-                    raise storage_error(self.path, e, doing) from None
-                time.sleep(random.uniform(0.01, 0.1))
+    def _begin_immediate(self, doing: str, wait: float | None = None) -> None:
+        """BEGIN IMMEDIATE, retried WRITE_TRIES times; each try waits `wait` s (default: the
+        store's timeout) for another process's lock. Then StoreLockedError, naming the wait."""
+        conn = self.db.conn
+        wait = self.timeout if wait is None else float(wait)
+        if wait != self.timeout:
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            for attempt in range(WRITE_TRIES):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.Error as e:
+                    if _primary(e) not in (BUSY, LOCKED) or attempt == WRITE_TRIES - 1:
+                        if _primary(e) in (BUSY, LOCKED):
+                            raise StoreLockedError(
+                                f"{self.path}: locked by another process for {WRITE_TRIES * wait:.0f} s "
+                                f"({doing}); try again when it is done") from None
+                        raise storage_error(self.path, e, doing) from None
+                    time.sleep(random.uniform(0.01, 0.1))
+        finally:
+            if wait != self.timeout:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     @contextlib.contextmanager
-    def write(self, doing: str = "writing"):
-        """One write transaction holding the lock from the start; nested calls are savepoints."""
+    def write(self, doing: str = "writing", *, wait: float | None = None):
+        """One write transaction holding the lock from the start; nested calls are savepoints.
+        `wait`: seconds each of the WRITE_TRIES attempts waits for another process's lock
+        (default: the store's timeout). Every sqlite3 error becomes a StoreError."""
         self._writable(doing)
         conn = self.db.conn
         if conn.in_transaction:
             with self.db.atomic():
                 yield self
             return
-        self._begin_immediate(doing)
+        self._begin_immediate(doing, wait)
         try:
             yield self
             conn.execute("COMMIT")
@@ -338,8 +362,9 @@ class Store:
             raise
 
     @contextlib.contextmanager
-    def _snapshot(self, doing: str = "reading"):
-        """Reads in one snapshot (WAL: never waits for a writer); sqlite3 errors become StoreErrors."""
+    def read(self, doing: str = "reading"):
+        """Reads in one snapshot (WAL: never waits for a writer); sqlite3 errors become StoreErrors.
+        Inside a write transaction it reads that transaction."""
         conn = self.db.conn
         own = not conn.in_transaction
         try:
@@ -411,13 +436,16 @@ class Store:
                  "x_norm": bytes, "z_norm": bytes},
                 pk="video_id", foreign_keys=[("video_id", "videos", "id")],
             )
+            for target, step in MIGRATIONS:
+                if target > 2:  # what the tables above do not have yet (steps are idempotent)
+                    step(self.db)
             self.db["meta"].insert_all([
                 {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                 {"key": "created_at", "value": _now()},
             ])
 
     def meta(self, key: str) -> str | None:
-        with self._snapshot():
+        with self.read():
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return None if row is None else row[0]
 
@@ -466,45 +494,74 @@ class Store:
         return VideoRow(**{k: d.get(k) for k in _VIDEO_COLUMNS})
 
     def find_video(self, path: str | os.PathLike) -> VideoRow | None:
-        with self._snapshot():
+        with self.read():
             rows = list(self.db["videos"].rows_where("path = ?", [canonical_path(path)], limit=1))
         return self._row(rows[0]) if rows else None
 
     def get_video(self, video_id: int) -> VideoRow:
-        with self._snapshot():
+        with self.read():
             rows = list(self.db["videos"].rows_where("id = ?", [int(video_id)], limit=1))
         if not rows:
             raise StoreError(f"{self.path}: no video with id {video_id}")
         return self._row(rows[0])
 
     def videos(self, status: str | None = None) -> list[VideoRow]:
-        with self._snapshot():
+        with self.read():
             if status is None:
                 return [self._row(r) for r in self.db["videos"].rows_where(order_by="path")]
             return [self._row(r) for r in self.db["videos"].rows_where("status = ?", [status], order_by="path")]
 
     def load_features(self, video_id: int, *, encoder_id: str | None = None) -> VideoFeatures:
         """Everything ask-time scoring needs for one video, as float32 (times float64)."""
-        with self._snapshot():  # the row and its features from one snapshot, even while others write
+        with self.read():  # the row and its features from one snapshot, even while others write
             video = self.get_video(video_id)
             if encoder_id is not None and video.encoder_id != encoder_id:
                 raise IndexMismatchError(
                     f"{video.path}: indexed with encoder {video.encoder_id!r}, not {encoder_id!r}")
-            row = self.db.execute(
-                "SELECT frames, dim, times, x, z, x_norm, z_norm FROM features WHERE video_id = ?",
-                [int(video_id)]).fetchone()
+            try:
+                row = self.db.execute(
+                    "SELECT frames, dim, times, x, z, x_norm, z_norm FROM features WHERE video_id = ?",
+                    [int(video_id)]).fetchone()
+            except sqlite3.DatabaseError as e:
+                if _primary(e) not in (CORRUPT, NOTADB, IOERR):
+                    raise
+                raise damaged(video.path, f"unreadable: {_one_line(e)}") from None
         if row is None:
             raise StoreError(f"{video.path}: not indexed (status {video.status}"
                              + (f": {video.error})" if video.error else ")"))
-        t, d = int(row[0]), int(row[1])
-        return VideoFeatures(
-            video=video,
-            times=np.frombuffer(row[2], dtype=np.float64).copy(),
-            x=f16_to_f32(row[3], (t, d)),
-            z=f16_to_f32(row[4], (t, d)),
-            x_norm=np.frombuffer(row[5], dtype=np.float32).copy(),
-            z_norm=np.frombuffer(row[6], dtype=np.float32).copy(),
-        )
+        times, x, z, xn, zn = _checked_arrays(video.path, row)
+        return VideoFeatures(video=video, times=times.copy(), x=x, z=z, x_norm=xn.copy(), z_norm=zn.copy())
+
+    def check(self) -> "CheckReport":
+        """Verify the whole index: SQLite's integrity check, then every video's stored arrays
+        (the checks `load_features` makes). Reads only; a damaged index is reported, not raised."""
+        report = CheckReport(path=str(self.path))
+        with self.read("checking the index"):
+            try:
+                found = [r[0] for r in self.db.execute("PRAGMA integrity_check(100)").fetchall()]
+            except sqlite3.DatabaseError as e:
+                if _primary(e) not in (CORRUPT, NOTADB, IOERR):
+                    raise
+                found = [_one_line(e)]
+            report.integrity = [] if found == ["ok"] else [str(f) for f in found]
+            try:
+                ids = [int(r[0]) for r in self.db.execute(
+                    "SELECT id FROM videos WHERE id IN (SELECT video_id FROM features) OR status = 'indexed' "
+                    "ORDER BY path").fetchall()]
+            except sqlite3.DatabaseError as e:
+                if _primary(e) not in (CORRUPT, NOTADB, IOERR):
+                    raise
+                report.integrity.append(f"videos table unreadable: {_one_line(e)}")
+                return report
+        for vid in ids:
+            report.videos += 1
+            try:
+                self.load_features(vid)
+            except StoreDamagedError as e:
+                report.damaged.append({"video_id": vid, "path": e.video_path, "problem": str(e)})
+            except StoreError as e:  # an 'indexed' video whose features row is gone
+                report.damaged.append({"video_id": vid, "path": None, "problem": str(e)})
+        return report
 
     # ---- writing ----------------------------------------------------------------------------
     def _writable(self, doing: str = "writing") -> None:
@@ -660,6 +717,59 @@ class Store:
             return set()
 
 
+@dataclass
+class CheckReport:
+    """What `Store.check()` found: SQLite's integrity messages and the damaged videos."""
+    path: str
+    videos: int = 0                                   # videos whose arrays were checked
+    integrity: list = field(default_factory=list)     # SQLite's integrity_check lines (empty: ok)
+    damaged: list = field(default_factory=list)       # {"video_id", "path", "problem"} per video
+
+    @property
+    def ok(self) -> bool:
+        return not self.integrity and not self.damaged
+
+    def to_dict(self) -> dict:
+        return {"db": self.path, "ok": self.ok, "videos": self.videos, "integrity": self.integrity,
+                "damaged": self.damaged}
+
+
+def damaged(path: str, cause: str) -> StoreDamagedError:
+    """The one line for a video whose stored features fail their check."""
+    return StoreDamagedError(f"{path}: stored features are damaged ({cause}); "
+                             f"repair: tspo-edge index --force {shlex.quote(path)}", video_path=path)
+
+
+# (blob, dtype, values per frame: 'd' for the width)
+BLOBS = (("times", np.float64, 1), ("x", np.float16, "d"), ("z", np.float16, "d"),
+         ("x_norm", np.float32, 1), ("z_norm", np.float32, 1))
+
+
+def _checked_arrays(path: str, row) -> tuple[np.ndarray, ...]:
+    """times, x, z (float32 [T,D]), x_norm, z_norm of a features row, after checking that every
+    blob's size agrees with frames and dim and that every value is finite (StoreDamagedError)."""
+    t, d = row[0], row[1]
+    if not isinstance(t, int) or not isinstance(d, int) or t < 0 or d < 1:
+        raise damaged(path, f"frames {t!r} and dim {d!r} are not a shape")
+    out = []
+    for (name, dtype, per), blob in zip(BLOBS, row[2:]):
+        width = d if per == "d" else per
+        need = t * width * np.dtype(dtype).itemsize
+        if not isinstance(blob, bytes) or len(blob) != need:
+            have = f"{len(blob)} bytes" if isinstance(blob, bytes) else f"a {type(blob).__name__}"
+            raise damaged(path, f"{name} holds {have}, {t} frames x {width} {np.dtype(dtype).name} need {need}")
+        a = np.frombuffer(blob, dtype=dtype)
+        if per == "d":  # float16 -> float32 (SIMD); the float32 sum is finite iff every value is
+            a = a.reshape(t, d).astype(np.float32)  # (|sum| <= T*D*65504: no overflow)
+            bad = not np.isfinite(a.sum())
+        else:
+            bad = not np.isfinite(a).all()
+        if bad:
+            raise damaged(path, f"{name} holds NaN or infinity")
+        out.append(a)
+    return tuple(out)
+
+
 def _v2_identity(db: sqlite_utils.Database) -> None:
     """1 -> 2: the file identity a server checks before it hands a file out, and its container."""
     have = {c.name for c in db["videos"].columns}
@@ -668,8 +778,43 @@ def _v2_identity(db: sqlite_utils.Database) -> None:
             db.execute(f"ALTER TABLE videos ADD COLUMN [{name}] {sql}")
 
 
+SEARCH_TABLES = ("search_segments", "search_state")
+
+
+def _v3_search_and_views(db: sqlite_utils.Database) -> None:
+    """2 -> 3: the search cache's tables and triggers (search.py made them itself before, beside an
+    unversioned `<db>.search/` folder: they are made anew, and the cache is rebuilt from `features`),
+    and the readable views. Plain SQL: sqlite-utils' writers would commit the migration's transaction."""
+    for name in ("insert", "update", "delete"):
+        db.execute(f"DROP TRIGGER IF EXISTS [search_segments_{name}]")
+    for table in SEARCH_TABLES:
+        db.execute(f"DROP TABLE IF EXISTS [{table}]")
+    # one row per video in the cache: its key (what it was encoded from), where its rows are
+    # (generation `gen`, first row `row0`), and `crc`, the CRC-32 of those rows in every cache file
+    db.execute("CREATE TABLE search_segments (video_id INTEGER PRIMARY KEY, indexed_at TEXT, agent_id TEXT, "
+               "frames INTEGER, dim INTEGER, digest TEXT, row0 INTEGER, gen INTEGER, max_inv FLOAT, crc INTEGER)")
+    # format (the cache layout's version), cache_id (names the cache folder's copy), gen, dim, end
+    db.execute("CREATE TABLE search_state (key TEXT PRIMARY KEY, value TEXT)")
+    for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+        db.execute(f"CREATE TRIGGER [search_segments_{event.lower()}] AFTER {event} ON features "
+                   f"BEGIN DELETE FROM search_segments WHERE video_id = {row}.video_id; END")
+    iso = "strftime('%Y-%m-%dT%H:%M:%fZ', {0}, 'unixepoch')"
+    db.execute("DROP VIEW IF EXISTS videos_readable")
+    db.execute(f"CREATE VIEW videos_readable AS SELECT id, path, status, error, size, {iso.format('mtime')} AS mtime, "
+               "duration, fps, width, height, sample_fps, frame_count, dim, max_frames, container, encoder_id, "
+               "agent_id, indexed_at, index_seconds FROM videos")
+    db.execute("DROP VIEW IF EXISTS blobs")
+    parts = []
+    for name, dtype, per in BLOBS:
+        shape = "'[' || frames || ']'" if per == 1 else "'[' || frames || ', ' || dim || ']'"
+        need = f"frames * {np.dtype(dtype).itemsize}" + ("" if per == 1 else " * dim")
+        parts.append(f"SELECT video_id, '{name}' AS [column], '{np.dtype(dtype).name}' AS dtype, {shape} AS shape, "
+                     f"length([{name}]) AS bytes, {need} AS expected_bytes FROM features")
+    db.execute("CREATE VIEW blobs AS " + " UNION ALL ".join(parts))
+
+
 # (version, step): each step brings an index of the version before it to `version`. Append only.
-MIGRATIONS = [(2, _v2_identity)]
+MIGRATIONS = [(2, _v2_identity), (3, _v3_search_and_views)]
 
 
 def _identity(path: str, size, mtime) -> tuple[int | None, int | None]:
