@@ -40,6 +40,7 @@ from tspo_edge.index.watch import DEFAULT_SETTLE, watch as watch_paths
 from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, printable, videos_table
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
+from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
@@ -59,10 +60,20 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-DEFAULT_DB = os.environ.get("TSPO_EDGE_DB", "tspo-edge.db")
 METHOD_HELP = " | ".join(METHODS)
 
-DbOpt = typer.Option(Path(DEFAULT_DB), "--db", help="SQLite index file (default ./tspo-edge.db or $TSPO_EDGE_DB).")
+
+def _db(value: Optional[Path]) -> Path:
+    """--db, else $TSPO_EDGE_DB, else the per-user index (tspo_edge.paths); a note when it is ./tspo-edge.db."""
+    choice = resolve_db(value)
+    if choice.note:
+        err.print("note: " + choice.note, highlight=False, soft_wrap=True, markup=False)
+    return choice.path
+
+
+DbOpt = typer.Option(None, "--db", callback=_db, show_default=False,
+                     help="SQLite index file (default: $TSPO_EDGE_DB, else one per user: "
+                          "$XDG_DATA_HOME/tspo-edge/tspo-edge.db or ~/.local/share/tspo-edge/tspo-edge.db).")
 EncoderOpt = typer.Option(None, "--encoder", help="'lite' (embedded, offline; the default), a Hugging Face CLIP/SigLIP hub id, or a folder (a TSPO-0.4B folder brings its agent).")
 AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint). Default: the encoder folder's TSPO-0.4B selector, else similarity.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")

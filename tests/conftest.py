@@ -5,10 +5,13 @@ Add a fixture here only when two or more test files need it.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The suite never writes into the real home: the per-user index a command without --db uses
+# ($XDG_DATA_HOME/tspo-edge/tspo-edge.db, tspo_edge.paths) and every cache ($XDG_CACHE_HOME) lie in
+# a folder of this session, removed at its end; set here, so the CLI's child processes inherit it.
+# A TSPO_EDGE_DB or TSPO_EDGE_CACHE of the developer's own would redirect the tests: dropped.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="tspo-edge-tests-"))
+atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
+os.environ["XDG_DATA_HOME"] = str(SESSION_HOME / "data")
+os.environ["XDG_CACHE_HOME"] = str(SESSION_HOME / "cache")
+for _name in ("TSPO_EDGE_DB", "TSPO_EDGE_CACHE"):
+    os.environ.pop(_name, None)
 
 GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
 
@@ -38,6 +52,8 @@ TORCH_FREE_MODULES = frozenset({
     "test_search.py",         # archive-wide search (NumPy only)
     "test_doctor.py",         # tspo-edge doctor (what the machine can run)
     "test_cli_help.py",       # every command's --help
+    "test_edge_install.py",   # index, ask, search, serve with an export folder (tests/data/tiny-export)
+    "test_default_db.py",     # the per-user index, found from any folder
 })
 
 
