@@ -31,6 +31,7 @@ from tspo_edge.batch import load_batch
 from tspo_edge.checks import json_safe
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.errors import InputError, TspoError
+from tspo_edge.extras import require_torch
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
@@ -100,6 +101,14 @@ def fail(e: BaseException, code: int | None = None) -> NoReturn:
 
 def bad(message: str) -> NoReturn:
     fail(InputError(message))
+
+
+def needs_torch(what: str, modules: tuple[str, ...]) -> None:
+    """A command of the [torch] extra in the light install: one line and exit 2, not an ImportError."""
+    try:
+        require_torch(what, modules)
+    except TspoError as e:
+        fail(e)
 
 
 def interrupted(message: str = "interrupted") -> NoReturn:
@@ -658,6 +667,7 @@ def export_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
+    needs_torch("tspo-edge export", ("torch", "onnx"))
     from tspo_edge.export import export_model  # torch (see the note at the top)
 
     with_encoder = encoder.strip().lower() != "none"
@@ -838,6 +848,7 @@ def train_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
+    needs_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
     from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
     from tspo_edge.train.progress import TrainProgress, format_step
     from tspo_edge.train.run import RunOptions, train_from_options
