@@ -32,6 +32,7 @@ from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
+from tspo_edge.extras import require_torch
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
@@ -42,6 +43,7 @@ from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConso
                                     print_table, videos_table)
 from tspo_edge.mllm import load_answerer, mmss
 from tspo_edge.models import ModelSpec, load_models
+from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.removal import prune, remove
 from tspo_edge.search import refresh as search_refresh
@@ -63,10 +65,20 @@ app = typer.Typer(
 err = OutputConsole(stderr=True)  # in a pipe or a file: no wrapping, tables as tab-separated lines
 out = OutputConsole()
 
-DEFAULT_DB = os.environ.get("TSPO_EDGE_DB", "tspo-edge.db")
 METHOD_HELP = " | ".join(METHODS)
 
-DbOpt = typer.Option(Path(DEFAULT_DB), "--db", help="SQLite index file (default ./tspo-edge.db or $TSPO_EDGE_DB).")
+
+def _db(value: Optional[Path]) -> Path:
+    """--db, else $TSPO_EDGE_DB, else the per-user index (tspo_edge.paths); a note when it is ./tspo-edge.db."""
+    choice = resolve_db(value)
+    if choice.note:
+        err.print("note: " + choice.note, highlight=False, soft_wrap=True, markup=False)
+    return choice.path
+
+
+DbOpt = typer.Option(None, "--db", callback=_db, show_default=False,
+                     help="SQLite index file (default: $TSPO_EDGE_DB, else one per user: "
+                          "$XDG_DATA_HOME/tspo-edge/tspo-edge.db or ~/.local/share/tspo-edge/tspo-edge.db).")
 EncoderOpt = typer.Option(None, "--encoder", help="'lite' (embedded, offline; the default), a Hugging Face CLIP/SigLIP hub id, or a folder (a TSPO-0.4B folder brings its agent).")
 AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint). Default: the encoder folder's TSPO-0.4B selector, else similarity.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
@@ -93,6 +105,14 @@ def fail(e: BaseException, code: int | None = None) -> NoReturn:
 
 def bad(message: str) -> NoReturn:
     fail(InputError(message))
+
+
+def needs_torch(what: str, modules: tuple[str, ...]) -> None:
+    """A command of the [torch] extra in the light install: one line and exit 2, not an ImportError."""
+    try:
+        require_torch(what, modules)
+    except TspoError as e:
+        fail(e)
 
 
 def interrupted(message: str = "interrupted") -> NoReturn:
@@ -813,6 +833,7 @@ def export_cmd(
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
     within(opset, "--opset", 17, L.MAX_OPSET, integer=True)
+    needs_torch("tspo-edge export", ("torch", "onnx"))
     from tspo_edge.export import export_model  # torch (see the note at the top)
 
     with_encoder = encoder.strip().lower() != "none"
@@ -996,6 +1017,7 @@ def train_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
+    needs_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
     from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
     from tspo_edge.train.progress import TrainProgress, format_step
     from tspo_edge.train.run import RunOptions, train_from_options

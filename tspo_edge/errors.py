@@ -38,6 +38,10 @@ class ModelLoadError(TspoError):
     """A model (encoder or MLLM) could not be loaded."""
 
 
+class MissingExtraError(ModelLoadError):
+    """What was asked for needs the [torch] extra, which this (light) install lacks."""
+
+
 class AnswererError(TspoError):
     """An MLLM answerer failed (server down, bad response)."""
 

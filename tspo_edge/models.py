@@ -25,6 +25,7 @@ from safetensors import safe_open, SafetensorError
 
 from .encoders import Encoder, load_encoder
 from .errors import IndexMismatchError, InputError, ManifestError
+from .extras import require_torch
 from .manifest import MANIFEST, read_manifest
 
 RUNTIMES = ("torch", "onnx")
@@ -187,6 +188,7 @@ class Models:
 
     @staticmethod
     def _torch_agent(spec: str):
+        require_torch(f"the agent {spec}")
         from .agent import load_agent  # torch: loaded only when a torch agent is asked for
 
         return load_agent(spec)

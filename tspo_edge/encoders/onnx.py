@@ -5,7 +5,8 @@ index built with one is read with the other. The text side tokenises with the `t
 library from the tokenizer saved in the export, so an ask on this backend imports neither
 torch nor transformers. Frames come decoded at the encoder's short side (tspo_edge.video
 resizes while decoding), so only a centre crop remains, done in NumPy; frames of another
-size go through the torch encoder's own resize, so both backends see the same pixels.
+size go through the torch encoder's own resize, so both backends see the same pixels (without
+torch, through Pillow's, within 2 levels of 255).
 Normalisation is inside the graph. Sessions open on first use: an ask needs only the text tower.
 """
 
@@ -21,7 +22,7 @@ from tokenizers import Tokenizer
 from ..errors import ManifestError
 from ..manifest import MANIFEST, check_id, read_manifest, verify_files
 from ..onnx_session import make_session
-from .frames import center_crop, check_frames
+from .frames import center_crop, check_frames, resize_crop_pil
 
 TOKENIZER_DIR = "tokenizer"
 MAX_IMAGE_BATCH = 64  # TensorRT profiles cover batches up to this
@@ -39,13 +40,16 @@ def pixels(frames: np.ndarray, spec: dict) -> np.ndarray:
     h, w = frames.shape[1:3]
     crop = tuple(spec["crop"]) if spec.get("crop") else None
     if _needs_resize(h, w, spec) or (crop and (h < crop[0] or w < crop[1])):
-        # Optional dependency, needed only for frames decoded at another size than the tower's.
-        from .preprocess import resize_crop, to_tensor
-
-        x = resize_crop(to_tensor(frames), shortest_edge=spec.get("shortest_edge"),
-                        size_hw=tuple(spec["size_hw"]) if spec.get("size_hw") else None, crop_hw=crop,
-                        interpolation=spec.get("interpolation", "bicubic"))
-        return np.ascontiguousarray(x.numpy())
+        # Frames decoded at another size than the tower's: the torch encoder's own resize where
+        # torch is installed (the same pixels), else Pillow's (the light install; within 2 levels).
+        sizes = dict(shortest_edge=spec.get("shortest_edge"), crop_hw=crop,
+                     size_hw=tuple(spec["size_hw"]) if spec.get("size_hw") else None,
+                     interpolation=spec.get("interpolation", "bicubic"))
+        try:
+            from .preprocess import resize_crop, to_tensor
+        except ImportError:
+            return np.ascontiguousarray(resize_crop_pil(frames, **sizes).transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(resize_crop(to_tensor(frames), **sizes).numpy())
     if crop and (h, w) != crop:
         frames = center_crop(frames, crop)
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from tspo_edge.encoders import load_encoder
 from tspo_edge.errors import AnswererError, ModelLoadError
+from tspo_edge.extras import require_torch
 from tspo_edge.mllm.base import Answer, Answerer, build_prompt, mmss
 from tspo_edge.mllm.simple import LiteAnswerer, NoneAnswerer
 
@@ -36,6 +37,7 @@ def load_answerer(spec: str | None = "lite", *, model: str | None = None, encode
         return OpenAIAnswerer(spec[len("openai:"):], model=model, **kw)
     if spec.startswith(("http://", "https://")):
         raise ModelLoadError(f"{spec}: write openai:{spec} for an OpenAI-compatible server")
+    require_torch(f"the MLLM {spec}", ("torch", "transformers"))
     from tspo_edge.mllm.hf import TransformersAnswerer  # torch + transformers: only for such an MLLM
 
     return TransformersAnswerer(spec, trust_remote_code=trust_remote_code, **kw)
