@@ -18,6 +18,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite's commands keep the torch runtime they were written for (ask and search default to
+# the per-user ONNX cache, which would otherwise be written under the user's home);
+# tests/test_onnx_cache.py runs the default route, with a cache folder of its own.
+os.environ.setdefault("TSPO_EDGE_RUNTIME", "torch")
 
 GOLDENS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "agent-goldens"
 
