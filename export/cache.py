@@ -42,28 +42,31 @@ def write_cache(models: Models) -> CacheWrite | None:
     todo = models.cache_to_write()
     if todo is None:
         return None
-    spec = models.spec.encoder_spec
+    name = models.spec.encoder_spec
     root, why = writable_root()
     if root is None:
-        return CacheWrite(spec, None, 0.0, todo.state, todo.reason, f"no writable cache folder ({why})")
+        return CacheWrite(name, None, 0.0, todo.state, todo.reason, f"no writable cache folder ({why})")
     t0 = time.perf_counter()
     staging = None
     try:
         staging = staging_dir(root)
-        # the spec's default agent, whatever agent this command ran: the cache serves default asks
-        torch_models = load_models(replace(models.spec, runtime="torch", agent=None), loaded_encoder=models.encoder)
+        # the spec's default agent, whatever agent this command ran: the cache serves default asks;
+        # the torch encoder this command loaded (one loaded from a damaged entry is loaded anew, on the CPU)
+        loaded = None if models.from_cache else models.encoder
+        spec = replace(models.spec, runtime="torch", agent=None, device=models.spec.device if loaded else "cpu")
+        torch_models = load_models(spec, loaded_encoder=loaded)
         with contextlib.redirect_stdout(sys.stderr):  # stdout may be carrying --json
             export_model(torch_models, staging)
-        final = publish(staging, todo.key, spec, damaged=todo.state == "damaged")
+        final = publish(staging, todo.key, name, damaged=todo.state == "damaged")
     except Exception as e:  # noqa: BLE001 - an optional speed-up: any failure leaves the command's result
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        return CacheWrite(spec, None, time.perf_counter() - t0, todo.state, todo.reason, first_line(e))
+        return CacheWrite(name, None, time.perf_counter() - t0, todo.state, todo.reason, first_line(e))
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return CacheWrite(spec, final, time.perf_counter() - t0, todo.state, todo.reason)
+    return CacheWrite(name, final, time.perf_counter() - t0, todo.state, todo.reason)
 
 
 def describe(w: CacheWrite) -> str:

@@ -152,6 +152,21 @@ def test_a_damaged_entry_is_rebuilt_with_one_line(cache, tspo):
     assert "ONNX towers" not in said
 
 
+def test_a_damaged_agent_found_while_indexing_is_rebuilt(cache, tspo, tmp_path):
+    folder, official, video, db = tspo
+    ask_json(folder, video, db)
+    [entry] = entries(cache)
+    agent = entry / "agent.onnx"
+    data = bytearray(agent.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    agent.write_bytes(bytes(data))
+    # a new index: the ask indexes the video, with the torch agent in place of the damaged one
+    answer, said = ask_json(folder, video, tmp_path / "new.db")
+    assert answer["indexed_now"] and answer["models"]["agent"] == official.id
+    assert "rebuilt damaged cached ONNX towers" in said and "agent.onnx" in said, said
+    assert_whole(entries(cache)[0])
+
+
 def test_a_stale_entry_is_replaced(cache, tspo, tmp_path):
     folder, _, video, db = tspo
     copy = tiny_clip_folder(tmp_path / "TSPO-0.4B", projection_dim=768, selector=True, seed=0)

@@ -108,6 +108,7 @@ class Models:
     agent_spec: str | None = None    # the chosen agent as load_agent takes it (None: ONNX-only)
     _manifest: dict | None = field(default=None, repr=False)
     _cache: CacheLookup | None = field(default=None, repr=False)
+    _from_cache: bool = field(default=False, repr=False)
 
     @property
     def loaded(self) -> bool:
@@ -129,6 +130,7 @@ class Models:
             try:  # as --model-dir loads it; the text tower every ask needs opens (and is checked) now
                 enc = OnnxEncoder(self.cache.dir)
                 enc.session("text")
+                self._from_cache = True
                 return enc
             except (ManifestError, OSError, RuntimeError) as e:  # onnxruntime's load errors are RuntimeErrors
                 self._cache = self.cache.damaged(first_line(e))
@@ -150,12 +152,13 @@ class Models:
     @property
     def from_cache(self) -> bool:
         """Whether the encoder was loaded from the ONNX cache (auto runtime)."""
-        return self._encoder is not None and self.spec.runtime == "auto" and self.cache.hit
+        return self._from_cache and self._encoder is not None
 
     def cache_to_write(self) -> CacheLookup | None:
-        """The cache entry this process should write: its torch encoder is loaded and the cache has
-        no usable entry for it; None otherwise (nothing loaded, the ONNX runtime, an entry there)."""
-        if self.spec.runtime == "onnx" or self._encoder is None or self.from_cache:
+        """The cache entry this process should write: it loaded the encoder, and the cache has no
+        usable entry for it (none, stale, or found damaged while loading); None otherwise
+        (nothing loaded, the ONNX runtime, a whole entry)."""
+        if self.spec.runtime == "onnx" or self._encoder is None or (self.from_cache and self.cache.hit):
             return None
         if self.cache.state == "unkeyed":  # a hub id is local now that it has loaded
             self._cache = lookup(self.spec.encoder_spec)
@@ -207,8 +210,8 @@ class Models:
 
                 try:
                     return OnnxAgent(self.cache.dir), f"{why} (ONNX cache)"
-                except (ManifestError, OSError, RuntimeError):
-                    pass  # the torch agent gives the same events; the damaged entry shows at the next load
+                except (ManifestError, OSError, RuntimeError) as e:  # the torch agent gives the same events
+                    self._cache = self.cache.damaged(first_line(e))
             return self._torch_agent(self.agent_spec), why
         if s.runtime == "onnx":
             from .agent_onnx import OnnxAgent
@@ -260,7 +263,7 @@ class Models:
         if agent == self.spec.agent:
             return self
         return Models(replace(self.spec, agent=agent), _encoder=self._encoder, _manifest=self._manifest,
-                      _cache=self._cache)
+                      _cache=self._cache, _from_cache=self._from_cache)
 
 
 def load_models(spec: ModelSpec | None = None, *, loaded_encoder: Encoder | None = None, **kw) -> Models:
