@@ -320,3 +320,36 @@ def test_lite_ask_and_search_on_the_cache_match_torch(real_clips, tmp_path):
     assert heavy_imports(tmp_path / "s.json") == []
     want = answer_of(cli("search", "people riding bikes", "--db", db, "--json", "--runtime", "torch", env=e))
     assert [(m["path"], m["time"]) for m in found["moments"]] == [(m["path"], m["time"]) for m in want["moments"]]
+
+
+# ---- hashing each tower once ------------------------------------------------------------------------
+
+
+def test_a_verified_file_is_hashed_again_only_when_it_changes(tmp_path, monkeypatch):
+    """verify_files remembers a checked file by its stat (ctime and inode included): the next start
+    skips hashing it; a write (same size) or a replacement is hashed again and refused."""
+    import time
+
+    import tspo_edge.manifest as manifest
+
+    model = tmp_path / "text.onnx"
+    model.write_bytes(b"x" * 4096)
+    entries = {"text": {"file": "text.onnx", "sha256": manifest.sha256_file(model)}}
+    hashed = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p, **kw: hashed.append(Path(p).name) or real(p, **kw))
+
+    manifest.verify_files(tmp_path, entries)
+    manifest.verify_files(tmp_path, entries)
+    assert hashed == ["text.onnx", "text.onnx"]  # just written: too fresh to be remembered (coarse clocks)
+
+    monkeypatch.setattr(manifest, "RACY_NS", 0)
+    manifest.verify_files(tmp_path, entries)
+    manifest.verify_files(tmp_path, entries)
+    assert hashed == ["text.onnx"] * 3  # remembered after the third check
+
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    with open(model, "r+b") as f:  # same size, other content
+        f.write(b"y")
+    with pytest.raises(manifest.ManifestError, match="sha256 differs"):
+        manifest.verify_files(tmp_path, entries)
