@@ -208,6 +208,24 @@ def test_a_read_only_home_caches_in_the_temporary_directory(tmp_path, monkeypatc
     assert "ONNX towers" not in said and "onnxruntime: text.onnx" in said  # found there again
 
 
+def test_a_linked_temporary_folder_is_not_used(tmp_path, monkeypatch):
+    """The temporary directory is shared: a `tspo-edge-<uid>` that is a link (to a folder someone
+    else prepared) is neither written nor read."""
+    from tspo_edge.onnx_cache import writable_root
+
+    monkeypatch.delenv("TSPO_EDGE_CACHE", raising=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "home-cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "planted").mkdir(mode=0o700)
+    (tmp_path / "tmp" / f"tspo-edge-{os.getuid()}").symlink_to(tmp_path / "planted")
+    root, why = writable_root()
+    assert root is None and "not this user's private folder" in why
+    assert list((tmp_path / "planted").iterdir()) == []
+
+
 def test_runtime_torch_from_the_environment_writes_nothing(cache, tspo, monkeypatch):
     folder, _, video, db = tspo
     monkeypatch.setenv("TSPO_EDGE_RUNTIME", "torch")

@@ -69,14 +69,15 @@ def cache_roots() -> list[Path]:
 
 def _own_private(folder: Path) -> bool:
     """A shared temporary directory's folder is used only when it is this user's and no one else
-    can write to it (another user could otherwise plant models there)."""
+    can write to it (another user could otherwise plant models there); a link is refused."""
     if not hasattr(os, "getuid"):
         return True
     try:
-        st = folder.stat()
+        st = folder.lstat()
     except OSError:
         return False
-    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def _version(name: str) -> str | None:
