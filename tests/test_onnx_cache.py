@@ -153,6 +153,16 @@ def test_a_damaged_entry_is_rebuilt_with_one_line(cache, tspo):
     assert "ONNX towers" not in said
 
 
+def test_a_malformed_manifest_is_a_damaged_entry(cache, tspo):
+    folder, _, video, db = tspo
+    ask_json(folder, video, db)
+    [entry] = entries(cache)
+    (entry / "manifest.json").write_text('{"version": 1, "encoder": {}, "models": {"image": "image.onnx"}}')
+    answer, said = ask_json(folder, video, db)
+    assert answer["frames"] and "rebuilt damaged cached ONNX towers" in said, said
+    assert_whole(entries(cache)[0])
+
+
 def test_a_damaged_agent_found_while_indexing_is_rebuilt(cache, tspo, tmp_path):
     folder, official, video, db = tspo
     ask_json(folder, video, db)

@@ -132,7 +132,8 @@ class Models:
                 enc.session("text")
                 self._from_cache = True
                 return enc
-            except (ManifestError, OSError, RuntimeError) as e:  # onnxruntime's load errors are RuntimeErrors
+            except (ManifestError, OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+                # onnxruntime's load errors are RuntimeErrors; a malformed manifest, Key/TypeErrors
                 self._cache = self.cache.damaged(first_line(e))
         if s.runtime != "onnx":
             enc = load_encoder(s.encoder_spec, device=s.device)
@@ -210,7 +211,8 @@ class Models:
 
                 try:
                     return OnnxAgent(self.cache.dir), f"{why} (ONNX cache)"
-                except (ManifestError, OSError, RuntimeError) as e:  # the torch agent gives the same events
+                except (ManifestError, OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+                    # the torch agent gives the same events
                     self._cache = self.cache.damaged(first_line(e))
             return self._torch_agent(self.agent_spec), why
         if s.runtime == "onnx":

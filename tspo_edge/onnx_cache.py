@@ -186,19 +186,22 @@ def check_entry(folder: Path, key: dict) -> str | None:
         return f"unreadable ({type(e).__name__}: {e})"
     if recorded != key:
         return f"{KEY_FILE} does not match its name"
-    if manifest.get("version") != FORMAT_VERSION or not manifest.get("encoder"):
+    if not isinstance(manifest, dict) or manifest.get("version") != FORMAT_VERSION or not manifest.get("encoder"):
         return f"{MANIFEST}: not an export of this version with an encoder"
-    models = manifest.get("models") or {}
-    if not {"image", "text", "agent"} <= set(models):
-        return f"{MANIFEST}: the image and text towers and the agent are not all listed"
-    for entry in [*models.values(), *(manifest.get("files") or {}).values()]:
-        path = folder / entry["file"]
-        try:
-            size = path.stat().st_size
-        except OSError:
-            return f"{entry['file']} is missing"
-        if "bytes" in entry and size != entry["bytes"]:
-            return f"{entry['file']} has {size} bytes, not {entry['bytes']}"
+    try:
+        models = manifest.get("models") or {}
+        if not {"image", "text", "agent"} <= set(models):
+            return f"{MANIFEST}: the image and text towers and the agent are not all listed"
+        for entry in [*models.values(), *(manifest.get("files") or {}).values()]:
+            path = folder / entry["file"]
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return f"{entry['file']} is missing"
+            if "bytes" in entry and size != entry["bytes"]:
+                return f"{entry['file']} has {size} bytes, not {entry['bytes']}"
+    except (AttributeError, KeyError, TypeError):
+        return f"{MANIFEST}: malformed"
     return None
 
 
