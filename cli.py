@@ -26,7 +26,7 @@ from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedC
 import tspo_edge
 from tspo_edge import limits as L
 from tspo_edge import video
-from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result
+from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
 from tspo_edge.batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
@@ -42,7 +42,7 @@ from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_p
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
 from tspo_edge.mllm import load_answerer, mmss
-from tspo_edge.models import ModelSpec, load_models
+from tspo_edge.models import RUNTIMES, ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.removal import prune, remove
@@ -82,7 +82,7 @@ DbOpt = typer.Option(None, "--db", callback=_db, show_default=False,
 EncoderOpt = typer.Option(None, "--encoder", help="'lite' (embedded, offline; the default), a Hugging Face CLIP/SigLIP hub id, or a folder (a TSPO-0.4B folder brings its agent).")
 AgentOpt = typer.Option(None, "--agent", help="Agent checkpoint (TSPO-0.4B folder, training or tspo-edge checkpoint). Default: the encoder folder's TSPO-0.4B selector, else similarity.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output on stdout.")
-RuntimeOpt = typer.Option(None, "--runtime", help="torch, or onnx (a `tspo-edge export` folder run by ONNX Runtime). Default: onnx with --model-dir, else torch.")
+RuntimeOpt = typer.Option(None, "--runtime", help="torch; onnx (a `tspo-edge export` folder run by ONNX Runtime); auto (the per-user ONNX cache, which the first torch run writes, else torch). Default: onnx with --model-dir, else $TSPO_EDGE_RUNTIME, else auto for ask and search, torch for the others.")
 ModelDirOpt = typer.Option(None, "--model-dir", help="The folder written by `tspo-edge export` (implies --runtime onnx).")
 DeviceOpt = typer.Option(None, "--device", help="Where torch models run: cpu, cuda, cuda:1, mps (default: the accelerator if there is one).")
 ServerOpt = typer.Option(None, "--server", envvar="TSPO_EDGE_SERVER", show_envvar=False,
@@ -135,19 +135,48 @@ def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> 
 
 
 def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
-               device: Optional[str] = None) -> ModelSpec:
-    """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet)."""
-    runtime = runtime or ("onnx" if model_dir is not None else "torch")
+               device: Optional[str] = None, *, default: str = "torch") -> ModelSpec:
+    """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet).
+    `default`: the runtime when neither flag nor $TSPO_EDGE_RUNTIME chooses one."""
+    runtime = runtime or ("onnx" if model_dir is not None else default_runtime(default))
+    if runtime not in RUNTIMES:
+        bad(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
     if runtime == "onnx" and model_dir is None:
         bad("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
-    if runtime == "torch" and model_dir is not None:
-        bad("--model-dir runs with --runtime onnx, not torch")
+    if runtime != "onnx" and model_dir is not None:
+        bad(f"--model-dir runs with --runtime onnx, not {runtime}")
     if model_dir is not None and not model_dir.is_dir():
         bad(f"{model_dir}: --model-dir is not a folder")
     if device is not None and not re.fullmatch(r"cpu|mps|auto|(cuda|xpu)(:\d+)?", device):
         bad(f"--device {device}: expected cpu, cuda, cuda:N or mps")
     return ModelSpec(encoder=encoder, agent=agent, runtime=runtime,
                      model_dir=str(model_dir) if model_dir else None, device=device)
+
+
+def default_runtime(default: str) -> str:
+    """$TSPO_EDGE_RUNTIME (torch or auto) when set, else the command's default."""
+    value = os.environ.get("TSPO_EDGE_RUNTIME", "").strip()
+    if value and value not in ("torch", "auto"):
+        bad(f"$TSPO_EDGE_RUNTIME={value}: choose torch or auto")
+    return value or default
+
+
+def cache_onnx(models, runtime: Optional[str]) -> None:
+    """Write the per-user ONNX cache after a command that loaded its encoder with torch (once;
+    later asks and searches load it with ONNX Runtime); one line says what happened. Not when
+    the user chose torch (--runtime torch, $TSPO_EDGE_RUNTIME=torch)."""
+    chosen = runtime is not None or bool(os.environ.get("TSPO_EDGE_RUNTIME", "").strip())
+    if (chosen and models.spec.runtime != "auto") or models.cache_to_write() is None:
+        return  # cheap: no torch import unless there is something to write
+    from tspo_edge.export.cache import describe, write_cache  # torch (see the note at the top)
+
+    try:
+        with err.status("caching the ONNX towers (once)…"):
+            w = write_cache(models)
+    except KeyboardInterrupt:
+        interrupted("interrupted while caching the ONNX towers: nothing was cached; the command's work is done")
+    if w is not None:
+        err.print(printable(describe(w)), highlight=False, markup=False, soft_wrap=True)
 
 
 def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sampling:
@@ -215,11 +244,11 @@ def index_cmd(
     if watch or poll or settle is not None:
         index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force or retry_failed,
                     json_out=json_out)
+    models = load_models(spec)
     try:
         with IndexProgress(err) as progress:
-            summary = run_index(paths, db=db, models=load_models(spec), sampling=s, force=force,
-                                retry_failed=retry_failed, progress=progress, workers=workers, engine=engine,
-                                ray_address=ray_address)
+            summary = run_index(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
+                                progress=progress, workers=workers, engine=engine, ray_address=ray_address)
     except KeyboardInterrupt:
         interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
     except TspoError as e:
@@ -236,6 +265,7 @@ def index_cmd(
                   highlight=False)
     if json_out:
         dump(summary.to_dict())
+    cache_onnx(models, runtime)
     raise typer.Exit(0 if summary.ok else 1)
 
 
@@ -528,7 +558,7 @@ def ask_cmd(
                                        "--runtime": runtime, "--model-dir": model_dir, "--mllm-model": mllm_model,
                                        "--device": device})
     # Everything is checked before a model loads or the index is touched.
-    spec = model_spec(encoder, None, runtime, model_dir, device)
+    spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
     within(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
     if method not in METHODS:
         bad(f"--method {method}: choose from {METHOD_HELP}")
@@ -558,8 +588,10 @@ def ask_cmd(
             progress = IndexingProgress(err, encoder_id=models.encoder.id)
             asker = Asker(store=store, models=models, answerer=answerer, agent=agent, progress=progress)
             if batch is None:
+                started = process_seconds()  # interpreter, imports, models: what the user waited before the ask
                 r = asker.ask(video_path, question, options=option or None, frames=frames, method=method,
                               keep_pixels=sheet is not None)
+                r.add_start(started)
                 progress.close()
                 _warn(r.warning)
                 if sheet is not None:
@@ -570,8 +602,8 @@ def ask_cmd(
                     typer.echo(format_result(r))
                 if sheet is not None:
                     err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
-                return
-            _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
+            else:
+                _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
     except (KeyboardInterrupt, TspoError, MemoryError) as e:
         if progress is not None:
             progress.close()
@@ -582,6 +614,7 @@ def ask_cmd(
         if isinstance(e, MemoryError):  # a memory cap below what the models and frames need
             bad("out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model")
         fail(e)
+    cache_onnx(models, runtime)
 
 
 def _remove_if_empty(db: Path) -> None:
@@ -689,7 +722,7 @@ def search_cmd(
         bad("the question is empty")
     if not db.exists():
         bad(f"{db}: no such index (run `tspo-edge index` first)")
-    spec = model_spec(encoder, None, runtime, model_dir, device)
+    spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
     try:
         models = load_models(spec)
         with Store(db) as store:  # writable: videos indexed since the last search are brought in first
@@ -702,19 +735,22 @@ def search_cmd(
         fail(e)
     for line in res.warnings:  # a damaged video skipped, a cache rebuilt or read around: one line each
         err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
+    waited = process_seconds()  # start-up and the text encoder included
     if json_out:
         d = res.to_dict()
         for m in d["moments"]:
             m["timestamp"] = mmss(m["time"])
-        dump({"question": question, **d})
+        dump({"question": question, **d, "seconds_since_start": round(waited, 3)})
+        cache_onnx(models, runtime)
         return
     if not res.moments:
         err.print("no moments: nothing is indexed in " + str(db), highlight=False, markup=False)
-        return
     for rank, m in enumerate(res.moments, 1):
         typer.echo(f"{rank:3d}  {mmss(m.time):>8s}  s={m.score:6.1f}  {printable(m.path)}")
-    err.print(f"{res.frames} frames searched in {res.timings.get('total_ms', 0):.1f} ms",
-              highlight=False, markup=False)
+    if res.moments:
+        err.print(f"{res.frames} frames searched in {res.timings.get('total_ms', 0):.1f} ms; "
+                  f"{waited:.2f} s in all (start-up and the text encoder included)", highlight=False, markup=False)
+    cache_onnx(models, runtime)
 
 
 @app.command("serve", epilog=examples(

@@ -25,6 +25,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "TSPO_EDGE_CACHE_DIR" not in os.environ:
     os.environ["TSPO_EDGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="tspo-edge-test-cache-")
     atexit.register(shutil.rmtree, os.environ["TSPO_EDGE_CACHE_DIR"], True)
+# The suite's commands keep the torch runtime they were written for (ask and search default to
+# the per-user ONNX cache, which would otherwise be written under the user's home);
+# tests/test_onnx_cache.py runs the default route, with a cache folder of its own.
+os.environ.setdefault("TSPO_EDGE_RUNTIME", "torch")
 
 # The suite never writes into the real home: the per-user index a command without --db uses
 # ($XDG_DATA_HOME/tspo-edge/tspo-edge.db, tspo_edge.paths) and every cache ($XDG_CACHE_HOME) lie in

@@ -129,7 +129,8 @@ def test_cli_readable_json_and_sheet(db, real_clips, tmp_path, cli_lite_encoder,
             "--frames", "4", "--db", db, "--sheet", tmp_path / "sheet.jpg")
     assert r.exit_code == 0, r.output
     assert "answer:   A. a bicycle" in r.stdout and "moments:  4 frames (topk): 00:0" in r.stdout
-    assert "time:     lookup" in r.stdout and "decode" in r.stdout
+    # the total is what the user waited: the process's start-up (imports, models) comes first
+    assert "time:     start" in r.stdout and "lookup" in r.stdout and "decode" in r.stdout
     from PIL import Image
 
     with Image.open(tmp_path / "sheet.jpg") as im:
@@ -139,6 +140,8 @@ def test_cli_readable_json_and_sheet(db, real_clips, tmp_path, cli_lite_encoder,
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["letter"] == "B" and d["method"] == "bin-max" and len(d["frames"]) == 3
+    assert list(d["timings"])[0] == "start" and d["timings"]["start"] > 0
+    assert d["timings"]["total"] == pytest.approx(sum(v for k, v in d["timings"].items() if k != "total"), abs=1e-5)
     assert set(d["frames"][0]) == {"index", "time", "timestamp", "score"}
     assert set(d["models"]) == {"encoder", "agent", "answerer"} and d["models"]["agent"].startswith("tspo-agent:")
 

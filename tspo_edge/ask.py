@@ -10,6 +10,7 @@ Everything is validated before the index is touched, so a failed ask leaves it a
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,20 @@ from .store import VideoFeatures, canonical_path
 from .terminal import printable
 LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
 SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
+_IMPORTED = time.perf_counter()
+
+
+def process_seconds() -> float:
+    """Seconds since this process started: what a user of a command has waited so far
+    (interpreter start, imports, model loading). Linux reads the start from /proc; elsewhere
+    it counts from this module's import, which comes early in the command line."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)  # the clock starttime counts on
+        return max(0.0, now - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _IMPORTED
 
 
 @dataclass
@@ -59,6 +74,12 @@ class AskResult:
     option_scores: list[float] | None = None
     warning: str | None = None    # one line: the question looked as if it had options none of which could be read
     pixels: np.ndarray | None = field(default=None, repr=False)  # decoded keyframes (not serialised)
+
+    def add_start(self, seconds: float) -> None:
+        """Count the process's start-up before the ask (`start`: interpreter, imports, models) in
+        the timings and their total, so the total is what the user waited for the answer."""
+        self.timings = {"start": float(seconds), **self.timings}
+        self.timings["total"] = self.timings.get("total", 0.0) + float(seconds)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

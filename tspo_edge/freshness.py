@@ -78,7 +78,7 @@ def _files(spec: str | None) -> dict[str, list[int]]:
 
 def models_stamp(spec: ModelSpec) -> dict:
     """What decides the encoder and agent ids a spec gives, read without loading anything."""
-    encoder = spec.encoder_spec if spec.runtime == "torch" else spec.encoder
+    encoder = spec.encoder_spec if spec.runtime != "onnx" else spec.encoder
     named = {"runtime": spec.runtime, "encoder": _as_path(encoder), "agent": _as_path(spec.agent),
              "model_dir": _as_path(spec.model_dir)}
     files: dict[str, list[int]] = {}

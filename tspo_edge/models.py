@@ -6,10 +6,15 @@ Every command (index, ask, train, eval, export, serve) and every library entry p
 through `load_models`, so the same flags give the same models everywhere. Models load on
 first use: an ask of an indexed video needs the text encoder, not the agent.
 
+Runtimes: "torch"; "onnx" (an export folder, `model_dir`); "auto": the export folder of the
+per-user ONNX cache (tspo_edge.onnx_cache) when it holds this encoder, loaded as `model_dir`
+is, else torch (the command line then writes the cache, see export.cache). Features, ids and
+agents are the same on every runtime, so an index is shared between them.
+
 The default agent, decided from what the user gave (never guessed from an object):
   1. `agent` given: that checkpoint (or, with the ONNX runtime, it must be the exported one);
   2. the encoder is a TSPO-0.4B folder (a CLIP checkpoint plus `selector.*` tensors): its selector;
-  3. ONNX runtime: the agent in the export folder;
+  3. ONNX runtime: the agent in the export folder (auto: the cached export of rule 2 or 4);
   4. otherwise the similarity-initialised agent of the encoder's width (it ranks frames by
      cos(x, q) until trained).
 """
@@ -24,11 +29,12 @@ import numpy as np
 from safetensors import safe_open, SafetensorError
 
 from .encoders import Encoder, load_encoder
-from .errors import IndexMismatchError, InputError, ManifestError
+from .errors import IndexMismatchError, InputError, ManifestError, first_line
 from .extras import require_torch
 from .manifest import MANIFEST, read_manifest
+from .onnx_cache import CacheLookup, lookup
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "auto")
 LITE = "lite"
 OFFICIAL_PREFIX = "selector."  # TSPO-0.4B: a CLIP ViT-L/14 checkpoint whose agent tensors carry this prefix
 
@@ -44,7 +50,7 @@ class Agent(Protocol):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the user asked for, as strings. `encoder=None`: lite (torch) or the export's (onnx)."""
+    """What the user asked for, as strings. `encoder=None`: lite (torch, auto) or the export's (onnx)."""
     encoder: str | None = None
     agent: str | None = None
     runtime: str = "torch"
@@ -61,8 +67,8 @@ class ModelSpec:
             raise InputError(f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if self.runtime == "onnx" and self.model_dir is None:
             raise InputError("the onnx runtime needs the folder written by `tspo-edge export`")
-        if self.runtime == "torch" and self.model_dir is not None:
-            raise InputError(f"{self.model_dir}: an export folder runs with the onnx runtime, not torch")
+        if self.runtime != "onnx" and self.model_dir is not None:
+            raise InputError(f"{self.model_dir}: an export folder runs with the onnx runtime, not {self.runtime}")
 
     @property
     def encoder_spec(self) -> str:
@@ -102,6 +108,8 @@ class Models:
     agent_source: str = ""           # which agent, and why (printed and recorded in the index)
     agent_spec: str | None = None    # the chosen agent as load_agent takes it (None: ONNX-only)
     _manifest: dict | None = field(default=None, repr=False)
+    _cache: CacheLookup | None = field(default=None, repr=False)
+    _from_cache: bool = field(default=False, repr=False)
 
     @property
     def loaded(self) -> bool:
@@ -117,13 +125,46 @@ class Models:
 
     def _load_encoder(self) -> Encoder:
         s = self.spec
-        if s.runtime == "torch":
+        if s.runtime == "auto" and self.cache.hit:
+            from .encoders.onnx import OnnxEncoder  # backends load only when chosen (see encoders/__init__)
+
+            try:  # as --model-dir loads it; the text tower every ask needs opens (and is checked) now
+                enc = OnnxEncoder(self.cache.dir)
+                enc.session("text")
+                self._from_cache = True
+                return enc
+            except (ManifestError, OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+                # onnxruntime's load errors are RuntimeErrors; a malformed manifest, Key/TypeErrors
+                self._cache = self.cache.damaged(first_line(e))
+        if s.runtime != "onnx":
             enc = load_encoder(s.encoder_spec, device=s.device)
             enc.source = s.encoder_spec
             return enc
-        from .encoders.onnx import OnnxEncoder  # backends load only when chosen (see encoders/__init__)
+        from .encoders.onnx import OnnxEncoder
 
         return OnnxEncoder(s.model_dir, encoder_id=self._expected_encoder_id())
+
+    @property
+    def cache(self) -> CacheLookup:
+        """The ONNX cache entry of this spec's encoder (looked up once; see tspo_edge.onnx_cache)."""
+        if self._cache is None:
+            self._cache = lookup(self.spec.encoder_spec)
+        return self._cache
+
+    @property
+    def from_cache(self) -> bool:
+        """Whether the encoder was loaded from the ONNX cache (auto runtime)."""
+        return self._from_cache and self._encoder is not None
+
+    def cache_to_write(self) -> CacheLookup | None:
+        """The cache entry this process should write: it loaded the encoder, and the cache has no
+        usable entry for it (none, stale, or found damaged while loading); None otherwise
+        (nothing loaded, the ONNX runtime, a whole entry)."""
+        if self.spec.runtime == "onnx" or self._encoder is None or (self.from_cache and self.cache.hit):
+            return None
+        if self.cache.state == "unkeyed":  # a hub id is local now that it has loaded
+            self._cache = lookup(self.spec.encoder_spec)
+        return None if self.cache.hit or self.cache.state == "unkeyed" else self.cache
 
     @property
     def manifest(self) -> dict:
@@ -164,6 +205,17 @@ class Models:
 
     def _resolve_agent(self) -> tuple[Agent, str]:
         s = self.spec
+        if s.runtime == "auto":
+            self.agent_spec, why = self._default_agent_spec()
+            if self.from_cache and s.agent is None:  # the cached export holds this default agent
+                from .agent_onnx import OnnxAgent
+
+                try:
+                    return OnnxAgent(self.cache.dir), f"{why} (ONNX cache)"
+                except (ManifestError, OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+                    # the torch agent gives the same events
+                    self._cache = self.cache.damaged(first_line(e))
+            return self._torch_agent(self.agent_spec), why
         if s.runtime == "onnx":
             from .agent_onnx import OnnxAgent
 
@@ -198,6 +250,9 @@ class Models:
         the export was made from (checked against the exported id), else the similarity agent."""
         if self.spec.runtime == "torch":
             return self.agent
+        if self.spec.runtime == "auto":
+            agent = self.agent
+            return agent if not agent.source.startswith("onnx:") else self._torch_agent(self.agent_spec)
         exported = self.agent.id
         if self.agent_spec is None:
             return self._torch_agent(f"similarity:{self.encoder.dim}")
@@ -211,7 +266,8 @@ class Models:
         """The same encoder (already loaded, shared) with another agent spec."""
         if agent == self.spec.agent:
             return self
-        return Models(replace(self.spec, agent=agent), _encoder=self._encoder, _manifest=self._manifest)
+        return Models(replace(self.spec, agent=agent), _encoder=self._encoder, _manifest=self._manifest,
+                      _cache=self._cache, _from_cache=self._from_cache)
 
 
 def load_models(spec: ModelSpec | None = None, *, loaded_encoder: Encoder | None = None, **kw) -> Models:
