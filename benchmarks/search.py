@@ -16,7 +16,7 @@ has a planted 20 s stretch in three random videos, so the top moments are not no
 
 Reports median latency over the queries (page cache warm: one untimed query first), the
 ratio baseline/search, heap peak (tracemalloc, NumPy buffers included) and the cache's size.
-The cache goes to `<folder>/search-cache` unless $TSPO_EDGE_CACHE_DIR says otherwise.
+The cache goes to `<folder>/cache/search` unless $TSPO_EDGE_CACHE says otherwise.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = a.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("TSPO_EDGE_CACHE_DIR", str(folder / "search-cache"))
+        os.environ.setdefault("TSPO_EDGE_CACHE", str(folder / "cache"))
         db = folder / f"archive-{a.hours}h-d{a.dim}.db"
         build_s = None
         if not db.exists():

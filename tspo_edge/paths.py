@@ -32,6 +32,17 @@ def user_data_dir() -> Path:
     return base / APP
 
 
+def user_cache_dir() -> Path:
+    """The per-user cache folder: $TSPO_EDGE_CACHE, else $XDG_CACHE_HOME/tspo-edge, else
+    ~/.cache/tspo-edge. Everything in it can be deleted (ONNX towers, search caches, the lite
+    encoder's text cache): it is rebuilt from the index and the models when needed."""
+    if os.environ.get("TSPO_EDGE_CACHE"):
+        return Path(os.environ["TSPO_EDGE_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / APP
+
+
 def user_db() -> Path:
     """The per-user index file (it need not exist yet; the first write creates its folder)."""
     return user_data_dir() / DB_NAME

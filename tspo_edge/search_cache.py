@@ -5,8 +5,7 @@ whole archive one memory-mapped scan (tspo_edge.search). A cache, never a second
   table whenever it is missing, stale, truncated or corrupt, by `search`, `serve` and `index`
   alike. A backup is the `.db` file alone.
 - It lives in a per-user cache folder keyed by the index's absolute path,
-  `$XDG_CACHE_HOME/tspo-edge/search/<hash>/` (`~/.cache/...`; `$TSPO_EDGE_CACHE_DIR` replaces
-  `.../tspo-edge/search`), never beside the index or in the working folder.
+  `$XDG_CACHE_HOME/tspo-edge/search/<hash>/` (`~/.cache/...`; `$TSPO_EDGE_CACHE/search/<hash>/` where that is set), never beside the index or in the working folder.
 - The index says what the cache must hold (store.py's schema 3): `search_state` records the
   cache format, the `cache_id` of the folder's copy (a copied `.db` finds no folder with its id),
   the generation, width and committed row count; `search_segments` records, per video, its rows
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from tspo_edge.errors import SearchError, StoreDamagedError
+from tspo_edge.paths import user_cache_dir
 
 CACHE_FORMAT = 1       # bump when the files' layout changes: every cache is then rebuilt
 COMPACT_RATIO = 0.25   # rewrite the files when dead rows exceed this fraction of live rows
@@ -68,11 +68,7 @@ class RefreshSummary:
 # ----------------------------------------------------------------------------- where
 
 def cache_root() -> Path:
-    env = os.environ.get("TSPO_EDGE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "tspo-edge" / "search"
+    return user_cache_dir() / "search"
 
 
 def search_dir(store) -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
+from ..paths import user_cache_dir
 from .frames import check_frames
 from .preprocess import normalize, resize_crop, to_tensor
 
@@ -103,10 +104,7 @@ def _load_text_model(device: torch.device):
 
 
 def cache_dir() -> Path:
-    if os.environ.get("TSPO_EDGE_CACHE"):
-        return Path(os.environ["TSPO_EDGE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tspo-edge"
+    return user_cache_dir()
 
 
 class LiteEncoder:
