@@ -202,7 +202,7 @@ def test_a_copied_db_alone_searches_the_same(db, tmp_path, cli_lite_encoder, lit
     from tspo_edge.server import create_app
 
     app = create_app(copy, lite_models(), load_answerer("none"), refresh_search=False)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8008") as c:
         r = c.get("/api/search", params={"q": Q, "top": 10})
         assert r.status_code == 200, r.text
         assert [(m["video_id"], m["frame"]) for m in r.json()["moments"]] == \
@@ -253,7 +253,7 @@ def test_search_while_another_process_holds_the_write_lock(locked, base, monkeyp
 
     app = create_app(locked, lite_models(), load_answerer("none"), allow_index=True,
                      index_roots=[base["alpha"].parent])
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8008") as c:
         r = c.get("/api/search", params={"q": Q})
         assert r.status_code == 200 and [(m["video_id"], m["frame"]) for m in r.json()["moments"]] == want
 
@@ -268,7 +268,7 @@ def test_api_ask_on_a_damaged_video_is_one_line_not_500(db, base, lite_models):
     alpha = _video_id(db, base["alpha"])
     _damage(db, alpha, "nan-times")
     app = create_app(db, lite_models(), load_answerer("none"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8008") as c:
         r = c.post("/api/ask", json={"video": alpha, "question": "What moves?", "mllm": "none"})
         assert r.status_code == 409, r.text
         assert "damaged" in r.json()["error"] and "alpha.mp4" in r.json()["error"]
