@@ -5,7 +5,7 @@ The pre-registered protocol is docs/eval.md, "Event rows at the feature level". 
     python -m benchmarks.learning_events bank  --out benchmarks/out/events --side train
     python -m benchmarks.learning_events bank  --out benchmarks/out/events --side eval
     python -m benchmarks.learning_events zerovar --out benchmarks/out/events
-    python -m benchmarks.learning_events train --out benchmarks/out/events --seed 1 [--placebo] --steps 600
+    python -m benchmarks.learning_events train --out benchmarks/out/events --seed 1 [--placebo] --steps 1000
     python -m benchmarks.learning_events eval  --out benchmarks/out/events --seeds 1,2,3
     python -m benchmarks.learning_events report --out benchmarks/out/events
 
@@ -13,7 +13,7 @@ The pre-registered protocol is docs/eval.md, "Event rows at the feature level". 
   train = the 12 training photos (train.synth.TRAIN_SOURCES) and haystack of seeds >= 2**31;
   eval = the nine needle sources (tspo_edge.evaluation.sources.SOURCES) and haystack of seeds < 2**31.
 - train: rows spliced from the train bank's FIT photos only (2/3 "right after A", 1/3 scene
-  needles; R_A + R_T over the answer's span), one distinct row per step; every VAL_EVERY steps the
+  needles; R_A + R_T over the answer's span), one distinct row per step; every --val-every steps the
   agent is scored on fixed validation rows of the 4 VAL photos; the best checkpoint is kept.
   `--placebo`: the same, learning from the previous group's rewards (rewards permuted across groups).
 - eval: test rows from the eval bank (never used before), every method, per question.
@@ -54,7 +54,7 @@ HAYSTACK_SEGS, HAYSTACK_LEN = 20, 30
 # Pre-registered split of the 12 training photos (docs/eval.md): fit on 8, choose on 4.
 VAL_PHOTOS = ("clock", "gravel", "logo", "stereo_motorcycle")
 FIT_PHOTOS = tuple(sorted(set(TRAIN_SOURCES) - set(VAL_PHOTOS)))
-VAL_ROWS, VAL_SEED, VAL_EVERY = 150, 9001, 50
+VAL_ROWS, VAL_SEED = 150, 9001
 TEST_ROWS, TEST_SEED = 540, 424242     # 2/3 "right after A" (about 360), 1/3 scene needles
 FRAMES = (8, 16)
 BASELINES = ("uniform", "similarity", "aks", "bin-max", "oracle")
@@ -213,7 +213,8 @@ def zerovar(out: Path, n_rows: int = 240, agent=None, label: str = "untrained") 
 
 # ---- training -----------------------------------------------------------------------------
 
-def train(out: Path, seed: int, steps: int, placebo: bool = False, tau0: float = 0.025, tau1: float = 0.01) -> dict:
+def train(out: Path, seed: int, steps: int, placebo: bool = False, tau0: float = 0.025, tau1: float = 0.01,
+          val_every: int = 100) -> dict:
     torch.manual_seed(seed)
     run = out / f"{'placebo' if placebo else 'agent'}{seed}"
     models = load_models(encoder="lite")
@@ -231,7 +232,7 @@ def train(out: Path, seed: int, steps: int, placebo: bool = False, tau0: float =
     t0 = time.perf_counter()
 
     def on_step(rec, total):
-        if rec["step"] % VAL_EVERY == 0 or rec["step"] == total:
+        if rec["step"] % val_every == 0 or rec["step"] == total:
             v = val_stat(val, judge, agent)
             curve.append({"step": rec["step"], "val": v, "seconds": round(time.perf_counter() - t0, 1)})
             if v > best["val"]:
@@ -329,7 +330,8 @@ def main(argv=None) -> int:
     p.add_argument("--side", choices=["train", "eval"], default="train")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--placebo", action="store_true")
     p.add_argument("--agent", default=None, help="zerovar: a trained agent folder (default: untrained)")
     a = p.parse_args(argv)
@@ -341,7 +343,7 @@ def main(argv=None) -> int:
         zerovar(a.out, agent=load_agent(a.agent) if a.agent else None,
                 label=Path(a.agent).parent.name if a.agent else "untrained")
     elif a.what == "train":
-        train(a.out, a.seed, a.steps, a.placebo)
+        train(a.out, a.seed, a.steps, a.placebo, val_every=a.val_every)
     elif a.what == "eval":
         evaluate(a.out, [int(s) for s in a.seeds.split(",")])
     else:
