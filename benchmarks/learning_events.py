@@ -8,6 +8,7 @@ The pre-registered protocol is docs/eval.md, "Event rows at the feature level". 
     python -m benchmarks.learning_events train --out benchmarks/out/events --seed 1 [--placebo] --steps 1000
     python -m benchmarks.learning_events eval  --out benchmarks/out/events --seeds 1,2,3
     python -m benchmarks.learning_events report --out benchmarks/out/events
+    python -m benchmarks.learning_events rows --out benchmarks/out/events --rows 200 --seed 5   # for tspo-edge train --features
 
 - bank: renders segments (1 frame a second, 320x180) and stores their lite-encoder embeddings:
   train = the 12 training photos (train.synth.TRAIN_SOURCES) and haystack of seeds >= 2**31;
@@ -256,6 +257,25 @@ def train(out: Path, seed: int, steps: int, placebo: bool = False, tau0: float =
     return res
 
 
+# ---- rows as files, for `tspo-edge train --features` ----------------------------------------
+
+def export_rows(out: Path, n: int, seed: int) -> tuple[Path, Path]:
+    """n fit rows as TSPO-10K JSONL (with `span`) and a feature file naming them."""
+    feats, enc = load_features(out / "bank_train.npz")
+    rows = EventRows(read_bank(out, "train", FIT_PHOTOS), train_scenes(FIT_PHOTOS), n, seed=seed)
+    letters = "ABCDEFGH"
+    lines = []
+    for e in rows.items:
+        r = e.row
+        opts = "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(r.options))
+        lines.append(json.dumps({"video": r.video, "original_question": f"<video>\n{r.question}\n{opts}",
+                                 "problem": r.question, "solution": f"<answer>{r.answer.lower()}</answer>",
+                                 "type": r.kind, "span": list(r.span)}))
+    data = out / f"rows{seed}.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    return data, save_features(out / f"rows{seed}.npz", rows.table, encoder_id=enc)
+
+
 # ---- evaluation and report --------------------------------------------------------------------
 
 def evaluate(out: Path, seeds: list[int]) -> Path:
@@ -325,13 +345,14 @@ def report(out: Path) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["bank", "zerovar", "train", "eval", "report"])
+    p.add_argument("what", choices=["bank", "zerovar", "train", "eval", "report", "rows"])
     p.add_argument("--out", type=Path, default=Path("benchmarks/out/events"))
     p.add_argument("--side", choices=["train", "eval"], default="train")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--rows", type=int, default=200, help="rows: how many to write")
     p.add_argument("--placebo", action="store_true")
     p.add_argument("--agent", default=None, help="zerovar: a trained agent folder (default: untrained)")
     a = p.parse_args(argv)
@@ -344,6 +365,9 @@ def main(argv=None) -> int:
                 label=Path(a.agent).parent.name if a.agent else "untrained")
     elif a.what == "train":
         train(a.out, a.seed, a.steps, a.placebo, val_every=a.val_every)
+    elif a.what == "rows":
+        data, feats = export_rows(a.out, a.rows, a.seed)
+        log(f"wrote {data} and {feats}: tspo-edge train {data} --features {feats}")
     elif a.what == "eval":
         evaluate(a.out, [int(s) for s in a.seeds.split(",")])
     else:
