@@ -1047,6 +1047,7 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the data order, the splicing and the rollouts."),
     strict: bool = typer.Option(False, "--strict", help="Fail on a missing video instead of skipping its rows."),
     toy: bool = typer.Option(False, "--toy", help="The paper's toy experiment, offline (lite encoder and answerer)."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Precomputed frame embeddings (.npz, docs/train.md): rows name its entries; no video is read (--mllm lite)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: accelerate's choice)."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="torch, or onnx for the frozen encoder (the agent always trains in torch)."),
     model_dir: Optional[Path] = ModelDirOpt,
@@ -1074,9 +1075,9 @@ def train_cmd(
             opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
                                save_every=save_every, resume=resume, device=device or "cpu")
         else:
-            if data is None or videos is None:
-                bad("give DATA.jsonl and --videos DIR (or --toy)")
-            opts = RunOptions(data=data, videos=videos, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
+            if data is None or (videos is None and features is None):
+                bad("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
+            opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
                               mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
                               cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
                                               save_every=save_every, seed=seed))

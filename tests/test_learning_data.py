@@ -115,3 +115,98 @@ def test_train_stats_counts_steps_that_teach():
     st = train_stats(recs)
     assert st["all"]["spread"] == st["all"]["nonzero_grad"] == 0.25
     assert (st["first"]["steps"], st["last"]["steps"], st["all"]["R_T"]) == (2, 8, 0.5)
+
+
+# ---------------------------------------------------------------- feature-level event rows
+
+def _bank(D=16, seed=0):
+    from tspo_edge.train.events import Bank
+
+    rng = np.random.default_rng(seed)
+    names = sorted(TRAIN_SOURCES)[:5]
+    # each photo's frames carry its own index in channel 0; haystack frames carry -1
+    photos = {n: [np.full((20, D), float(i), np.float32) + rng.normal(0, 0.01, (20, D)).astype(np.float32)
+                  for _ in range(2)] for i, n in enumerate(names)}
+    hay = [np.full((30, D), -1.0, np.float32) for _ in range(4)]
+    return Bank(photos, hay), names
+
+
+def test_after_rows_put_b_right_after_a_and_ask_for_b():
+    from tspo_edge.train.events import EventRows, Scene
+
+    bank, names = _bank()
+    scenes = {n: Scene(n, TRAIN_SOURCES[n].question, TRAIN_SOURCES[n].scene, TRAIN_SOURCES[n].answer,
+                       TRAIN_SOURCES[n].distractors) for n in names}
+    rows = EventRows(bank, scenes, 60, seed=3)
+    kinds = {e.kind for e in rows.items}
+    assert kinds == {"after", "needle"}
+    assert len({r.video for r in rows.rows}) == 60                      # distinct rows
+    for e in rows.items:
+        assert len(e.x) == 90 and e.row.kind == "general" and e.row.span is not None
+        val = {n: float(i) for i, n in enumerate(names)}
+        for role, (a, b) in e.spans.items():
+            np.testing.assert_allclose(e.x[int(a):int(b), 0], val[e.sources[role]], atol=0.1)
+        outside = np.ones(90, bool)
+        for a, b in e.spans.values():
+            outside[int(a):int(b)] = False
+        assert (e.x[outside, 0] == -1).all()                            # the rest is haystack
+        if e.kind == "after":
+            A, B, C = (scenes[e.sources[k]] for k in "ABC")
+            assert e.spans["B"][0] == e.spans["A"][1] and e.row.span == e.spans["B"]
+            assert e.row.question == f"What is shown right after {A.scene}?"
+            assert e.row.options[ord(e.row.answer) - 65] == B.answer
+            assert A.answer in e.row.options and C.answer in e.row.options
+        else:
+            P = scenes[e.sources["needle"]]
+            assert e.row.question == P.question and e.row.span == e.spans["needle"]
+            assert e.row.options[ord(e.row.answer) - 65] == P.answer
+    again = EventRows(bank, scenes, 60, seed=3)
+    np.testing.assert_array_equal(again.items[7].x, rows.items[7].x)
+    other = EventRows(bank, scenes, 60, seed=4)
+    assert any(a.row.question != b.row.question or a.spans != b.spans for a, b in zip(rows.items, other.items))
+
+
+def test_lite_answerer_on_embeddings_equals_it_on_frames(lite_encoder):
+    """Rollouts answered from stored embeddings give the letters the frames would."""
+    from tspo_edge.mllm import load_answerer
+    from tspo_edge.train.events import EmbeddedImages
+    from tspo_edge.train.synth import render_photo
+
+    frames = render_photo("coins", 3, (160, 90), np.random.default_rng(0))
+    opts = ["old coins", "playing cards", "a keyboard", "a book"]
+    direct = load_answerer("lite", encoder=lite_encoder).answer(frames, np.arange(3.0), "q", opts)
+    x = lite_encoder.encode_images(frames)
+    stored = load_answerer("lite", encoder=EmbeddedImages(lite_encoder)).answer(x, np.arange(3.0), "q", opts)
+    assert stored.letter == direct.letter
+    np.testing.assert_allclose(stored.option_scores, direct.option_scores, atol=1e-3)
+
+
+# ---------------------------------------------------------------- benchmarks/bootstrap.py
+
+def test_two_level_bootstrap_covers_a_known_difference():
+    from benchmarks.bootstrap import two_level
+
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(9), 40)
+    cover = 0
+    for rep in range(20):
+        effect = rng.normal(0, 0.03, 9)[clusters]           # per-source effects around the truth 0.10
+        diffs = {s: 0.10 + effect + rng.normal(0, 0.02) + rng.normal(0, 0.3, len(clusters)) for s in range(3)}
+        est, lo, hi = two_level(diffs, clusters, reps=2000, seed=rep)
+        assert lo <= est <= hi
+        cover += lo <= 0.10 <= hi
+    assert cover >= 17                                       # nominal 95 %: 19 of 20 expected
+    null = {s: rng.normal(0, 0.3, len(clusters)) for s in range(3)}
+    _, lo, hi = two_level(null, clusters, reps=2000)
+    assert lo < 0 < hi
+    with pytest.raises(ValueError, match="cluster labels"):
+        two_level(null, clusters[:-1])
+
+
+def test_mcnemar_exact():
+    from benchmarks.bootstrap import mcnemar
+
+    a = [1, 1, 1, 0, 1, 0]
+    b = [0, 0, 0, 0, 1, 0]
+    assert mcnemar(a, b) == (3, 0, 0.25)                     # 2 * (1/2)**3
+    assert mcnemar(b, b) == (0, 0, 1.0)

@@ -385,3 +385,62 @@ def test_data_parallel_on_two_gpus(tmp_path):
         torch.testing.assert_close(v, ranks[1][k], rtol=0, atol=0, msg=k)
     assert any((v - init[k]).abs().max() > 1e-5 for k, v in ranks[0].items())
     assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 4
+
+
+# ---------------------------------------------------------------- spans, placebo, feature files
+
+def test_span_rows_parse_and_get_a_temporal_mask(tmp_path):
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    q = "<image>\nWhat is shown right after the clock?\nA. a cat\nB. a dog"
+    rows = [{"video": "v.mp4", "original_question": q, "solution": "<answer>b</answer>", "type": "general",
+             "span": [2, 6]}]
+    ds = load_rows(_write(tmp_path, rows), tmp_path)
+    assert ds.rows[0].span == (2.0, 6.0)
+    feats = MemoryFeatures({ds.rows[0].video: (np.arange(10, dtype=np.float64), np.ones((10, 4), np.float32))})
+    s = build_sample(ds.rows[0], feats, [], SampleSpec(), np.random.default_rng(0))
+    assert s.mask.tolist() == [False, False, True, True, True, True, False, False, False, False]
+    rows[0]["span"] = [6, 2]
+    with pytest.raises(DataError, match=r"data.jsonl:1: 'span' must be"):
+        load_rows(_write(tmp_path, rows), tmp_path)
+
+
+def test_placebo_permutes_rewards_across_groups_and_keeps_the_steps(tmp_path, one_thread):
+    cfg = TrainConfig(steps=8, lr=2e-3, spec=SPEC, save_every=0, group=4, placebo=True, tau0=1.0, tau1=1.0)
+    trainer = Trainer(load_agent("similarity:32"), synthetic_env(D=32), cfg, tmp_path, tensorboard=False)
+    true, used = [], []
+    real = trainer.placebo_rewards
+
+    def spy(r):
+        true.append(np.array(r))
+        used.append(real(r))
+        return used[-1]
+
+    trainer.placebo_rewards = spy
+    summary = trainer.run()
+    assert summary["steps"] == 8 and len(true) == 8
+    assert not used[0].any()                       # the first group has no previous group: no gradient
+    for i in range(1, 8):
+        np.testing.assert_array_equal(used[i], true[i - 1])
+    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert log[0]["grad_norm"] == 0
+    assert any(u.std() > 0 for u in used) and all((r["grad_norm"] > 0) == (u.std() > 0) for r, u in zip(log, used))
+
+
+def test_feature_file_round_trip_and_errors(tmp_path):
+    from tspo_edge.errors import DataError as DE
+    from tspo_edge.train.events import FeatureFrames, load_features, save_features
+
+    table = {"a": (np.arange(3.0), np.eye(3, 4, dtype=np.float32)), "b/c": (np.arange(2.0) * 2, np.ones((2, 4), np.float32))}
+    path = save_features(tmp_path / "f.npz", table, encoder_id="enc:1")
+    feats, enc = load_features(path, encoder_id="enc:1")
+    assert enc == "enc:1" and set(feats.table) == {"a", "b/c"}
+    np.testing.assert_array_equal(feats.features("a")[1], table["a"][1])
+    np.testing.assert_array_equal(FeatureFrames(feats).read("b/c", np.array([2.0])), np.ones((1, 4)))
+    with pytest.raises(DE, match="made by encoder enc:1, this run uses other"):
+        load_features(path, encoder_id="other")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DE, match="bad.npz: cannot read the feature file"):
+        load_features(tmp_path / "bad.npz")
+    with pytest.raises(DE, match="no such feature file"):
+        load_features(tmp_path / "gone.npz")

@@ -97,3 +97,30 @@ def test_official_layout_from_tiny_clip(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     x = np.random.default_rng(0).normal(size=(20, 16)).astype(np.float32)
     np.testing.assert_allclose(again.events(x), agent.events(x), rtol=1e-6, atol=1e-6)
+
+
+def test_train_cli_from_precomputed_features(tmp_path, cli_lite_encoder):
+    from tspo_edge.train.events import save_features
+
+    rng = np.random.default_rng(0)
+    table = {f"clip{i}": (np.arange(12, dtype=np.float64), rng.normal(size=(12, cli_lite_encoder.dim)).astype(np.float32))
+             for i in range(3)}
+    feats = save_features(tmp_path / "feats.npz", table, encoder_id=cli_lite_encoder.id)
+    data = tmp_path / "data.jsonl"
+    rows = [json.loads(l) for l in _rows(["clip0", "clip1", "clip9"], ["general", "specific", "general"]).splitlines()]
+    rows[0]["span"] = [3, 7]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    base = ["train", str(data), "--features", str(feats), "--out", str(out), "--group", "2", "--seed", "1",
+            "--device", "cpu", "--steps", "2", "--json"]
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 1, r.output          # clip9 is not in the file: its row skipped, partial
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["steps"] == 2 and summary["rows"] == 2 and summary["missing_videos"] == ["clip9"]
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all(x["R_T"] is not None for x in log)          # span row and specific row both get R_T
+    assert load_agent(out / "agent").dim == cli_lite_encoder.dim
+    r = CliRunner().invoke(app, base[:-1] + ["--mllm", "none"])
+    assert r.exit_code == 2 and "only --mllm lite" in r.output.replace("\n", "")
+    r = CliRunner().invoke(app, ["train", str(data), "--features", str(tmp_path / "gone.npz"), "--out", str(out)])
+    assert r.exit_code == 2 and "gone.npz: no such feature file" in r.output.replace("\n", "")

@@ -6,6 +6,7 @@ One JSON object a line, as the paper's data:
   problem            the question without options (used when the stem cannot be parsed)
   solution           "<answer>a</answer>"
   type               "general" | "specific"
+  span               optional [start, end] seconds of the answer's segment: R_T over it (any type)
 The agent sees the question stem (the text before the options), the MLLM the stem and options.
 """
 
@@ -37,6 +38,7 @@ class Row:
     options: tuple[str, ...]
     answer: str           # upper-case letter
     kind: str             # general | specific
+    span: tuple[float, float] | None = None  # [start, end) s of the answer's segment: R_T on any row
 
 
 @dataclass
@@ -58,7 +60,7 @@ def _clean(text: str) -> str:
     return text.strip()
 
 
-def parse_row(obj: object, where: str, videos_dir: Path, line: int) -> Row:
+def parse_row(obj: object, where: str, videos_dir: Path | None, line: int) -> Row:
     """Validate one decoded JSON line; raise DataError naming `where` (file:line)."""
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -85,19 +87,31 @@ def parse_row(obj: object, where: str, videos_dir: Path, line: int) -> Row:
     stem = q.stem
     if stem == q.text and isinstance(obj.get("problem"), str) and obj["problem"].strip():
         stem = _clean(obj["problem"])
-    video = Path(obj["video"])
-    path = video if video.is_absolute() else videos_dir / video
-    return Row(line=line, video=str(path.resolve()), question=stem, options=tuple(q.options),
-               answer=answer, kind=kind)
+    span = obj.get("span")
+    if span is not None:
+        if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, (int, float)) for v in span)
+                and 0 <= span[0] < span[1]):
+            raise DataError(f"{where}: 'span' must be [start, end] in seconds with 0 <= start < end, got {span!r}")
+        span = (float(span[0]), float(span[1]))
+    if videos_dir is None:  # --features: the video is a name in the feature file
+        key = obj["video"]
+    else:
+        video = Path(obj["video"])
+        key = str((video if video.is_absolute() else videos_dir / video).resolve())
+    return Row(line=line, video=key, question=stem, options=tuple(q.options),
+               answer=answer, kind=kind, span=span)
 
 
-def load_rows(path: str | Path, videos_dir: str | Path, *, strict: bool = False) -> Dataset:
+def load_rows(path: str | Path, videos_dir: str | Path | None, *, strict: bool = False,
+              known: set[str] | None = None) -> Dataset:
     """Read and validate every row up front. Rows whose video is missing are skipped
-    (each missing video reported once in `missing`); with `strict` they are an error."""
-    path, videos_dir = Path(path), Path(videos_dir)
+    (each missing video reported once in `missing`); with `strict` they are an error.
+    With `known` (the names in a feature file) a row's video is a name looked up there, not a file."""
+    path = Path(path)
+    videos_dir = None if known is not None else Path(videos_dir)
     if not path.is_file():
         raise DataError(f"{path}: no such training file")
-    if not videos_dir.is_dir():
+    if videos_dir is not None and not videos_dir.is_dir():
         raise DataError(f"{videos_dir}: --videos is not a folder")
     rows: list[Row] = []
     missing: dict[str, None] = {}
@@ -124,7 +138,7 @@ def load_rows(path: str | Path, videos_dir: str | Path, *, strict: bool = False)
             raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
         row = parse_row(obj, where, videos_dir, line_no)
         if row.video not in exists:
-            exists[row.video] = Path(row.video).is_file()
+            exists[row.video] = row.video in known if known is not None else Path(row.video).is_file()
         if not exists[row.video]:
             if strict:
                 raise DataError(f"{where}: video not found: {row.video}")

@@ -46,6 +46,7 @@ class TrainConfig:
     keep: int | None = 3              # checkpoints kept (None: all)
     seed: int = 0
     bf16: bool = True                 # autocast on CUDA only
+    placebo: bool = False             # control run: each group learns from the previous group's rewards
     spec: SampleSpec = field(default_factory=SampleSpec)
 
     def __post_init__(self):
@@ -103,6 +104,7 @@ class Trainer:
             raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r} (linear, constant)")
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lam)
         self._perm: tuple[int, np.ndarray] | None = None
+        self._placebo_prev: np.ndarray | None = None
         self.step = 0
 
     # ---- data order --------------------------------------------------------------------
@@ -141,12 +143,21 @@ class Trainer:
         r_a = accuracy_rewards(letters, sample.row.answer)
         r_t = temporal_rewards(chosen, sample.mask) if sample.mask is not None else None
         r = r_a + (r_t if r_t is not None else 0.0)
-        adv = advantages(r)
+        adv = advantages(self.placebo_rewards(r) if self.cfg.placebo else r)
         loss = tspo_loss(log_probs, chosen.to(log_probs.device), adv)
         m = {"R_A": float(r_a.mean()), "R_T": None if r_t is None else float(r_t.mean()),
              "reward_mean": float(r.mean()), "reward_std": float(np.std(r, ddof=1)) if len(r) > 1 else 0.0,
              "entropy": policy_entropy(log_probs), "loss": float(loss.detach())}
         return loss, m
+
+    def placebo_rewards(self, r: np.ndarray) -> np.ndarray:
+        """The placebo's rewards for this group: the previous group's (same G, same distribution,
+        unrelated to these rollouts), i.e. rewards permuted across groups by a shift of one. The
+        first group of a run (or of a resumed run) gets zeros: no gradient, the step still counts."""
+        prev, self._placebo_prev = self._placebo_prev, np.asarray(r, dtype=np.float64).copy()
+        if prev is None or len(prev) != len(r):
+            return np.zeros_like(r, dtype=np.float64)
+        return prev
 
     # ---- the run -----------------------------------------------------------------------
     def state(self) -> dict:

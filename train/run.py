@@ -18,6 +18,7 @@ from tspo_edge.models import ModelSpec, load_models
 from .checkpoint import latest_checkpoint
 from .data import Dataset, Row, load_rows
 from .dist import Dist
+from .events import EmbeddedImages, FeatureFrames, load_features
 from .features import indexed_features
 from .loop import Env, TrainConfig, Trainer
 from .official import clip_folder, is_clip_vit_l14, save_official
@@ -40,6 +41,7 @@ class RunOptions:
     official: str = "auto"           # auto (CLIP ViT-L/14 only) | always | never
     pool: list[str] | None = None    # distractor videos (default: the data's videos)
     frame_cache: int = 0             # decoded frames kept by (video, time); the toy reuses them
+    features: Path | None = None     # precomputed features (.npz): rows name its entries, nothing indexed
     cfg: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -85,14 +87,40 @@ def build_env(ds: Dataset, o: RunOptions, dist: Dist, *, log: Callable[[str], No
     return env, models, agent, failed
 
 
+def build_feature_env(o: RunOptions, dist: Dist, *, log: Callable[[str], None] = print):
+    """--features: rows, features and the lite answerer from a feature file (no video is read)."""
+    if o.mllm != "lite":
+        raise TspoError(f"--features: the rollouts are answered from the stored embeddings, which only "
+                        f"--mllm lite can do (got --mllm {o.mllm}); other MLLMs need the videos")
+    spec = o.models
+    if spec.runtime == "torch" and spec.device is None and dist.device.type != "cpu":
+        spec = replace(spec, device=str(dist.device))
+    models = load_models(spec)
+    feats, _ = load_features(o.features, encoder_id=models.encoder.id)
+    ds = load_rows(o.data, None, strict=o.strict, known=set(feats.table))
+    for v in ds.missing:
+        log(f"not in {o.features} (rows skipped): {v}")
+    agent = models.trainable_agent()
+    log(f"agent: {models.agent_source}")
+    answerer = load_answerer("lite", encoder=EmbeddedImages(models.encoder))
+    pool = [v for v in (o.pool or ds.videos) if v in feats.table]
+    env = Env(rows=ds.rows, features=feats, frames=FeatureFrames(feats), answerer=answerer,
+              questions=encode_questions(ds.rows, models.encoder), pool=list(dict.fromkeys(pool)))
+    return ds, env, models, agent
+
+
 def train_from_options(o: RunOptions, *, log: Callable[[str], None] = print, on_step=None,
                        index_progress=None) -> dict:
     """The whole command: returns a summary dict (also written to <out>/summary.json)."""
-    ds = load_rows(o.data, o.videos, strict=o.strict)
-    for v in ds.missing:
-        log(f"missing video (rows skipped): {v}")
     dist = Dist.from_env(o.device)
-    env, models, agent, failed = build_env(ds, o, dist, log=log, index_progress=index_progress)
+    if o.features is not None:
+        ds, env, models, agent = build_feature_env(o, dist, log=log)
+        failed: list[str] = []
+    else:
+        ds = load_rows(o.data, o.videos, strict=o.strict)
+        for v in ds.missing:
+            log(f"missing video (rows skipped): {v}")
+        env, models, agent, failed = build_env(ds, o, dist, log=log, index_progress=index_progress)
     encoder = models.encoder
     for v in failed:
         log(f"could not index (rows skipped): {v}")

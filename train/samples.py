@@ -1,6 +1,7 @@
 """Training samples assembled from stored features (the paper's dual-style data).
 
-general   the row's video: its frames at the index rate (1 fps), at most 128, uniformly spread.
+general   the row's video: its frames at the index rate (1 fps), at most 128, uniformly spread;
+          a row with a `span` gets the mask of its frames inside it (R_T as on specific rows).
 specific  1-4 clips of 50 frames of the row's video (each a sorted random subset of its
           frames) spliced among 12 clips of 50 frames from other videos (each uniformly
           spread over that video), clip order shuffled; the mask marks the row's frames.
@@ -61,9 +62,11 @@ def general_frames(T: int, max_frames: int) -> np.ndarray:
 def general_sample(row: Row, feats: FeatureSource, spec: SampleSpec) -> Sample:
     times, x = feats.features(row.video)
     keep = general_frames(len(x), spec.max_frames)
+    t = times[keep]
+    mask = None if row.span is None else (t >= row.span[0]) & (t < row.span[1])  # R_T over the known span
     return Sample(row=row, x=np.ascontiguousarray(x[keep], dtype=np.float32), videos=[row.video],
-                  src=np.zeros(len(keep), dtype=np.int64), times=times[keep], timeline=times[keep],
-                  mask=None, n=spec.n_general)
+                  src=np.zeros(len(keep), dtype=np.int64), times=t, timeline=t,
+                  mask=mask, n=spec.n_general)
 
 
 def _own_clip(T: int, clip_len: int, rng: np.random.Generator) -> np.ndarray:
