@@ -335,16 +335,12 @@ def refresh_search_cache(db: Path) -> None:
 
 
 def choose_decoder(decoder: str) -> str:
-    """--decoder nvdec where it can run, else PyAV with the one-line reason (other names pass through)."""
-    if decoder != "nvdec":
-        return decoder
-    from tspo_edge.nvdec import nvdec_unavailable
-
-    why = nvdec_unavailable()
-    if why is None:
-        return decoder
-    err.print(f"--decoder nvdec: {printable(why)}; decoding with PyAV", highlight=False, markup=False, soft_wrap=True)
-    return "pyav"
+    """The decoder that runs here: the one asked for, else its fallback (NVDEC without a GPU: PyAV) with the one-line reason."""
+    used, why = video.resolve_decoder(decoder)
+    if why is not None:
+        err.print(f"--decoder {decoder}: {printable(why)}; decoding with {video.decoder_title(used)}",
+                  highlight=False, markup=False, soft_wrap=True)
+    return used
 
 
 def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:

