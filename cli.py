@@ -24,6 +24,7 @@ import typer
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
+from tspo_edge import doctor
 from tspo_edge import limits as L
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
@@ -38,6 +39,7 @@ from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
+from tspo_edge.index.parallel import default_workers, index_paths_parallel
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
@@ -357,12 +359,10 @@ def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_faile
               workers: Optional[int], engine: str, ray_address: Optional[str]):
     """One library call for the engine asked for: Ray, worker processes, or the plain path."""
     if engine == "ray":
-        from tspo_edge.index.ray_engine import index_paths_ray  # Ray is optional: imported when asked for
+        from tspo_edge.index.ray_engine import index_paths_ray  # optional: Ray, imported when asked for
 
         return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
                                retry_failed=retry_failed, progress=progress)
-    from tspo_edge.index.parallel import default_workers, index_paths_parallel
-
     n = default_workers() if workers is None else workers
     if n > 1:
         return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
@@ -507,13 +507,11 @@ def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
 @app.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
 def doctor_cmd(json_out: bool = JsonOpt) -> None:
     """What this machine can run: Python, torch and its GPUs, PyAV, the decoders (and why one cannot run), ONNX Runtime's providers, TensorRT, the lite profile."""
-    from tspo_edge.doctor import lines, report  # torch only when installed (its GPUs)
-
-    facts = report()
+    facts = doctor.report()
     if json_out:
         dump(facts)
     else:
-        for line in lines(facts):
+        for line in doctor.lines(facts):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -776,7 +774,7 @@ def serve_cmd(
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
     import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
 
-    from tspo_edge.server import bind, check_bind, create_app
+    from tspo_edge.server import bind, check_bind, create_app  # heavy: fastapi, as uvicorn above
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
@@ -797,7 +795,7 @@ def serve_cmd(
         check_bind(host, token)  # the address, the port and the token before any model loads
         sock = bind(host, port)
         if spec.runtime == "torch":
-            import torch  # the torch runtime loads it anyway
+            import torch  # optional: the [torch] extra (the torch runtime loads it anyway)
 
             torch.set_num_threads(torch_threads)
         models = load_models(spec)

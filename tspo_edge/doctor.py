@@ -33,7 +33,7 @@ def _torch() -> dict:
     if importlib.util.find_spec("torch") is None:
         return {"version": None, "note": f"not installed: the ONNX runtime (--model-dir) still runs index, ask, search and serve ({TORCH_EXTRA} for the rest)"}
     try:
-        import torch
+        import torch  # optional: the [torch] extra (a broken one is reported, not raised)
     except Exception as e:
         return {"version": _version("torch"), "note": f"cannot load ({first_line(e)})"}
     cuda = torch.cuda.is_available()
@@ -43,7 +43,7 @@ def _torch() -> dict:
 
 def _pyav() -> dict:
     try:
-        import av
+        import av  # guarded: a PyAV that cannot load is reported, not raised
     except Exception as e:
         return {"version": _version("av"), "note": f"cannot load ({first_line(e)})"}
     codec = av.library_versions.get("libavcodec")
@@ -59,7 +59,7 @@ def _onnxruntime() -> dict:
     if importlib.util.find_spec("onnxruntime") is None:
         return {"version": None, "providers": []}
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the light install's runtime (a broken one is reported)
 
         return {"version": ort.__version__, "providers": list(ort.get_available_providers())}
     except Exception as e:
