@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import __version__
 from . import search as search_mod
 from . import video as video_mod
 from .ask import Asker
@@ -390,7 +391,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         finally:
             archive.close()
 
-    app = FastAPI(title="tspo-edge", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="tspo-edge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Keyframes, answers and archive-wide search over a tspo-edge index.")
     app.state.archive = archive
 
@@ -588,7 +589,3 @@ def _mmss(t: float) -> str:
     return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60:02d}:{t % 60:02d}"
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__

@@ -144,7 +144,7 @@ def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[in
     asks for, decoded by NVDEC (rotation-free videos; a rotated one is refused). `NvdecDecoder`
     plans and probes (`info`) as PyAV does, so both decoders sample alike; the file is read and planned now."""
     import torch  # optional: NVDEC needs torch and a backend
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # optional: as torch above
 
     path = Path(path)
     backend, why = choose_backend()
