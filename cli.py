@@ -43,7 +43,7 @@ from tspo_edge.index.parallel import default_workers, index_paths_parallel
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
-from tspo_edge.mllm import load_answerer, mmss
+from tspo_edge.mllm import load_answerer
 from tspo_edge.models import RUNTIMES, ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
@@ -53,6 +53,7 @@ from tspo_edge.search import search
 from tspo_edge.select import METHODS
 from tspo_edge.store import Store
 from tspo_edge.terminal import printable
+from tspo_edge.timestamps import mmss
 
 app = typer.Typer(
     name="tspo-edge",

@@ -68,6 +68,7 @@ from .models import Models, load_models
 from .select import METHODS
 from .served_file import ServedFileError, fd_path, file_response, open_indexed
 from .store import Store, VideoRow, canonical_path
+from .timestamps import mmss
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_BODY = 64 * 1024          # bytes of a request body
@@ -439,7 +440,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         res = search_mod.search(archive.store(), qv, top=top, per_video=per_video, nms_seconds=nms_seconds,
                                 refresh_first=archive.allow_index)
         out = res.to_dict()
-        out["moments"] = [{**m, "name": Path(m["path"]).name, "timestamp": _mmss(m["time"])} for m in out["moments"]]
+        out["moments"] = [{**m, "name": Path(m["path"]).name, "timestamp": mmss(m["time"])} for m in out["moments"]]
         out["videos"] = [{**v, "name": Path(v["path"]).name} for v in out["videos"]]
         out["question"] = q
         return json_safe(out)
@@ -582,10 +583,5 @@ def _id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(404, "no such video in the index")
     return int(text)
-
-
-def _mmss(t: float) -> str:
-    t = int(max(0.0, t))
-    return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60:02d}:{t % 60:02d}"
 
 
