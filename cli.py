@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import signal
@@ -121,14 +120,6 @@ def needs_torch(what: str, modules: tuple[str, ...]) -> None:
 def interrupted(message: str = "interrupted") -> NoReturn:
     err.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(130)
-
-
-def positive(value, flag: str, *, integer: bool = False) -> None:
-    """Refuse a non-finite, zero or negative number (None passes) before anything loads."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0 or (integer and int(value) != value):
-        bad(f"{flag} must be a positive {'whole number' if integer else 'number'}, got {value}")
 
 
 def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
@@ -460,7 +451,6 @@ def clip_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Cut a clip out of a video around a moment: stream copy (fast, lossless) or --reencode (frame-exact)."""
-    positive(seconds, "--seconds")
     try:
         t = parse_time(at)
     except TspoError as e:
