@@ -49,7 +49,7 @@ from tspo_edge.pipeline import Sampling
 from tspo_edge.removal import prune, remove
 from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
-from tspo_edge.select import METHODS
+from tspo_edge.selection import METHODS
 from tspo_edge.store import Store
 from tspo_edge.terminal import printable
 from tspo_edge.timestamps import mmss

@@ -28,7 +28,7 @@ from .models import Models
 from .pipeline import Sampling, agent_events, ensure_indexed
 from .questions import Question, option_letters, parse_question
 from .scoring import TAU, score_frames
-from .select import METHODS, select_frames
+from .selection import METHODS, select_frames
 from .store import VideoFeatures, canonical_path
 from .terminal import printable
 from .timestamps import mmss

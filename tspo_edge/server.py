@@ -65,7 +65,7 @@ from .errors import (AskError, IndexMismatchError, InputError, ServeError, Store
 from .guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
 from .mllm import NoneAnswerer
 from .models import Models, load_models
-from .select import METHODS
+from .selection import METHODS
 from .served_file import ServedFileError, fd_path, file_response, open_indexed
 from .store import Store, VideoRow, canonical_path
 from .timestamps import mmss

@@ -20,7 +20,7 @@ from tspo_edge.errors import EvalError
 from tspo_edge.mllm import load_answerer
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos
-from tspo_edge.select import uniform_indices
+from tspo_edge.selection import uniform_indices
 from tspo_edge.store import Store
 from tspo_edge.video import read_frames_at
 
