@@ -31,7 +31,7 @@ from tspo_edge.errors import (AnswererError, CheckpointError, ModelLoadError, No
                               StoreError, StoreFullError, StoreLockedError, StoreNonFiniteError,
                               StoreReadOnlyError, StoreUnreadableError, TspoError)
 from tspo_edge.checks import check_finite
-from tspo_edge.secrets import redact
+from tspo_edge.redaction import redact
 from tspo_edge.store import SCHEMA_VERSION, Store
 from tspo_edge.train.data import DataError, load_rows
 
