@@ -27,7 +27,7 @@ from tspo_edge import doctor
 from tspo_edge import limits as L
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
-from tspo_edge.batch import load_batch
+from tspo_edge.question_batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.clip import cut_clip, format_time, parse_time

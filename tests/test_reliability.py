@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tspo_edge.agent import TemporalAgent, load_agent, save_agent
-from tspo_edge.batch import BatchError, load_batch, read_batch
+from tspo_edge.question_batch import BatchError, load_batch, read_batch
 from tspo_edge.errors import (AnswererError, CheckpointError, ModelLoadError, NonFiniteError, NotAnIndexError,
                               StoreError, StoreFullError, StoreLockedError, StoreNonFiniteError,
                               StoreReadOnlyError, StoreUnreadableError, TspoError)
