@@ -26,7 +26,7 @@ from tspo_edge.video import read_frames_at
 
 from .metrics import hit_fraction, needle_recall, summarize
 from .needle import Benchmark
-from .scoring import METHODS, choose, scores_for
+from .methods import METHODS, choose, scores_for
 
 Progress = Callable[[str, int, int], None]
 # Not a selector: n frames spread evenly over the needle itself, the answerer's ceiling.
