@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import signal
@@ -24,10 +23,11 @@ import typer
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
+from tspo_edge import doctor
 from tspo_edge import limits as L
 from tspo_edge import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
-from tspo_edge.batch import load_batch
+from tspo_edge.question_batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
 from tspo_edge.client import ask_remote, result_from_dict
 from tspo_edge.clip import cut_clip, format_time, parse_time
@@ -38,19 +38,21 @@ from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
 from tspo_edge.index import index_paths
+from tspo_edge.index.parallel import default_workers, index_paths_parallel
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
-from tspo_edge.mllm import load_answerer, mmss
+from tspo_edge.mllm import load_answerer
 from tspo_edge.models import RUNTIMES, ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.removal import prune, remove
 from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
-from tspo_edge.select import METHODS
+from tspo_edge.selection import METHODS
 from tspo_edge.store import Store
 from tspo_edge.terminal import printable
+from tspo_edge.timestamps import mmss
 
 app = typer.Typer(
     name="tspo-edge",
@@ -118,14 +120,6 @@ def needs_torch(what: str, modules: tuple[str, ...]) -> None:
 def interrupted(message: str = "interrupted") -> NoReturn:
     err.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(130)
-
-
-def positive(value, flag: str, *, integer: bool = False) -> None:
-    """Refuse a non-finite, zero or negative number (None passes) before anything loads."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0 or (integer and int(value) != value):
-        bad(f"{flag} must be a positive {'whole number' if integer else 'number'}, got {value}")
 
 
 def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
@@ -335,16 +329,12 @@ def refresh_search_cache(db: Path) -> None:
 
 
 def choose_decoder(decoder: str) -> str:
-    """--decoder nvdec where it can run, else PyAV with the one-line reason (other names pass through)."""
-    if decoder != "nvdec":
-        return decoder
-    from tspo_edge.nvdec import nvdec_unavailable
-
-    why = nvdec_unavailable()
-    if why is None:
-        return decoder
-    err.print(f"--decoder nvdec: {printable(why)}; decoding with PyAV", highlight=False, markup=False, soft_wrap=True)
-    return "pyav"
+    """The decoder that runs here: the one asked for, else its fallback (NVDEC without a GPU: PyAV) with the one-line reason."""
+    used, why = video.resolve_decoder(decoder)
+    if why is not None:
+        err.print(f"--decoder {decoder}: {printable(why)}; decoding with {video.decoder_title(used)}",
+                  highlight=False, markup=False, soft_wrap=True)
+    return used
 
 
 def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
@@ -361,12 +351,10 @@ def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_faile
               workers: Optional[int], engine: str, ray_address: Optional[str]):
     """One library call for the engine asked for: Ray, worker processes, or the plain path."""
     if engine == "ray":
-        from tspo_edge.index.ray_engine import index_paths_ray  # Ray is optional: imported when asked for
+        from tspo_edge.index.ray_engine import index_paths_ray  # optional: Ray, imported when asked for
 
         return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
                                retry_failed=retry_failed, progress=progress)
-    from tspo_edge.index.parallel import default_workers, index_paths_parallel
-
     n = default_workers() if workers is None else workers
     if n > 1:
         return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
@@ -463,7 +451,6 @@ def clip_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Cut a clip out of a video around a moment: stream copy (fast, lossless) or --reencode (frame-exact)."""
-    positive(seconds, "--seconds")
     try:
         t = parse_time(at)
     except TspoError as e:
@@ -511,13 +498,11 @@ def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
 @app.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
 def doctor_cmd(json_out: bool = JsonOpt) -> None:
     """What this machine can run: Python, torch and its GPUs, PyAV, the decoders (and why one cannot run), ONNX Runtime's providers, TensorRT, the lite profile."""
-    from tspo_edge.doctor import lines, report  # torch only when installed (its GPUs)
-
-    facts = report()
+    facts = doctor.report()
     if json_out:
         dump(facts)
     else:
-        for line in lines(facts):
+        for line in doctor.lines(facts):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -780,7 +765,7 @@ def serve_cmd(
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
     import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
 
-    from tspo_edge.server import bind, check_bind, create_app
+    from tspo_edge.server import bind, check_bind, create_app  # heavy: fastapi, as uvicorn above
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
@@ -801,7 +786,7 @@ def serve_cmd(
         check_bind(host, token)  # the address, the port and the token before any model loads
         sock = bind(host, port)
         if spec.runtime == "torch":
-            import torch  # the torch runtime loads it anyway
+            import torch  # optional: the [torch] extra (the torch runtime loads it anyway)
 
             torch.set_num_threads(torch_threads)
         models = load_models(spec)

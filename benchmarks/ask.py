@@ -84,7 +84,7 @@ def reference_path(video: Path, question: str, *, encoder, agent, n: int, method
     to the whole video by frame count (their cost per frame is constant); the agent then runs on
     the full-length embeddings `x_full` (from the index), so it is measured at full length."""
     from tspo_edge.scoring import score_frames
-    from tspo_edge.select import select_frames
+    from tspo_edge.selection import select_frames
     from tspo_edge.video import iter_frames
 
     t = {}

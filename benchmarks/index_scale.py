@@ -309,16 +309,15 @@ def main(argv=None) -> dict:
     rows = [measure("encode", 1, a, base + ["--decoder", "pyav"])]
     print(f"encode: {rows[-1]['frames_per_s']:.1f} frames/s", flush=True)
     base += ["--image-size", str(rows[-1]["image_size"])]
+    from tspo_edge.video import resolve_decoder  # deferred, like every tspo_edge import of this script
+
     skipped = []
     for dec in a.decoders:
-        if dec == "nvdec":
-            from tspo_edge.nvdec import nvdec_unavailable
-
-            why = nvdec_unavailable()
-            if why:
-                skipped.append(f"nvdec rows skipped: {why}")
-                print(skipped[-1], flush=True)
-                continue
+        why = resolve_decoder(dec)[1]  # a decoder that cannot run here (nvdec without a GPU)
+        if why:
+            skipped.append(f"{dec} rows skipped: {why}")
+            print(skipped[-1], flush=True)
+            continue
         for n in ns:
             for kind in ("decode", "index"):
                 a.decoder = dec

@@ -174,7 +174,7 @@ def temporal_check(out: Path, agents: dict[str, str | None], *, seed: int = 100,
     from tspo_edge.agent import load_agent
     from tspo_edge.index import index_paths
     from tspo_edge.scoring import score_frames
-    from tspo_edge.select import select_frames
+    from tspo_edge.selection import select_frames
     from tspo_edge.store import Store
     from tspo_edge.train.data import load_rows
     from tspo_edge.train.synth import plan

@@ -41,7 +41,7 @@ from tspo_edge.evaluation.sources import HAYSTACK_KINDS, SOURCES, render_haystac
 from tspo_edge.mllm import load_answerer  # noqa: E402
 from tspo_edge.models import load_models  # noqa: E402
 from tspo_edge.scoring import score_frames  # noqa: E402
-from tspo_edge.select import select_frames  # noqa: E402
+from tspo_edge.selection import select_frames  # noqa: E402
 from tspo_edge.train.events import (Bank, EmbeddedImages, EventRows, FeatureFrames, Scene,  # noqa: E402
                                     load_features, save_features)
 from tspo_edge.train.loop import Env, TrainConfig, Trainer  # noqa: E402

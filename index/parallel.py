@@ -35,7 +35,7 @@ from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agen
                                 record_failed_file, start_run, stored_result)
 from tspo_edge.store import Store, canonical_path, fingerprint
 
-from .batch import IndexSummary, run_engine
+from .engine import IndexSummary, run_engine
 
 POLL_S = 0.2          # how long the main process waits for a message before it encodes a partial batch
 

@@ -33,7 +33,7 @@ from tspo_edge.models import ModelSpec, Models, load_models
 from tspo_edge.pipeline import FileResult, IndexEvent, Progress, Sampling, start_run
 from tspo_edge.store import Store
 
-from .batch import run_engine
+from .engine import run_engine
 from .parallel import ParallelSummary, plan_files, record_failed, record_video
 
 CHUNKS_IN_FLIGHT = 3     # per task: chunks sent to the encoder and not yet encoded

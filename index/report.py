@@ -14,7 +14,7 @@ from rich.text import Text
 from tspo_edge.pipeline import IndexEvent
 from tspo_edge.terminal import printable
 
-from .batch import IndexSummary
+from .engine import IndexSummary
 
 
 def shown(text) -> str:

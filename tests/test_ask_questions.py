@@ -2,7 +2,8 @@
 
 import pytest
 
-from tspo_edge.mllm.base import build_prompt, mmss
+from tspo_edge.mllm.base import build_prompt
+from tspo_edge.timestamps import mmss
 from tspo_edge.questions import option_letters, parse_answer_letter, parse_question
 
 
@@ -66,7 +67,14 @@ def test_option_letters_and_prompt():
     p = build_prompt("What colour?", ["red", "blue"], [3.2, 75.0, 3725.0])
     assert "00:03, 01:15, 1:02:05" in p and "A. red\nB. blue" in p and "letter" in p
     assert build_prompt("Why?", [], None) == "Why?"
-    assert mmss(59.6) == "01:00"
+    assert mmss(59.6) == "00:59"
+
+
+def test_timestamps_floor_as_players_and_the_web_page_do():
+    """One formatter for the prompt, the CLI and /api/search (the CLI rounded 73.6 s to 01:14 while
+    the API truncated it to 01:13): the second the moment falls in, as web/app.js's mmss shows it."""
+    assert [mmss(t) for t in (73.6, 73.0, 0.99, 3599.9, 3725.5, -2.0)] == [
+        "01:13", "01:13", "00:00", "59:59", "1:02:05", "00:00"]
 
 
 # ---- options in every common form (issue 22 item 1) -------------------------------------------

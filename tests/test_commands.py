@@ -252,6 +252,15 @@ def test_clip_never_overwrites_without_force(make_video, tmp_path):
     assert len(_frames(out)[0]) >= 10
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan"])
+def test_clip_of_no_length_is_one_line_and_writes_nothing(seconds, make_video, tmp_path):
+    """The clip's length is checked in one place, cut_clip (cli.py had its own positive() before it)."""
+    src = make_video("cam.mp4", seconds=2, fps=10)
+    r = run("clip", src, "--at", "0", "--seconds", seconds, "-o", tmp_path / "c.mp4")
+    assert r.exit_code == 2 and err_lines(r) == [f"error: {src}: a clip must last more than 0 seconds, not {float(seconds)}"]
+    assert not (tmp_path / "c.mp4").exists()
+
+
 @pytest.mark.parametrize("text, seconds", [("03:09", 189), ("1:02:03", 3723), ("189", 189), ("189.5", 189.5),
                                            ("3:09.5", 189.5), ("0:00:02", 2)])
 def test_time_formats(text, seconds):

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tspo_edge import nvdec
+from tspo_edge.media import nvdec
 
 from conftest import pythonpath_with
 

@@ -49,9 +49,10 @@ def box(tmp_path_factory):
     videos = root / "videos"
     videos.mkdir()
     video = write_test_video(videos / "clip.mp4", seconds=4, fps=4, size=(64, 48))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONSTARTUP", "TSPO_EDGE_DB")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONHOME", "PYTHONSTARTUP", "TSPO_EDGE_DB", "TSPO_EDGE_TOKEN")}
     env.update(PYTHONPATH=pythonpath_with(REPO), XDG_DATA_HOME=str(root / "data"), HOME=str(root / "home"),
-               HF_HUB_OFFLINE="1", TSPO_EDGE_SERVER="", TSPO_EDGE_TOKEN="")
+               HF_HUB_OFFLINE="1", TSPO_EDGE_SERVER="")
     return {"root": root, "video": video, "env": env, "db": root / "data" / "tspo-edge" / "tspo-edge.db"}
 
 

@@ -16,7 +16,7 @@ from tspo_edge.errors import ManifestError
 from tspo_edge.export.manifest import file_entry, write_manifest
 from tspo_edge.onnx_session import available_providers, provider_options
 from tspo_edge.scoring import score_frames
-from tspo_edge.select import select_frames
+from tspo_edge.selection import select_frames
 
 CASES = {1: "case02_d64_T1_w12.npz", 13: "case04_d64_T13_w12.npz", 700: "case09_d384_T700_w12.npz"}
 

@@ -22,7 +22,7 @@ from tspo_edge.index import index_paths
 from tspo_edge.manifest import read_manifest, sha256_file
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.scoring import score_frames
-from tspo_edge.select import select_frames
+from tspo_edge.selection import select_frames
 from tspo_edge.store import Store
 from tspo_edge.video import iter_frames
 

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tspo_edge import video as V
+from tspo_edge.media import pyav as pyav_backend
 from tspo_edge.index import index_paths
 from tspo_edge.index.parallel import index_paths_parallel
 from tspo_edge.pipeline import Sampling
@@ -203,7 +204,7 @@ def test_skipping_non_reference_frames_keeps_every_sampled_frame(tmp_path, codec
     assert sum(k == 3 for _, k, _ in full) >= 30  # AV_PICTURE_TYPE_B
     ref_t = np.array([t for t, _, _ in full])
     with av.open(str(path)) as c:
-        cursor = V._Cursor(c, c.streams.video[0], path)
+        cursor = pyav_backend._Cursor(c, c.streams.video[0], path)
         got = []
         for t in np.arange(0, 4, 1.0):  # 1 fps from 30 fps
             f = cursor.find(t)
@@ -225,7 +226,7 @@ def test_skipping_non_reference_frames_keeps_every_sampled_frame(tmp_path, codec
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # .mkv: no frame count in the header
 @pytest.mark.parametrize("backend", ["pynvvideocodec", "torchcodec"])
 def test_nvdec_frames_equal_pyav_within_rounding(tmp_path, monkeypatch, backend, suffix):
-    from tspo_edge import nvdec
+    from tspo_edge.media import nvdec
 
     monkeypatch.setenv(nvdec.CHOICE_ENV, backend)
     why = nvdec.nvdec_unavailable()
@@ -248,7 +249,7 @@ def test_nvdec_reason_is_one_line_when_a_backend_cannot_load(tmp_path, monkeypat
     with a warning that says so; an unknown choice names the variable."""
     import torch
 
-    from tspo_edge import nvdec
+    from tspo_edge.media import nvdec
 
     fake = tmp_path / "site" / "PyNvVideoCodec"
     fake.mkdir(parents=True)
@@ -278,7 +279,7 @@ def test_nvdec_reason_is_one_line_when_a_backend_cannot_load(tmp_path, monkeypat
 
 def test_cli_nvdec_falls_back_to_pyav_with_the_reason(tmp_path, folder, cli_lite_encoder):
     from tspo_edge.cli import app
-    from tspo_edge.nvdec import nvdec_unavailable
+    from tspo_edge.media.nvdec import nvdec_unavailable
 
     why = nvdec_unavailable()
     if why is None:
@@ -325,7 +326,7 @@ def test_cli_file_nvdec_refuses_is_decoded_by_pyav_with_a_one_line_warning(tmp_p
                                                                           monkeypatch):
     """NVDEC can run (the environment says so) but refuses the file: the index is PyAV's, and the
     command prints one warning line naming the file, not Python's two-line warning."""
-    from tspo_edge import nvdec
+    from tspo_edge.media import nvdec
     from tspo_edge.cli import app
 
     monkeypatch.setattr(nvdec, "installed_backends", lambda: ["pynvvideocodec"])
@@ -354,7 +355,7 @@ def test_a_decoding_process_warning_reaches_the_driver(engine, tmp_path, folder,
     (site / "PyNvVideoCodec" / "__init__.py").write_text("")  # installed, but no GPU to run it
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
-    from tspo_edge import nvdec
+    from tspo_edge.media import nvdec
 
     nvdec._backend_unavailable.cache_clear()
     if nvdec.nvdec_unavailable() is None:

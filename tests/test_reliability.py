@@ -26,12 +26,12 @@ import pytest
 import torch
 
 from tspo_edge.agent import TemporalAgent, load_agent, save_agent
-from tspo_edge.batch import BatchError, load_batch, read_batch
+from tspo_edge.question_batch import BatchError, load_batch, read_batch
 from tspo_edge.errors import (AnswererError, CheckpointError, ModelLoadError, NonFiniteError, NotAnIndexError,
                               StoreError, StoreFullError, StoreLockedError, StoreNonFiniteError,
                               StoreReadOnlyError, StoreUnreadableError, TspoError)
 from tspo_edge.checks import check_finite
-from tspo_edge.secrets import redact
+from tspo_edge.redaction import redact
 from tspo_edge.store import SCHEMA_VERSION, Store
 from tspo_edge.train.data import DataError, load_rows
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tspo_edge.select import METHODS, select_frames
+from tspo_edge.selection import METHODS, select_frames
 
 from conftest import GOLDENS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tspo_edge.select import finite_ranks
+from tspo_edge.selection import finite_ranks
 
 
 def sample_frames(scores: torch.Tensor, n: int, generator: torch.Generator | None = None):

@@ -24,14 +24,14 @@ from . import video
 from .checks import in_range
 from .errors import AskError, VideoError
 from .limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
-from .mllm.base import mmss
 from .models import Models
 from .pipeline import Sampling, agent_events, ensure_indexed
 from .questions import Question, option_letters, parse_question
 from .scoring import TAU, score_frames
-from .select import METHODS, select_frames
+from .selection import METHODS, select_frames
 from .store import VideoFeatures, canonical_path
 from .terminal import printable
+from .timestamps import mmss
 LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
 SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
 _IMPORTED = time.perf_counter()

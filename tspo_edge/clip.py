@@ -29,7 +29,8 @@ from pathlib import Path
 import av
 
 from tspo_edge.errors import InputError, VideoError
-from tspo_edge.video import _Clock, _open_pyav, probe
+from tspo_edge.media.pyav import Clock, open_pyav
+from tspo_edge.video import probe
 
 __all__ = ["Clip", "cut_clip", "parse_time", "format_time", "CONTAINERS"]
 
@@ -128,11 +129,11 @@ def cut_clip(src: str | os.PathLike, out: str | os.PathLike, *, at: float, secon
 
 def _write(src: Path, tmp: Path, fmt: str, at: float, seconds: float, reencode: bool,
            rotation: int) -> tuple[float, float]:
-    inp, vin = _open_pyav(src)
+    inp, vin = open_pyav(src)
     with inp:
         vin.thread_type = "AUTO"
         audio = list(inp.streams.audio)
-        clock = _Clock(vin)
+        clock = Clock(vin)
         with av.open(str(tmp), "w", format=fmt) as outc:
             if reencode:
                 span = _reencode(inp, vin, audio, clock, outc, at, seconds, rotation)
@@ -148,7 +149,7 @@ def _seconds(pkt_or_frame, ts: int | None) -> float | None:
     return None if ts is None or tb is None else float(ts * tb)
 
 
-def _packets_from_keyframe(inp, vin, audio, clock: _Clock, at: float):
+def _packets_from_keyframe(inp, vin, audio, clock: Clock, at: float):
     """Demuxed packets from the last video keyframe at or before `at` on (audio from there too),
     each with that keyframe's time (absolute seconds).
 
@@ -194,7 +195,7 @@ def _before(pkt, t_abs: float) -> bool:
     return pkt.stream.type == "audio" and _seconds(pkt, ts) < t_abs - EPS
 
 
-def _copy(inp, vin, audio, clock: _Clock, outc, at: float, seconds: float):
+def _copy(inp, vin, audio, clock: Clock, outc, at: float, seconds: float):
     outs = {vin.index: outc.add_stream_from_template(vin)}
     for a in audio:
         outs[a.index] = outc.add_stream_from_template(a)
@@ -243,7 +244,7 @@ def _encoder() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def _reencode(inp, vin, audio, clock: _Clock, outc, at: float, seconds: float, rotation: int):
+def _reencode(inp, vin, audio, clock: Clock, outc, at: float, seconds: float, rotation: int):
     rate = vin.average_rate or vin.guessed_rate or Fraction(30)
     vout = outc.add_stream(_encoder(), rate=rate)
     vout.codec_context.time_base = vin.time_base

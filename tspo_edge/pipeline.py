@@ -277,7 +277,7 @@ def bind_models(store: Store, models: Models, stamp: dict | None = None) -> None
     record_models(store, stamp, models.encoder.id, models.agent_id, models.agent_source)
 
 
-def run_models(store: Store, models: Models) -> tuple[str | None, str | None, str | None]:
+def run_model_ids(store: Store, models: Models) -> tuple[str | None, str | None, str | None]:
     """(encoder id, agent id, agent source) of a run: the loaded models' or, when a run needed
     none loaded, what the index recorded for their spec (no model loads here)."""
     if models.loaded:

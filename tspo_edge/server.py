@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import __version__
 from . import search as search_mod
 from . import video as video_mod
 from .ask import Asker
@@ -64,9 +65,10 @@ from .errors import (AskError, IndexMismatchError, InputError, ServeError, Store
 from .guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
 from .mllm import NoneAnswerer
 from .models import Models, load_models
-from .select import METHODS
+from .selection import METHODS
 from .served_file import ServedFileError, fd_path, file_response, open_indexed
 from .store import Store, VideoRow, canonical_path
+from .timestamps import mmss
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_BODY = 64 * 1024          # bytes of a request body
@@ -390,7 +392,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         finally:
             archive.close()
 
-    app = FastAPI(title="tspo-edge", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="tspo-edge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Keyframes, answers and archive-wide search over a tspo-edge index.")
     app.state.archive = archive
 
@@ -438,7 +440,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
         res = search_mod.search(archive.store(), qv, top=top, per_video=per_video, nms_seconds=nms_seconds,
                                 refresh_first=archive.allow_index)
         out = res.to_dict()
-        out["moments"] = [{**m, "name": Path(m["path"]).name, "timestamp": _mmss(m["time"])} for m in out["moments"]]
+        out["moments"] = [{**m, "name": Path(m["path"]).name, "timestamp": mmss(m["time"])} for m in out["moments"]]
         out["videos"] = [{**v, "name": Path(v["path"]).name} for v in out["videos"]]
         out["question"] = q
         return json_safe(out)
@@ -583,12 +585,3 @@ def _id(text: str) -> int:
     return int(text)
 
 
-def _mmss(t: float) -> str:
-    t = int(max(0.0, t))
-    return f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60:02d}:{t % 60:02d}"
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

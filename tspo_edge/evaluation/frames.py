@@ -19,7 +19,7 @@ from tspo_edge.errors import InputError, TspoError
 from tspo_edge.models import Models
 from tspo_edge.pipeline import Sampling, index_videos
 from tspo_edge.scoring import score_frames
-from tspo_edge.select import METHODS, select_frames
+from tspo_edge.selection import METHODS, select_frames
 from tspo_edge.store import Store
 
 from .formats import VideoFinder, default_method, frame_numbers, read_annotations, write_frame_idx

@@ -20,13 +20,13 @@ from tspo_edge.errors import EvalError
 from tspo_edge.mllm import load_answerer
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos
-from tspo_edge.select import uniform_indices
+from tspo_edge.selection import uniform_indices
 from tspo_edge.store import Store
 from tspo_edge.video import read_frames_at
 
 from .metrics import hit_fraction, needle_recall, summarize
 from .needle import Benchmark
-from .scoring import METHODS, choose, scores_for
+from .methods import METHODS, choose, scores_for
 
 Progress = Callable[[str, int, int], None]
 # Not a selector: n frames spread evenly over the needle itself, the answerer's ceiling.

@@ -12,10 +12,10 @@ from __future__ import annotations
 from tspo_edge.encoders import load_encoder
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.extras import require_torch
-from tspo_edge.mllm.base import Answer, Answerer, build_prompt, mmss
+from tspo_edge.mllm.base import Answer, Answerer, build_prompt
 from tspo_edge.mllm.simple import LiteAnswerer, NoneAnswerer
 
-__all__ = ["Answer", "Answerer", "AnswererError", "load_answerer", "build_prompt", "mmss",
+__all__ = ["Answer", "Answerer", "AnswererError", "load_answerer", "build_prompt",
            "LiteAnswerer", "NoneAnswerer"]
 
 

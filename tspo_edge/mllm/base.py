@@ -8,6 +8,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from tspo_edge.questions import format_options, parse_answer_letter
+from tspo_edge.timestamps import mmss
 
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
@@ -32,14 +33,6 @@ class Answerer(Protocol):
 
     def answer_batch(self, items: Sequence[tuple[np.ndarray, Sequence[float], str, Sequence[str]]]
                      ) -> list[Answer]: ...
-
-
-def mmss(seconds: float) -> str:
-    """73.4 -> "01:13"; an hour or more -> "1:02:03"."""
-    s = int(round(float(seconds)))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
 def build_prompt(question: str, options: Sequence[str], times: Sequence[float] | None = None) -> str:

@@ -2,7 +2,7 @@
 
 The chosen frames go in one chat request as JPEG data URLs, each preceded by its timestamp.
 The API key comes from $TSPO_EDGE_API_KEY or $OPENAI_API_KEY and is never printed: every message
-goes through tspo_edge.secrets.redact (server error bodies, URLs with credentials).
+goes through tspo_edge.redaction.redact (server error bodies, URLs with credentials).
 
 One timeout means one wait: the client does not retry by itself (max_retries=0 by default); with
 retries, the timeout message states the whole wait.
@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 
 from tspo_edge.errors import AnswererError, ModelLoadError
-from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of, mmss
-from tspo_edge.secrets import redact
+from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
+from tspo_edge.timestamps import mmss
+from tspo_edge.redaction import redact
 
 KEY_VARS = ("TSPO_EDGE_API_KEY", "OPENAI_API_KEY")
 

@@ -17,7 +17,7 @@ function el(tag, props = {}, children = []) {
   return e;
 }
 
-function mmss(t) {
+function mmss(t) {  // floors, as tspo_edge/timestamps.py does (and video players)
   t = Math.max(0, Math.floor(t));
   const h = Math.floor(t / 3600), m = Math.floor(t / 60) % 60, s = t % 60;
   const p = (n) => String(n).padStart(2, "0");

@@ -3,7 +3,7 @@
 One JSON object a line: `question` (required, a non-empty string of at most 4000 characters) and
 optional `video` (a non-empty string), `options` (a list of at most 8 non-empty strings), `frames`
 (a whole number from 1 to 256),
-`method` (one of tspo_edge.select.METHODS) and `id` (a string or a whole number); other keys are
+`method` (one of tspo_edge.selection.METHODS) and `id` (a string or a whole number); other keys are
 kept as they are. `null` means absent. Blank lines are skipped.
 
 `load_batch` keeps the good lines and lists one "file:line: cause" per bad line, so a bad line costs
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tspo_edge.errors import BatchError
 from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
-from tspo_edge.select import METHODS
+from tspo_edge.selection import METHODS
 
 MAX_OPTIONS = 8
 

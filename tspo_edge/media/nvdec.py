@@ -5,7 +5,7 @@ wheel carries the FFmpeg demuxer it needs; x86-64 and Jetson) and torchcodec's C
 CUDA build of torchcodec beside the system's FFmpeg). `TSPO_EDGE_NVDEC=pynvvideocodec|torchcodec`
 picks one.
 
-Sampling follows `video.iter_frames` exactly (video.py plans it and calls `decode_sampled`):
+Sampling follows PyAV's exactly (`NvdecDecoder` plans it and calls `decode_sampled`):
 target times k / fps (or `max_frames` spread over the duration), each served by the first frame
 at or after it, each frame once. Frame times come from the container's packet timestamps, read
 without decoding (PyAV demuxing); the frames at those indices are decoded on the GPU, resized
@@ -24,13 +24,18 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
+import av
 import numpy as np
 
-from .errors import NvdecRefused, first_line
+from tspo_edge.errors import NvdecRefused, first_line
+from tspo_edge.media import pyav
+from tspo_edge.media.base import EPS, FrameChunk, VideoInfo, output_size, sample_times
 
 # backend name -> the module it imports (tried in this order)
 BACKENDS = {"pynvvideocodec": "PyNvVideoCodec", "torchcodec": "torchcodec.decoders"}
@@ -49,7 +54,7 @@ def _backend_unavailable(name: str) -> str | None:
     if importlib.util.find_spec(BACKENDS[name].split(".")[0]) is None:
         return f"{name} is not installed"
     try:
-        import torch
+        import torch  # optional: the [torch] extra
     except ImportError:
         return "torch is not installed"
     if not torch.cuda.is_available():
@@ -85,8 +90,6 @@ def nvdec_unavailable() -> str | None:
 
 def _packet_times(path: Path) -> np.ndarray:
     """Presentation times (s from the stream start) of every frame, sorted, from demuxing alone."""
-    import av
-
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         start = s.start_time or 0
@@ -107,8 +110,8 @@ def sample_indices(frame_times: np.ndarray, targets: np.ndarray, max_frames: int
 
 def _open_pynvvideocodec(path: Path, info, n_frames: int, device: str) -> Callable:
     """frames_at(indices) -> uint8 N x 3 x H x W on the GPU, by PyNvVideoCodec's SimpleDecoder."""
-    import PyNvVideoCodec as nvc
-    import torch
+    import PyNvVideoCodec as nvc  # optional: an NVDEC backend (choose_backend found it loads)
+    import torch  # optional: the [torch] extra (choose_backend found it)
 
     # a container without a frame count in its header (Matroska, WebM) needs the decoder's own scan
     dec = nvc.SimpleDecoder(str(path), gpu_id=torch.device(device).index or 0, use_device_memory=True,
@@ -126,7 +129,7 @@ def _open_pynvvideocodec(path: Path, info, n_frames: int, device: str) -> Callab
 
 def _open_torchcodec(path: Path, info, n_frames: int, device: str) -> Callable:
     """frames_at(indices) -> uint8 N x 3 x H x W on the GPU, by torchcodec's CUDA decoder."""
-    from torchcodec.decoders import VideoDecoder
+    from torchcodec.decoders import VideoDecoder  # optional: an NVDEC backend (choose_backend found it loads)
 
     dec = VideoDecoder(str(path), device=device, seek_mode="exact")
     return lambda indices: dec.get_frames_at(indices=indices).data
@@ -138,10 +141,10 @@ OPENERS = {"pynvvideocodec": _open_pynvvideocodec, "torchcodec": _open_torchcode
 def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[int, int], chunk: int,
                    eps: float, device: str = "cuda") -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(times, uint8 N×H×W×3 frames) chunks of the frames `plan(end_seconds) -> target times`
-    asks for, decoded by NVDEC (rotation-free videos; a rotated one is refused). `tspo_edge.video`
-    plans and probes (`info`), so both decoders sample alike; the file is read and planned now."""
+    asks for, decoded by NVDEC (rotation-free videos; a rotated one is refused). `NvdecDecoder`
+    plans and probes (`info`) as PyAV does, so both decoders sample alike; the file is read and planned now."""
     import torch  # optional: NVDEC needs torch and a backend
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # optional: as torch above
 
     path = Path(path)
     backend, why = choose_backend()
@@ -170,3 +173,46 @@ def decode_sampled(path, info, plan, *, max_frames: int | None, out_wh: tuple[in
             yield times[sel].astype(np.float64), batch.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
     return chunks()
+
+
+class NvdecDecoder:
+    """Samples on the GPU; probing and a few frames at given times are PyAV's (no GPU decoder to
+    start for them), and so is a file NVDEC refuses (with a warning)."""
+
+    name, title, fallback = "nvdec", "NVDEC", "pyav"
+
+    def missing(self) -> str | None:
+        if not installed_backends():
+            return "decoder 'nvdec' needs PyNvVideoCodec or torchcodec: pip install pynvvideocodec"
+        return None
+
+    def cannot_run(self) -> str | None:
+        return nvdec_unavailable()
+
+    def status(self) -> str:
+        backend, why = choose_backend()
+        return f"ok ({backend})" if why is None else why
+
+    def probe(self, path: Path) -> VideoInfo:
+        return pyav.DECODER.probe(path)  # probing needs no GPU
+
+    def iter_frames(self, path: Path, *, fps: float, max_frames: int | None, size: int | None,
+                    chunk: int) -> Iterator[FrameChunk]:
+        info = pyav.DECODER.probe(path)
+        # targets are listed for NVDEC: above the video's own rate (4x its average, for variable
+        # rates) more targets would only list times between the same frames
+        rate = min(fps, 4 * info.fps) if info.fps and math.isfinite(info.fps) and info.fps > 0 else fps
+        try:
+            chunks = decode_sampled(path, info, lambda end: sample_times(end, rate, max_frames),
+                                    max_frames=max_frames, out_wh=output_size(info.width, info.height, size),
+                                    chunk=chunk, eps=EPS)
+            return (FrameChunk(t, f) for t, f in chunks)
+        except NvdecRefused as e:  # PyAV decodes it (the frames agree within decoder rounding)
+            warnings.warn(f"{e}; decoded with PyAV", stacklevel=3)
+        return pyav.DECODER.iter_frames(path, fps=fps, max_frames=max_frames, size=size, chunk=chunk, info=info)
+
+    def read_frames_at(self, path: Path, times, size: int | None):
+        return pyav.DECODER.read_frames_at(path, times, size)
+
+
+DECODER = NvdecDecoder()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from tspo_edge.errors import StoreError
 from tspo_edge.models import Models
-from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos, run_models
+from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos, run_model_ids
 from tspo_edge.store import Store
 
 from .files import find_videos
@@ -92,6 +92,6 @@ def run_engine(paths, *, db, models: Models, run, summary=IndexSummary, **fields
             if not any(r.status in ("indexed", "events") for _, r in done):
                 raise
             stopped = str(e)
-        ids = run_models(store, models)  # loads nothing a run with nothing to do did not load
+        ids = run_model_ids(store, models)  # loads nothing a run with nothing to do did not load
     return summary(str(db), *ids, files=[r for _, r in sorted(done, key=lambda d: d[0])],
                    missing=[str(m) for m in missing], seconds=time.perf_counter() - t0, stopped=stopped, **fields)

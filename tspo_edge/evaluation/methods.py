@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from tspo_edge.scoring import clip_scores, score_frames
-from tspo_edge.select import select_frames
+from tspo_edge.selection import select_frames
 from tspo_edge.store import VideoFeatures
 
 METHODS: dict[str, tuple[str | None, str]] = {
