@@ -101,7 +101,7 @@ def stubbed(monkeypatch):
     """The serve command's server does not start (its arguments are what is tested)."""
     import uvicorn
 
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **kw: None)
 
 
 @pytest.mark.parametrize("cmd,flag,value", CASES, ids=[f"{c}{f}={v}" for c, f, v in CASES])
