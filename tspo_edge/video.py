@@ -17,6 +17,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class VideoInfo:
     frame_count: int | None
     codec: str
     container: str | None = None  # the demuxer's name (PyAV's format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2")
+    creation_time: float | None = None  # when recorded (epoch seconds), from the container's metadata
 
 
 @dataclass
@@ -243,7 +245,23 @@ def _probe_pyav(path: Path) -> VideoInfo:
             frames = frames or count or None
         return VideoInfo(path=path, duration=duration, fps=fps, width=w, height=h,
                          rotation=rotation, frame_count=frames, codec=stream.codec_context.name,
-                         container=container.format.name)
+                         container=container.format.name, creation_time=_creation_time(container, stream))
+
+
+def _creation_time(container, stream) -> float | None:
+    """The container's (else the video stream's) `creation_time` tag as epoch seconds: ISO 8601,
+    UTC when it names no zone (as MP4/MOV store it). None when absent, unreadable or before 1971
+    (a camera that never set its clock writes 1904 or 1970)."""
+    for tags in (container.metadata, stream.metadata):
+        text = (tags or {}).get("creation_time")
+        try:
+            when = datetime.fromisoformat(str(text).strip())
+        except (TypeError, ValueError):
+            continue
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        if when.year >= 1971:
+            return when.timestamp()
+    return None
 
 
 def probe(path: str | os.PathLike, decoder: str = "pyav") -> VideoInfo:
