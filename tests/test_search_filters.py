@@ -326,3 +326,41 @@ def test_parse_when():
     assert parse_when("2026-11-01T08:00+02:00") == utc("2026-11-01T06:00:00")
     assert parse_when("2026-11-01") == local("2026-11-01T00:00")
     assert parse_when("2026-11-01", end=True) == local("2026-11-02T00:00")
+
+
+# ---------------------------------------------------------------- the web page
+
+def test_the_page_sends_the_filters(clips, lite_models, lite_encoder):
+    chromium = os.environ.get("TSPO_EDGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
+    from conftest import served
+
+    app = create_app(clips["db"], lite_models(), load_answerer("lite", encoder=lite_encoder))
+    with served(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        refused: list[str] = []  # the page's CSP refuses inline script and style: nothing may be refused
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda e: refused.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("#archive .card")
+        page.fill("#q", Q)
+        page.fill("#f-in", str(clips["root"] / "dashcam"))
+        page.fill("#f-since", "2026-11-01")
+        page.fill("#f-min", "-1000")
+        page.click("#search-form button")
+        page.wait_for_selector("#results .group")
+        assert page.locator("#results .group .name").all_inner_texts() == ["a.mp4"]
+        info = page.locator("#results-info").inner_text()
+        assert "of 1 videos" in info and "since 2026-11-01" in info and "floor s≥-1000" in info, info
+        page.fill("#f-since", "yesterday")
+        page.click("#search-form button")
+        for _ in range(200):
+            if page.locator("#error").inner_text():
+                break
+            page.wait_for_timeout(50)
+        assert "since 'yesterday'" in page.locator("#error").inner_text()
+        assert not refused, refused
+        browser.close()
