@@ -701,10 +701,8 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
 
 @app.command("search", epilog=examples(
     'tspo-edge search "a red truck at the gate"',
-    'tspo-edge search "she derives the formula on the board" --top 20 --db lectures.db',
-    'tspo-edge search "a dog on the beach" --json',
-    'tspo-edge search "a red truck" --in ~/dashcam --since 7d',
-    'tspo-edge search "a red truck" --since 2026-11-01 --until 2026-11-30 --paths | xargs mpv'))
+    'tspo-edge search "a red truck" --in ~/dashcam --since 7d --top 20 --json',
+    'tspo-edge search "a dog on the beach" --since 2026-11-01 --until 2026-11-30 --paths | xargs mpv'))
 def search_cmd(
     question: str = typer.Argument(..., metavar="QUESTION", help="What to look for, in words."),
     top: int = typer.Option(10, "--top", help="Moments to list."),
@@ -784,8 +782,8 @@ def search_header(question: str, res, db: Path) -> str:
         return (f"no moments: no indexed video matches ({where})" if f.narrows
                 else f"no moments: nothing is indexed in {db}")
     if not res.moments:
-        return (f'no moments for "{question}" score s>={f.min_score:g} in {res.searched} videos '
-                f'(--min-score lowers the floor)')
+        return (f'no moments for "{question}" score s>={f.min_score:g} in {res.searched} videos'
+                + (f" ({where})" if f.narrows else "") + " (--min-score lowers the floor)")
     n = len(res.moments)
     return (f'{n} moment{"s" * (n != 1)} in {len({m.video_id for m in res.moments})} of {res.searched} videos '
             f'for "{question}" ({f.describe()})')

@@ -194,7 +194,8 @@ def test_the_api_takes_the_same_filters(clips, lite_models, lite_encoder):
         assert client.get("/api/search", params={"q": Q, "min_score": 1e6}).json()["moments"] == []
         for params, word in (({"since": "yesterday"}, "since"), ({"until": "2026-13-01"}, "until"),
                              ({"since": "2026-11-02", "until": "2026-11-01"}, "not before"),
-                             ({"in": "relative/folder"}, "in:"), ({"min_score": "nan"}, "min_score"),
+                             ({"in": "relative/folder"}, "in:"), ({"in": "/a\x00b"}, "not a usable path"),
+                             ({"min_score": "nan"}, "min_score"),
                              ({"min_score": "high"}, "min_score")):
             r = client.get("/api/search", params={"q": Q, **params})
             assert r.status_code == 422, (params, r.text)

@@ -84,7 +84,10 @@ def make_filters(under=None, since=None, until=None, min_score: float | None = N
     for p in under or ():
         if not str(p).strip():
             raise InputError("in: an empty folder path")
-        folders.append(canonical_path(p))
+        try:
+            folders.append(canonical_path(p))
+        except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a symlink loop
+            raise InputError(f"in {str(p)[:200]!r}: not a usable path ({e})") from None
     t0 = None if since in (None, "") else parse_when(since, now=now, what="since")
     t1 = None if until in (None, "") else parse_when(until, end=True, now=now, what="until")
     if t0 is not None and t1 is not None and t0 >= t1:
