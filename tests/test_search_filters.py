@@ -108,6 +108,18 @@ def test_recording_time_is_the_containers_creation_time_else_the_mtime(clips):
     assert readable["a.mp4"] == "2026-11-05T10:00:00.000Z"
 
 
+def test_worker_processes_store_the_creation_time_too(clips, lite_models, tmp_path):
+    """index's default on a machine with several cores: decoding processes send the probe's facts."""
+    from tspo_edge.index.parallel import index_paths_parallel
+
+    db = tmp_path / "parallel.db"
+    summary = index_paths_parallel([clips["a"], clips["c"]], db=db, models=lite_models(), workers=2)
+    assert summary.count("indexed") == 2
+    with Store(db, readonly=True) as store:
+        rec = {os.path.basename(v.path): v.recorded_at for v in store.videos()}
+    assert rec == {"a.mp4": utc("2026-11-05T10:00:00"), "c.mp4": local("2026-11-20T12:00")}
+
+
 def test_since_and_until_filter_by_recording_time(clips, cli_lite_encoder):
     assert found(clips)[0] == {"a.mp4", "b.mp4", "c.mp4"}
     assert found(clips, "--since", "2026-11-01")[0] == {"a.mp4", "c.mp4"}
