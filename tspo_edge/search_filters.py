@@ -49,10 +49,11 @@ class Filters:
                 "min_score": self.min_score}
 
     def describe(self) -> str:
-        """'floor s>=0; in /videos/dashcam; since 2026-11-01 00:00' (local times); '' for none."""
+        """'floor s>=0; in /videos/dashcam; since 2026-11-01 00:00; before 2026-12-01 00:00' (local
+        times; `until` is exclusive, so --until 2026-11-30 reads 'before 2026-12-01 00:00'); '' for none."""
         parts = [] if self.min_score is None else [f"floor s>={self.min_score:g}"]
         parts += [f"in {p}" for p in self.under]
-        parts += [f"{k} {_local(v)}" for k, v in (("since", self.since), ("until", self.until)) if v is not None]
+        parts += [f"{k} {_local(v)}" for k, v in (("since", self.since), ("before", self.until)) if v is not None]
         return "; ".join(parts)
 
 

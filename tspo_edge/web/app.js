@@ -157,7 +157,7 @@ function filterText(f) {
   const parts = f.min_score != null ? [`floor s≥${f.min_score}`] : [];
   for (const d of f.in || []) parts.push(`in ${d}`);
   if (f.since) parts.push(`since ${f.since}`);
-  if (f.until) parts.push(`until ${f.until}`);
+  if (f.until) parts.push(`before ${f.until}`);
   return parts.join("; ");
 }
 
