@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -49,6 +50,7 @@ from tspo_edge.pipeline import Sampling
 from tspo_edge.removal import prune, remove
 from tspo_edge.search import refresh as search_refresh
 from tspo_edge.search import search
+from tspo_edge.search_filters import DEFAULT_MIN_SCORE, make_filters
 from tspo_edge.selection import METHODS
 from tspo_edge.store import Store
 from tspo_edge.terminal import printable
@@ -685,13 +687,18 @@ def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str]
 
 @app.command("search", epilog=examples(
     'tspo-edge search "a red truck at the gate"',
-    'tspo-edge search "she derives the formula on the board" --top 20 --db lectures.db',
-    'tspo-edge search "a dog on the beach" --json'))
+    'tspo-edge search "a red truck" --in ~/dashcam --since 7d --top 20 --json',
+    'tspo-edge search "a dog on the beach" --since 2026-11-01 --until 2026-11-30 --paths | xargs mpv'))
 def search_cmd(
     question: str = typer.Argument(..., metavar="QUESTION", help="What to look for, in words."),
     top: int = typer.Option(10, "--top", help="Moments to list."),
     per_video: int = typer.Option(3, "--per-video", help="At most this many moments of one video."),
     nms_seconds: float = typer.Option(30.0, "--nms-seconds", help="Moments of one video at least this far apart."),
+    in_dirs: Optional[List[Path]] = typer.Option(None, "--in", metavar="FOLDER", help="Only videos under FOLDER (repeat for several)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only videos recorded at or after this: 2026-11-01, 2026-11-01T08:00 (local time unless a zone is given), or an age: 7d, 12h, 30m."),
+    until: Optional[str] = typer.Option(None, "--until", help="Only videos recorded before this (a date alone: up to the end of that day); forms as --since."),
+    min_score: float = typer.Option(DEFAULT_MIN_SCORE, "--min-score", help="The relevance floor: list only moments scoring at least this (the agent's logit; see docs/search.md)."),
+    paths_out: bool = typer.Option(False, "--paths", help="Print only the paths of the best videos, one a line, best first (for pipes)."),
     db: Path = DbOpt,
     encoder: Optional[str] = EncoderOpt,
     runtime: Optional[str] = RuntimeOpt,
@@ -703,8 +710,19 @@ def search_cmd(
     within(top, "--top", 1, L.MAX_TOP, integer=True)
     within(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
     within(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
+    if not math.isfinite(min_score):
+        bad(f"--min-score must be a finite number, got {min_score}")
+    if paths_out and json_out:
+        bad("--paths and --json: choose one")
     if not question.strip():
         bad("the question is empty")
+    for folder in in_dirs or ():
+        if not folder.expanduser().exists():
+            bad(f"{folder}: --in: no such folder")
+    try:
+        filters = make_filters(in_dirs, since, until, min_score)
+    except TspoError as e:
+        fail(e)
     if not db.exists():
         bad(f"{db}: no such index (run `tspo-edge index` first)")
     spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
@@ -713,7 +731,7 @@ def search_cmd(
         with Store(db) as store:  # writable: videos indexed since the last search are brought in first
             store.check_encoder(models.encoder.id)
             res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
-                         nms_seconds=nms_seconds)
+                         nms_seconds=nms_seconds, filters=filters)
     except KeyboardInterrupt:
         interrupted()
     except TspoError as e:
@@ -728,14 +746,33 @@ def search_cmd(
         dump({"question": question, **d, "seconds_since_start": round(waited, 3)})
         cache_onnx(models, runtime)
         return
-    if not res.moments:
-        err.print("no moments: nothing is indexed in " + str(db), highlight=False, markup=False)
+    err.print(printable(search_header(question, res, db)), highlight=False, markup=False, soft_wrap=True)
+    if paths_out:  # exact paths for a pipe; escaped on a terminal, as every other listing
+        for v in res.videos:
+            typer.echo(printable(v.path) if out.is_terminal else v.path)
+        cache_onnx(models, runtime)
+        return
     for rank, m in enumerate(res.moments, 1):
         typer.echo(f"{rank:3d}  {mmss(m.time):>8s}  s={m.score:6.1f}  {printable(m.path)}")
     if res.moments:
         err.print(f"{res.frames} frames searched in {res.timings.get('total_ms', 0):.1f} ms; "
                   f"{waited:.2f} s in all (start-up and the text encoder included)", highlight=False, markup=False)
     cache_onnx(models, runtime)
+
+
+def search_header(question: str, res, db: Path) -> str:
+    """One line before the list: what was found where, or why nothing was."""
+    f = res.filters
+    where = "; ".join(part for part in f.describe().split("; ") if not part.startswith("floor"))
+    if not res.searched:
+        return (f"no moments: no indexed video matches ({where})" if f.narrows
+                else f"no moments: nothing is indexed in {db}")
+    if not res.moments:
+        return (f'no moments for "{question}" score s>={f.min_score:g} in {res.searched} videos'
+                + (f" ({where})" if f.narrows else "") + " (--min-score lowers the floor)")
+    n = len(res.moments)
+    return (f'{n} moment{"s" * (n != 1)} in {len({m.video_id for m in res.moments})} of {res.searched} videos '
+            f'for "{question}" ({f.describe()})')
 
 
 @app.command("serve", epilog=examples(

@@ -72,6 +72,7 @@ class Pending:
     fp: str
     t0: float = field(default_factory=time.perf_counter)
     info: tuple | None = None        # (duration, fps, width, height) from the worker's probe
+    recorded: float | None = None    # the container's creation_time (epoch seconds), when it has one
     times: list = field(default_factory=list)
     xs: list = field(default_factory=list)
     queued: int = 0                  # frames waiting in the main process's batch
@@ -133,7 +134,8 @@ def record_video(store: Store, models: Models, sampling: Sampling, p: Pending, t
         row = store.put_video(path=p.path, size=p.size, mtime=p.mtime, fingerprint=p.fp, times=times, x=x, z=z,
                               encoder_id=models.encoder.id, agent_id=models.agent_id, duration=duration,
                               fps=fps, width=width, height=height, sample_fps=sampling.fps,
-                              max_frames=sampling.max_frames, index_seconds=time.perf_counter() - p.t0)
+                              max_frames=sampling.max_frames, index_seconds=time.perf_counter() - p.t0,
+                              recorded_at=p.recorded)
     except (IndexMismatchError, StoreError, sqlite3.Error):
         raise
     except (TspoError, ValueError) as e:
@@ -164,6 +166,7 @@ class _Run:
             return
         if kind == "info":
             p.info = tuple(msg[2:6])
+            p.recorded = msg[6] if len(msg) > 6 else None
         elif kind == "chunk":
             if p.error is None:
                 self.batch.append((job, msg[2], msg[3]))

@@ -10,7 +10,7 @@ alone writes the index.
 
 Messages a worker puts on `results`, in order for each job:
     ("start",  job, worker)
-    ("info",   job, duration, fps, width, height)
+    ("info",   job, duration, fps, width, height, creation_time)
     ("chunk",  job, times float64[N], frames uint8[N,H,W,3])   (zero or more)
     ("warning", job, text)          (zero or more: raised again by the consumer)
     ("end",    job)                 or    ("failed", job, one-line error naming the file)
@@ -64,7 +64,7 @@ def run_job(job: DecodeJob, put, worker: int = 0) -> None:
         try:
             info, chunks = decode_video(job.path, fps=job.fps, max_frames=job.max_frames, size=job.size,
                                         chunk=job.chunk, decoder=job.decoder)
-            put(("info", job.job, info.duration, info.fps, info.width, info.height))
+            put(("info", job.job, info.duration, info.fps, info.width, info.height, info.creation_time))
             for c in chunks:
                 if len(c.times):
                     put(("chunk", job.job, c.times, c.frames))

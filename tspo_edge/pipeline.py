@@ -236,7 +236,8 @@ def index_video(store: Store, path, models: Models, sampling: Sampling = Samplin
             path=key, size=size, mtime=mtime, fingerprint=fp, times=times, x=x, z=z,
             encoder_id=encoder.id, agent_id=models.agent_id, duration=info.duration, fps=info.fps,
             width=info.width, height=info.height, sample_fps=sampling.fps, max_frames=sampling.max_frames,
-            index_seconds=time.perf_counter() - t0, container=info.container)
+            index_seconds=time.perf_counter() - t0, container=info.container,
+            recorded_at=info.creation_time)
         return FileResult(key, "indexed", row.frame_count or 0, time.perf_counter() - t0, row.duration,
                           video_id=row.id)
     except (IndexMismatchError, StoreError, sqlite3.Error):

@@ -39,6 +39,7 @@ import numpy as np
 
 from tspo_edge.errors import SearchError, StoreDamagedError, StoreError
 from tspo_edge.scoring import EPS, TAU
+from tspo_edge.search_filters import DEFAULT_MIN_SCORE, Filters, allowed_videos, make_filters
 from tspo_edge.search_cache import (TABLE, CacheUnusable, RefreshSummary, has_tables, open_cache, quantize,
                                     refresh, search_dir, state, unit_sum)
 
@@ -47,8 +48,8 @@ try:  # int8 dot products with AVX-512 VNNI / AVX2 / NEON kernels; NumPy does th
 except ImportError:  # pragma: no cover - exercised where simsimd is not installed
     _simsimd = None
 
-__all__ = ["Moment", "VideoHit", "SearchResult", "RefreshSummary", "search", "refresh", "search_dir",
-           "exact_scores", "unit_sum", "quantize"]
+__all__ = ["Moment", "VideoHit", "SearchResult", "RefreshSummary", "Filters", "DEFAULT_MIN_SCORE", "search",
+           "refresh", "search_dir", "make_filters", "exact_scores", "unit_sum", "quantize"]
 
 ROUNDING_SLACK = 1e-4  # float32 rounding of u and the scale, in cosine units; plus 8*D*2^-24 below
 LOCK_WAIT = 1.0        # seconds each try of a search's cache update waits for another writer's lock
@@ -76,6 +77,8 @@ class SearchResult:
     unsearched: int = 0             # indexed videos left out (their stored features are damaged)
     rescored: int = 0               # frames scored exactly from the cache
     direct: int = 0                 # videos scored from the index file (the cache did not hold them)
+    searched: int = 0               # videos searched (those the folder and time filters let through)
+    filters: Filters = field(default_factory=Filters)
     warnings: list[str] = field(default_factory=list)          # one line each
     timings: dict[str, float] = field(default_factory=dict)    # milliseconds
 
@@ -83,7 +86,8 @@ class SearchResult:
         return {"moments": [m._asdict() for m in self.moments],
                 "videos": [v._asdict() for v in self.videos],
                 "frames": self.frames, "unsearched": self.unsearched, "rescored": self.rescored,
-                "direct": self.direct, "warnings": self.warnings, "timings": self.timings}
+                "direct": self.direct, "searched": self.searched, "filters": self.filters.to_dict(),
+                "warnings": self.warnings, "timings": self.timings}
 
 
 # ----------------------------------------------------------------------------- searching
@@ -137,8 +141,15 @@ def _nms(cands, top: int, per_video: int, nms_seconds: float) -> list[Moment]:
 
 def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 30.0,
            top_videos: int | None = None, tau: float = TAU, refresh_first: bool = True,
-           threads: int | None = None, candidates: int = 256) -> SearchResult:
+           threads: int | None = None, candidates: int = 256, under=None, since=None, until=None,
+           min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
     """The `top` best moments across the archive for question embedding `q` ([1,D] or [D]).
+
+    Filters (tspo_edge.search_filters): only videos under the folders `under`, recorded at or
+    after `since` and before `until` (epoch seconds or what `parse_when` reads: '2026-11-01',
+    '7d'), are searched -- the others are never scored; only moments scoring at least
+    `min_score` are listed (None: no floor; the CLI and API default to DEFAULT_MIN_SCORE).
+    `filters` (from `make_filters`) replaces those four arguments.
 
     Moments are kept best first with per-video non-maximum suppression: none within
     `nms_seconds` of one already kept in its video, at most `per_video` per video. `videos`
@@ -151,6 +162,9 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
     if top < 1 or per_video < 1 or nms_seconds < 0:
         raise SearchError(f"bad search limits: top={top}, per_video={per_video}, nms_seconds={nms_seconds}")
     top_videos = top if top_videos is None else top_videos
+    if filters is None:
+        filters = make_filters(under, since, until, min_score)
+    floor = -np.inf if filters.min_score is None else float(filters.min_score)
     threads = threads or 1  # one thread: a threaded scan stalls on a busy core (see docs/search.md)
     t0 = time.perf_counter()
     db = store.db
@@ -159,7 +173,7 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
     with store.read("searching"):
         names = set(db.table_names())
     if "features" not in names:
-        return SearchResult([], [], timings={"total_ms": 0.0})
+        return SearchResult([], [], filters=filters, timings={"total_ms": 0.0})
     if refresh_first and not store.readonly:
         try:
             done = refresh(store, wait=LOCK_WAIT)
@@ -170,12 +184,15 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
         timings["refresh_ms"] = _ms(t0)
     with store.read("searching"):  # one snapshot for segments, cache state and the features read
         segs, maps = [], None
+        allowed = allowed_videos(db, filters)  # None: every video; filtered-out ones are never scored
         if has_tables(db):
             segs = db.execute(
                 f"SELECT s.video_id, v.path, s.row0, s.frames, s.dim, s.gen, s.max_inv, s.crc FROM {TABLE} s "
                 f"JOIN videos v ON v.id = s.video_id AND v.status = 'indexed' AND v.indexed_at IS s.indexed_at "
                 f"AND v.agent_id IS s.agent_id JOIN features f ON f.video_id = s.video_id "
                 f"AND f.frames = s.frames AND f.dim = s.dim ORDER BY s.row0").fetchall()
+            if allowed is not None:
+                segs = [s for s in segs if int(s[0]) in allowed]
             if segs:
                 st = state(db)
                 try:
@@ -189,24 +206,26 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
         cached = {int(s[0]) for s in segs}
         others = [(int(r[0]), r[1]) for r in db.execute(
             "SELECT v.id, v.path FROM videos v WHERE v.status = 'indexed' ORDER BY v.path").fetchall()
-            if int(r[0]) not in cached]
+            if int(r[0]) not in cached and (allowed is None or int(r[0]) in allowed)]
         dim = int(segs[0][4]) if segs else None
         qv = _question(q, dim)
         direct, skipped, direct_frames = _score_directly(store, others, qv, tau, dim, warnings,
                                                          per_video=per_video, nms_seconds=nms_seconds)
+        n_videos = len(segs) + len(others) - skipped
         if not segs:
-            moments, videos = _finish(direct, top, per_video, nms_seconds, top_videos)
+            moments, videos = _finish(direct, top, per_video, nms_seconds, top_videos, floor)
             timings["total_ms"] = _ms(t0)
             return SearchResult(moments, videos, frames=direct_frames, unsearched=skipped,
-                                direct=len(others) - skipped, warnings=warnings, timings=timings)
-        n_videos = len(segs) + len(others) - skipped
+                                direct=len(others) - skipped, searched=n_videos, filters=filters,
+                                warnings=warnings, timings=timings)
         moments, videos, live_rows, rescored = _search_cache(maps, segs, qv, dim, direct, n_videos, top=top,
                                                              per_video=per_video, nms_seconds=nms_seconds,
                                                              top_videos=top_videos, tau=tau, threads=threads,
-                                                             candidates=candidates, timings=timings)
+                                                             candidates=candidates, timings=timings, floor=floor)
     timings["total_ms"] = _ms(t0)
     return SearchResult(moments, videos, frames=live_rows + direct_frames, unsearched=skipped,
-                        rescored=rescored, direct=len(others) - skipped, warnings=warnings, timings=timings)
+                        rescored=rescored, direct=len(others) - skipped, searched=n_videos, filters=filters,
+                        warnings=warnings, timings=timings)
 
 
 def _score_directly(store, videos: list[tuple[int, str]], q: np.ndarray, tau: float, dim: int | None,
@@ -246,7 +265,10 @@ def _keepable(times: np.ndarray, per_video: int, nms_seconds: float) -> int:
     return min(len(t), (per_video - 1) * (n + 1) + 1)
 
 
-def _finish(cands: list[Moment], top, per_video, nms_seconds, top_videos) -> tuple[list[Moment], list[VideoHit]]:
+def _finish(cands: list[Moment], top, per_video, nms_seconds, top_videos,
+            floor: float = -np.inf) -> tuple[list[Moment], list[VideoHit]]:
+    if floor > -np.inf:  # best first: the ones at or above the floor are a prefix
+        cands = cands[:next((i for i, m in enumerate(cands) if m.score < floor), len(cands))]
     moments = _nms(cands, top, per_video, nms_seconds)
     best: dict[int, Moment] = {}
     for m in cands:
@@ -255,8 +277,9 @@ def _finish(cands: list[Moment], top, per_video, nms_seconds, top_videos) -> tup
 
 
 def _search_cache(maps, segs, q, dim, direct: list[Moment], n_videos: int, *, top, per_video, nms_seconds,
-                  top_videos, tau, threads, candidates, timings):
-    """Scan the cache, rescore above a falling threshold, merge the directly scored `direct`."""
+                  top_videos, tau, threads, candidates, timings, floor=-np.inf):
+    """Scan the cache, rescore above a falling threshold, merge the directly scored `direct`.
+    No frame below `floor` (a logit) is listed, so none below it is rescored either."""
     qn = float(np.linalg.norm(q))
     qh = q / qn
     r = float(np.abs(qh).max()) / 127.0
@@ -288,7 +311,9 @@ def _search_cache(maps, segs, q, dim, direct: list[Moment], n_videos: int, *, to
     ts = time.perf_counter()
     live_rows = int(nfr.sum())
     want = max(candidates, 4 * top * per_video, 4 * top_videos)
-    thr = _initial_threshold(hi, want, live_rows)
+    # the first thresholds come from the live rows' bounds (a filtered search leaves most rows -inf)
+    live_hi = hi if n_rows == live_rows else np.concatenate([hi[a:b] for a, b in _ranges(row0, nfr)])
+    thr = _initial_threshold(live_hi, want, live_rows)
     exact: dict[int, float] = {}
     cache_rows: dict[int, tuple[int, float]] = {}   # global row -> (frame, time)
     while True:
@@ -302,19 +327,21 @@ def _search_cache(maps, segs, q, dim, direct: list[Moment], n_videos: int, *, to
             cands.append(Moment(int(vid[i]), paths[i], t, s, frame))
         if direct:  # exact already: merged in, best first
             cands = sorted(cands + direct, key=lambda m: -m.score)
-        moments, videos = _finish(cands, top, per_video, nms_seconds, top_videos)
+        moments, videos = _finish(cands, top, per_video, nms_seconds, top_videos, floor)
         # scores are logits (cosine sum / tau); the bound hi is in cosine units
         # fewer videos than asked for: proven once every video has a scored frame
-        full_v = len(videos) == top_videos or (videos and len({m.video_id for m in cands}) == n_videos)
+        # (every video listed: with a floor, one whose rescored frames are all below it is not)
+        full_v = len(videos) == top_videos or (videos and len(videos) == n_videos)
         need = min(moments[-1].score if len(moments) == top else -np.inf,
                    videos[-1].best_score if full_v else -np.inf) * tau
+        need = max(need, floor * tau)  # a frame below the floor cannot be listed
         if thr <= need or len(rows) == live_rows:
             break
         if np.isfinite(need):
             thr = need
         else:  # too few moments or videos so far: widen the candidate set 8x, not to everything
             want *= 8
-            lower = _initial_threshold(hi, want, live_rows)
+            lower = _initial_threshold(live_hi, want, live_rows)
             thr = lower if lower < thr else -np.inf
     timings["rescore_ms"] = _ms(ts)
     return moments, videos, live_rows, len(exact)

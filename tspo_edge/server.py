@@ -4,7 +4,8 @@
 
     GET  /                              the web page (tspo_edge/web/)
     GET  /api/videos                    the archive: id, name, duration, frames, status
-    GET  /api/search?q=…&top=…          moments across the archive (tspo_edge.search)
+    GET  /api/search?q=…&top=…          moments across the archive (tspo_edge.search); filters in=…
+                                        (repeatable), since=…, until=…, min_score=…
     POST /api/ask                       {"video", "question", "options"?, "frames"?, "method"?, "mllm"?}
                                         -> the JSON of `tspo-edge ask --json`
     GET  /api/videos/{id}/thumb?t=…     a JPEG of the frame at t seconds
@@ -74,6 +75,7 @@ WEB = Path(__file__).resolve().parent / "web"
 MAX_BODY = 64 * 1024          # bytes of a request body
 MAX_FRAMES = 256              # keyframes an ask may request
 MAX_TOP = 100                 # moments a search may return
+MAX_FOLDERS = 32              # `in` folders a search may name
 MAX_QUESTION = 2000           # characters
 MAX_OPTIONS = 8               # A to H: what an ask takes (tspo_edge.questions)
 MAX_ID = 2**63 - 1            # SQLite's largest integer
@@ -433,12 +435,24 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     @app.get("/api/search", summary="Moments across the archive")
     def search(q: str = Query(..., min_length=1, max_length=MAX_QUESTION),
                top: int = Query(10, ge=1, le=MAX_TOP), per_video: int = Query(3, ge=1, le=MAX_TOP),
-               nms_seconds: float = Query(30.0, ge=0, le=86400)) -> dict:
+               nms_seconds: float = Query(30.0, ge=0, le=86400),
+               in_: Optional[List[str]] = Query(None, alias="in", description="only videos under this folder "
+                                                "(an absolute path on the server; repeatable)"),
+               since: Optional[str] = Query(None, max_length=64, description="recorded at or after: 2026-11-01, "
+                                            "2026-11-01T08:00 (the server's local time unless a zone is given), 7d, 12h"),
+               until: Optional[str] = Query(None, max_length=64, description="recorded before (a date alone: "
+                                            "to the end of that day)"),
+               min_score: float = Query(search_mod.DEFAULT_MIN_SCORE, description="the relevance floor "
+                                        "(the agent's logit)")) -> dict:
         if not q.strip():
             raise ApiError(422, "q: the question is empty")
+        folders = [p for p in in_ or () if p.strip()]
+        if len(folders) > MAX_FOLDERS or any(len(p) > 4096 or not os.path.isabs(p) for p in folders):
+            raise ApiError(422, f"in: at most {MAX_FOLDERS} absolute folder paths on the server")
+        filters = search_mod.make_filters(folders, since, until, min_score)  # InputError: a 422
         qv = np.asarray(archive.models.encoder.encode_texts([q]), np.float32)
         res = search_mod.search(archive.store(), qv, top=top, per_video=per_video, nms_seconds=nms_seconds,
-                                refresh_first=archive.allow_index)
+                                refresh_first=archive.allow_index, filters=filters)
         out = res.to_dict()
         out["moments"] = [{**m, "name": Path(m["path"]).name, "timestamp": mmss(m["time"])} for m in out["moments"]]
         out["videos"] = [{**v, "name": Path(v["path"]).name} for v in out["videos"]]

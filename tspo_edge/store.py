@@ -61,8 +61,8 @@ __all__ = ["Store", "StoreError", "NotAnIndexError", "StoreLockedError", "StoreF
            "StoreReadOnlyError", "StoreUnreadableError", "StoreNonFiniteError", "StoreDamagedError", "VideoRow",
            "VideoFeatures", "CheckReport", "canonical_path", "fingerprint"]
 
-SCHEMA_VERSION = 3           # 1: the first release; 2: videos.dev, inode, container; 3: search tables,
-                             # triggers and readable views (see MIGRATIONS)
+SCHEMA_VERSION = 4           # 1: the first release; 2: videos.dev, inode, container; 3: search tables,
+                             # triggers and readable views; 4: videos.recorded_at (see MIGRATIONS)
 FINGERPRINT_BLOCK = 1 << 20  # 1 MiB from the start, the middle and the end
 BUSY_TIMEOUT = 10.0          # seconds one attempt waits for another process's write lock
 WRITE_TRIES = 3              # attempts before StoreLockedError (so at most ~30 s by default)
@@ -92,6 +92,8 @@ class VideoRow:
     dev: int | None = None             # the file's identity when indexed (st_dev, st_ino): a file
     inode: int | None = None           # swapped in under the same name has another (server.py)
     container: str | None = None       # the demuxer that decoded it (PyAV's format name)
+    recorded_at: float | None = None   # when it was recorded (epoch seconds): the container's
+                                       # creation_time, else the file's mtime; NULL before schema 4
 
 
 @dataclass
@@ -573,8 +575,9 @@ class Store:
                   duration: float | None = None, fps: float | None = None, width: int | None = None,
                   height: int | None = None, sample_fps: float | None = None,
                   max_frames: int | None = None, index_seconds: float | None = None,
-                  container: str | None = None) -> VideoRow:
+                  container: str | None = None, recorded_at: float | None = None) -> VideoRow:
         """Insert or replace one indexed video and its features in a single transaction.
+        `recorded_at` (epoch seconds) defaults to `mtime`.
 
         Refused before anything is written (StoreNonFiniteError): NaN/inf in times, x or z,
         values beyond float16, a non-finite sample_fps or mtime. Non-finite probe facts
@@ -586,6 +589,7 @@ class Store:
         _finite(z, f"{path}: event features")
         _finite_number(sample_fps, f"{path}: sample_fps")
         _finite_number(mtime, f"{path}: mtime")
+        recorded_at = float(mtime) if _or_none(recorded_at) is None else float(recorded_at)
         with np.errstate(over="ignore"):  # overflow is reported below, by file
             x16 = np.asarray(x, dtype=np.float16)
             z16 = np.asarray(z, dtype=np.float16)
@@ -601,7 +605,7 @@ class Store:
                    duration=duration, fps=fps, width=width, height=height, sample_fps=sample_fps,
                    frame_count=t, dim=d, max_frames=max_frames, encoder_id=encoder_id, agent_id=agent_id,
                    status="indexed", error=None, indexed_at=_now(), index_seconds=index_seconds,
-                   dev=dev, inode=inode, container=container)
+                   dev=dev, inode=inode, container=container, recorded_at=recorded_at)
         with self.write(f"writing {path}"):
             self.bind_encoder(encoder_id)
             vid = self._upsert_video(row)
@@ -798,11 +802,7 @@ def _v3_search_and_views(db: sqlite_utils.Database) -> None:
     for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
         db.execute(f"CREATE TRIGGER [search_segments_{event.lower()}] AFTER {event} ON features "
                    f"BEGIN DELETE FROM search_segments WHERE video_id = {row}.video_id; END")
-    iso = "strftime('%Y-%m-%dT%H:%M:%fZ', {0}, 'unixepoch')"
-    db.execute("DROP VIEW IF EXISTS videos_readable")
-    db.execute(f"CREATE VIEW videos_readable AS SELECT id, path, status, error, size, {iso.format('mtime')} AS mtime, "
-               "duration, fps, width, height, sample_fps, frame_count, dim, max_frames, container, encoder_id, "
-               "agent_id, indexed_at, index_seconds FROM videos")
+    _readable_view(db, recorded=False)
     db.execute("DROP VIEW IF EXISTS blobs")
     parts = []
     for name, dtype, per in BLOBS:
@@ -813,8 +813,26 @@ def _v3_search_and_views(db: sqlite_utils.Database) -> None:
     db.execute("CREATE VIEW blobs AS " + " UNION ALL ".join(parts))
 
 
+def _readable_view(db: sqlite_utils.Database, *, recorded: bool) -> None:
+    iso = "strftime('%Y-%m-%dT%H:%M:%fZ', {0}, 'unixepoch')"
+    extra = f", {iso.format('recorded_at')} AS recorded_at" if recorded else ""
+    db.execute("DROP VIEW IF EXISTS videos_readable")
+    db.execute(f"CREATE VIEW videos_readable AS SELECT id, path, status, error, size, {iso.format('mtime')} AS mtime, "
+               "duration, fps, width, height, sample_fps, frame_count, dim, max_frames, container, encoder_id, "
+               f"agent_id, indexed_at, index_seconds{extra} FROM videos")
+
+
+def _v4_recorded_at(db: sqlite_utils.Database) -> None:
+    """3 -> 4: when each video was recorded (epoch seconds: the container's creation_time, else the
+    file's mtime), which `search --since/--until` filters on. Rows indexed before stay NULL (the
+    filter reads their mtime) until they are indexed again."""
+    if "recorded_at" not in {c.name for c in db["videos"].columns}:
+        db.execute("ALTER TABLE videos ADD COLUMN [recorded_at] FLOAT")
+    _readable_view(db, recorded=True)
+
+
 # (version, step): each step brings an index of the version before it to `version`. Append only.
-MIGRATIONS = [(2, _v2_identity), (3, _v3_search_and_views)]
+MIGRATIONS = [(2, _v2_identity), (3, _v3_search_and_views), (4, _v4_recorded_at)]
 
 
 def _identity(path: str, size, mtime) -> tuple[int | None, int | None]:

@@ -32,6 +32,7 @@ class VideoInfo:
     frame_count: int | None
     codec: str
     container: str | None = None  # the demuxer's name (PyAV's format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2")
+    creation_time: float | None = None  # when recorded (epoch seconds), from the container's metadata
 
 
 @dataclass

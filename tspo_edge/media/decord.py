@@ -60,7 +60,8 @@ def _probe_decord(path: Path, info: VideoInfo) -> VideoInfo:
     if not n:
         raise VideoError(f"{path}: no decodable video frames")
     return VideoInfo(path=path, duration=round(end, 6), fps=fps, width=info.width, height=info.height,
-                     rotation=0, frame_count=n, codec=info.codec, container=info.container)
+                     rotation=0, frame_count=n, codec=info.codec, container=info.container,
+                     creation_time=info.creation_time)
 
 
 def _decord_setup(path: Path, info: VideoInfo, size: int | None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import av
@@ -145,7 +146,23 @@ def _probe_pyav(path: Path) -> VideoInfo:
             frames = frames or count or None
         return VideoInfo(path=path, duration=duration, fps=fps, width=w, height=h,
                          rotation=rotation, frame_count=frames, codec=stream.codec_context.name,
-                         container=container.format.name)
+                         container=container.format.name, creation_time=_creation_time(container, stream))
+
+
+def _creation_time(container, stream) -> float | None:
+    """The container's (else the video stream's) `creation_time` tag as epoch seconds: ISO 8601,
+    UTC when it names no zone (as MP4/MOV store it). None when absent, unreadable or before 1971
+    (a camera that never set its clock writes 1904 or 1970)."""
+    for tags in (container.metadata, stream.metadata):
+        text = str((tags or {}).get("creation_time", "")).strip()
+        try:  # Python 3.10's fromisoformat takes no "Z"
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            continue
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        if when.year >= 1971:
+            return when.timestamp()
+    return None
 
 
 

@@ -141,9 +141,28 @@ async function loadArchive() {
   $("archive-info").textContent = `${n} videos`;
 }
 
-// ---- search: moments grouped by video ----
+// ---- search: moments grouped by video, with the filters beside the search box ----
+function searchParams(q) {
+  const p = new URLSearchParams({ q, top: "12" });
+  const add = (name, id) => { const v = $(id).value.trim(); if (v) p.append(name, v); };
+  add("in", "f-in");
+  add("since", "f-since");
+  add("until", "f-until");
+  add("min_score", "f-min");
+  return p;
+}
+
+function filterText(f) {
+  if (!f) return "";
+  const parts = f.min_score != null ? [`floor s≥${f.min_score}`] : [];
+  for (const d of f.in || []) parts.push(`in ${d}`);
+  if (f.since) parts.push(`since ${f.since}`);
+  if (f.until) parts.push(`before ${f.until}`);
+  return parts.join("; ");
+}
+
 async function search(q) {
-  const data = await api(`/api/search?q=${encodeURIComponent(q)}&top=12`);
+  const data = await api(`/api/search?${searchParams(q)}`);
   const box = $("results");
   box.replaceChildren();
   const groups = new Map();
@@ -157,9 +176,14 @@ async function search(q) {
     box.append(el("div", { class: "group", dataset: { video: String(id) } },
                   [el("div", { class: "name", text: g.name, title: g.path }), row]));
   }
-  if (!data.moments.length) box.append(el("div", { class: "muted", text: "no moments (is anything indexed?)" }));
+  if (!data.moments.length) {
+    const why = !data.searched ? "no indexed video matches the filters (is anything indexed?)"
+                               : `none scores at or above the floor in ${data.searched} videos (lower min score)`;
+    box.append(el("div", { class: "muted", text: `no moments: ${why}` }));
+  }
   const t = data.timings && data.timings.total_ms;
-  $("results-info").textContent = `${data.moments.length} in ${groups.size} videos · ${data.frames} frames searched` +
+  $("results-info").textContent = `${data.moments.length} in ${groups.size} of ${data.searched} videos` +
+    ` (${filterText(data.filters)}) · ${data.frames} frames searched` +
     (t != null ? ` · ${t.toFixed(1)} ms` : "") + (data.unsearched ? ` · ${data.unsearched} videos not searchable yet` : "");
   $("results-section").hidden = false;
 }
