@@ -146,6 +146,17 @@ def lite_models(lite_encoder):
     return _models
 
 
+class Spy:
+    """A loader that records the spec of every call and hands it to the real one (a model load)."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, []
+
+    def __call__(self, spec=None, *a, **kw):
+        self.calls.append(spec)
+        return self.real(spec, *a, **kw)
+
+
 def pythonpath_with(root: Path) -> str:
     """PYTHONPATH for a child process: `root` first, then whatever the environment already had
     (a machine whose packages come through PYTHONPATH keeps them in the child)."""

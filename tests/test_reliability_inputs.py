@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_test_video
+from conftest import Spy, write_test_video
 from tspo_edge.cli import app
 from tspo_edge.errors import InputError
 from tspo_edge.index import index_paths
@@ -213,15 +213,6 @@ def test_every_batch_line_is_answered_in_order_and_a_bad_one_costs_itself(arc, t
 
 
 # ---- failed files: retried when they change ---------------------------------------------------
-
-class Spy:
-    def __init__(self, real):
-        self.real, self.calls = real, []
-
-    def __call__(self, spec=None, *a, **kw):
-        self.calls.append(spec)
-        return self.real(spec, *a, **kw)
-
 
 def test_a_failed_file_is_retried_only_when_it_changes(archive, tmp_path, cli_lite_encoder, monkeypatch):
     import tspo_edge.models as models_mod

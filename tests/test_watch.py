@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import agent_checkpoint, write_test_video
+from conftest import Spy, agent_checkpoint, write_test_video
 from tspo_edge.store import Store
 
 from tspo_edge.cli import app as cli_app
@@ -38,15 +38,6 @@ def wait_for(cond, timeout: float, what: str):
 
 
 # ---- a rerun with nothing to do -------------------------------------------------------------
-
-class Spy:
-    def __init__(self, real):
-        self.real, self.calls = real, []
-
-    def __call__(self, spec=None, *a, **kw):
-        self.calls.append(spec)
-        return self.real(spec, *a, **kw)
-
 
 def test_rerun_with_nothing_to_do_loads_no_model(tmp_path, cli_lite_encoder, monkeypatch):
     import tspo_edge.agent as agent_mod
