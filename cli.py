@@ -26,12 +26,12 @@ from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedC
 import tspo_edge
 from tspo_edge import doctor
 from tspo_edge import limits as L
-from tspo_edge import video
+from tspo_edge.media import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
 from tspo_edge.question_batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
-from tspo_edge.client import ask_remote, result_from_dict
-from tspo_edge.clip import cut_clip, format_time, parse_time
+from tspo_edge.serving.client import ask_remote, result_from_dict
+from tspo_edge.media.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.extras import require_torch
 from tspo_edge.evaluation import report
@@ -43,16 +43,16 @@ from tspo_edge.index.parallel import default_workers, index_paths_parallel
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 from tspo_edge.models import RUNTIMES, ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
-from tspo_edge.removal import prune, remove
-from tspo_edge.search import refresh as search_refresh
-from tspo_edge.search import search
-from tspo_edge.search_filters import DEFAULT_MIN_SCORE, make_filters
+from tspo_edge.storage.removal import prune, remove
+from tspo_edge.storage.search import refresh as search_refresh
+from tspo_edge.storage.search import search
+from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, make_filters
 from tspo_edge.selection import METHODS
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 from tspo_edge.terminal import printable
 from tspo_edge.timestamps import mmss
 
@@ -802,7 +802,7 @@ def serve_cmd(
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
     import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
 
-    from tspo_edge.server import bind, check_bind, create_app  # heavy: fastapi, as uvicorn above
+    from tspo_edge.serving.server import bind, check_bind, create_app  # heavy: fastapi, as uvicorn above
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")

@@ -29,7 +29,7 @@ def dense_events(agent, x):
     """The published algorithm, from the formulas: a dense T x T window mask."""
     import torch
 
-    from tspo_edge.agent import positional_encoding
+    from tspo_edge.models.agent import positional_encoding
 
     T, Dm = x.shape
     H, w = agent.heads, agent.window
@@ -51,7 +51,7 @@ def _measure(algo: str, T: int, repeat: int, threads: int, q) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    from tspo_edge.agent import TemporalAgent, score_frames
+    from tspo_edge.models.agent import TemporalAgent, score_frames
 
     torch.manual_seed(0)
     agent = TemporalAgent(D, HEADS, WINDOW).eval()

@@ -85,7 +85,7 @@ def reference_path(video: Path, question: str, *, encoder, agent, n: int, method
     the full-length embeddings `x_full` (from the index), so it is measured at full length."""
     from tspo_edge.scoring import score_frames
     from tspo_edge.selection import select_frames
-    from tspo_edge.video import iter_frames
+    from tspo_edge.media.video import iter_frames
 
     t = {}
     t0 = time.perf_counter()
@@ -142,10 +142,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
 
     from tspo_edge.ask import Asker
-    from tspo_edge.mllm import load_answerer
+    from tspo_edge.models.mllm import load_answerer
     from tspo_edge.models import load_models
-    from tspo_edge.store import Store
-    from tspo_edge.video import probe
+    from tspo_edge.storage.store import Store
+    from tspo_edge.media.video import probe
 
     OUT.mkdir(parents=True, exist_ok=True)
     tag = f"{a.minutes:g}min-{a.height}p"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tspo_edge.encoders.lite import LiteEncoder  # noqa: E402
+from tspo_edge.models.encoders.lite import LiteEncoder  # noqa: E402
 
 IMAGES = {  # skimage.data name -> query
     "chelsea": "a cat", "coffee": "a cup of coffee", "astronaut": "an astronaut in a space suit",
@@ -87,7 +87,7 @@ def preprocessing_speed(frames: np.ndarray, repeat: int = 3) -> dict:
     """Tensor path (ours) vs per-frame PIL round trip, CLIP ViT preprocessing at 224."""
     from PIL import Image
 
-    from tspo_edge.encoders.preprocess import normalize, resize_crop, to_tensor
+    from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 

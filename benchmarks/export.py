@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tspo_edge.agent import load_agent, save_agent  # noqa: E402
-from tspo_edge.agent_onnx import OnnxAgent  # noqa: E402
-from tspo_edge.encoders import load_encoder  # noqa: E402
-from tspo_edge.encoders.onnx import OnnxEncoder  # noqa: E402
+from tspo_edge.models.agent import load_agent, save_agent  # noqa: E402
+from tspo_edge.models.agent_onnx import OnnxAgent  # noqa: E402
+from tspo_edge.models.encoders import load_encoder  # noqa: E402
+from tspo_edge.models.encoders.onnx import OnnxEncoder  # noqa: E402
 from tspo_edge.export import export_model  # noqa: E402
 from tspo_edge.models import load_models  # noqa: E402
 

@@ -72,7 +72,7 @@ def make_long_video(path: Path, *, minutes: float, width: int, height: int, fps:
     """Write (once; cached) a long H.264 video; a .part file until complete."""
     if path.exists():
         return path
-    from tspo_edge.video import write_video
+    from tspo_edge.media.video import write_video
 
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.stem + ".part" + path.suffix)
@@ -90,8 +90,8 @@ def make_long_video(path: Path, *, minutes: float, width: int, height: int, fps:
 
 def _baseline(path: str, encoder, agent, agent_id: str, db: str, decoder: str, fps: float) -> int:
     """Decode every sampled frame into memory, then encode, then the agent, then one write."""
-    from tspo_edge import video
-    from tspo_edge.store import Store, fingerprint
+    from tspo_edge.media import video
+    from tspo_edge.storage.store import Store, fingerprint
 
     info = video.probe(path, decoder=decoder)
     chunks = list(video.iter_frames(path, fps=fps, size=encoder.image_size, decoder=decoder))
@@ -113,7 +113,7 @@ def worker(mode: str, path: str, decoder: str, fps: float, threads: int | None) 
 
     if threads:
         torch.set_num_threads(threads)
-    from tspo_edge import video
+    from tspo_edge.media import video
     from tspo_edge.index import index_paths
     from tspo_edge.models import load_models
     from tspo_edge.pipeline import Sampling
@@ -158,8 +158,8 @@ def make_indexed_archive(folder: Path, db: Path, n: int, size: int = 4096) -> No
     from tspo_edge.index import index_paths
     from tspo_edge.models import load_models
     from tspo_edge.pipeline import Sampling
-    from tspo_edge.store import Store, canonical_path, fingerprint
-    from tspo_edge.video import write_video
+    from tspo_edge.storage.store import Store, canonical_path, fingerprint
+    from tspo_edge.media.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     real = folder / "real.mp4"
@@ -284,7 +284,7 @@ def main(argv=None) -> dict:
         print(json.dumps(worker(a.worker[0], a.worker[1], a.decoder_name, a.fps, a.threads)))
         return {}
 
-    from tspo_edge.video import available_decoders
+    from tspo_edge.media.video import available_decoders
 
     decoders = a.decoders or available_decoders()
     videos: list[Path] = list(a.videos or [])

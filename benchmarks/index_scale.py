@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 # ---- inputs ----------------------------------------------------------------------------------
 
 def _write_clip(path: Path, seconds: float, width: int, height: int, fps: float, seed: int) -> None:
-    from tspo_edge.video import write_video
+    from tspo_edge.media.video import write_video
 
     rng = np.random.default_rng(seed)
     scenes = [rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
@@ -120,7 +120,7 @@ def device_name(device: str | None) -> str:
 # ---- one measurement (in its own process) -----------------------------------------------------
 
 def _decode_share(paths: list[str], fps: float, size: int, decoder: str) -> int:
-    from tspo_edge.decoding import decode_video
+    from tspo_edge.media.decoding import decode_video
 
     n = 0
     for p in paths:
@@ -309,7 +309,7 @@ def main(argv=None) -> dict:
     rows = [measure("encode", 1, a, base + ["--decoder", "pyav"])]
     print(f"encode: {rows[-1]['frames_per_s']:.1f} frames/s", flush=True)
     base += ["--image-size", str(rows[-1]["image_size"])]
-    from tspo_edge.video import resolve_decoder  # deferred, like every tspo_edge import of this script
+    from tspo_edge.media.video import resolve_decoder  # deferred, like every tspo_edge import of this script
 
     skipped = []
     for dec in a.decoders:

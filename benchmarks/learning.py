@@ -171,11 +171,11 @@ def temporal_check(out: Path, agents: dict[str, str | None], *, seed: int = 100,
 
     Videos: temporal videos of a data seed the training never used (new haystack, new placement,
     the training photos): held-out videos, not held-out footage. No answerer: where the frames go."""
-    from tspo_edge.agent import load_agent
+    from tspo_edge.models.agent import load_agent
     from tspo_edge.index import index_paths
     from tspo_edge.scoring import score_frames
     from tspo_edge.selection import select_frames
-    from tspo_edge.store import Store
+    from tspo_edge.storage.store import Store
     from tspo_edge.train.data import load_rows
     from tspo_edge.train.synth import plan
 

@@ -36,9 +36,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bootstrap import mcnemar, two_level  # noqa: E402
-from tspo_edge.agent import load_agent, save_agent  # noqa: E402
+from tspo_edge.models.agent import load_agent, save_agent  # noqa: E402
 from tspo_edge.evaluation.sources import HAYSTACK_KINDS, SOURCES, render_haystack, render_needle  # noqa: E402
-from tspo_edge.mllm import load_answerer  # noqa: E402
+from tspo_edge.models.mllm import load_answerer  # noqa: E402
 from tspo_edge.models import load_models  # noqa: E402
 from tspo_edge.scoring import score_frames  # noqa: E402
 from tspo_edge.selection import select_frames  # noqa: E402

@@ -1,8 +1,8 @@
-"""Archive-wide search: tspo_edge.search against today's way, on one synthetic archive, same run.
+"""Archive-wide search: tspo_edge.storage.search against today's way, on one synthetic archive, same run.
 
 Today's way: for each indexed video, Store.load_features + scoring.score_frames, then the same
-greedy per-video NMS. The new way: tspo_edge.search.search over the int8 cache built by
-tspo_edge.search.refresh. Both answer the same questions; the moments must agree exactly, for
+greedy per-video NMS. The new way: tspo_edge.storage.search.search over the int8 cache built by
+tspo_edge.storage.search.refresh. Both answer the same questions; the moments must agree exactly, for
 every query at every thread count: a mismatch is printed and the run exits 1.
 Also timed: the command line's call (the cache brought up to date and checked first), the first
 search of a new process (the CRC check of every segment), and a search with no usable cache (a
@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tspo_edge import search as S  # noqa: E402
-from tspo_edge import search_cache  # noqa: E402
+from tspo_edge.storage import search as S  # noqa: E402
+from tspo_edge.storage import search_cache  # noqa: E402
 from tspo_edge.scoring import score_frames  # noqa: E402
-from tspo_edge.store import Store  # noqa: E402
+from tspo_edge.storage.store import Store  # noqa: E402
 
 FRAMES = 3600
 

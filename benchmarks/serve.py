@@ -34,8 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tspo_edge.encoders.lite import LITE_ID  # noqa: E402
-from tspo_edge.store import Store  # noqa: E402
+from tspo_edge.models.encoders.lite import LITE_ID  # noqa: E402
+from tspo_edge.storage.store import Store  # noqa: E402
 
 FRAMES, DIM = 3600, 384
 WORDS = ["truck", "rabbit", "bicycle", "lecture", "formula", "dog", "gate", "crowd", "boat", "kitchen",

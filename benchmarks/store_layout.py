@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tspo_edge.store import Store, f16_to_f32  # noqa: E402
+from tspo_edge.storage.store import Store, f16_to_f32  # noqa: E402
 
 
 def write_rows(path: Path, times, x16, z16) -> None:

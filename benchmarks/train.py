@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    from tspo_edge.mllm import load_answerer
+    from tspo_edge.models.mllm import load_answerer
 
     o = toy_options(Path(a.out), group=a.group)
     make_toy_data(Path(a.out) / "toy-data")

@@ -1,7 +1,7 @@
 """The agent's event encoder z = events(x) to ONNX: dynamic T, banded attention (no T x T tensor).
 
 Only the question-independent part is exported; ask-time scoring stays in NumPy
-(tspo_edge.agent.score_frames) over the stored features.
+(tspo_edge.models.agent.score_frames) over the stored features.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_utils import convert_fp16, to_onnx
+from tspo_edge.export.onnx_utils import convert_fp16, to_onnx
 
 AGENT_ONNX = "agent.onnx"
 MAX_T = 50_000

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from tspo_edge.agent import load_agent
-from tspo_edge.encoders.onnx import TOKENIZER_DIR
+from tspo_edge.models.agent import load_agent
+from tspo_edge.models.encoders.onnx import TOKENIZER_DIR
 from tspo_edge.errors import ExportError
-from tspo_edge.manifest import MANIFEST
+from tspo_edge.models.manifest import MANIFEST
 from tspo_edge.models import Models
 
-from .agent_export import export_agent
-from .manifest import file_entry, write_manifest
-from .tensorrt_build import build_engines, require_tensorrt
-from .towers import export_encoder
+from tspo_edge.export.agent_export import export_agent
+from tspo_edge.export.manifest import file_entry, write_manifest
+from tspo_edge.export.tensorrt_build import build_engines, require_tensorrt
+from tspo_edge.export.towers import export_encoder
 
 MIN_OPSET = 17
 

@@ -1,4 +1,4 @@
-"""Writing the per-user ONNX cache (tspo_edge.onnx_cache) from a torch encoder a command loaded.
+"""Writing the per-user ONNX cache (tspo_edge.models.onnx_cache) from a torch encoder a command loaded.
 
 The entry is what `tspo-edge export --encoder SPEC` writes (the image and text towers and the
 spec's default agent, fp32, by `export_model`), made in a staging folder and renamed into place.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tspo_edge.errors import first_line
 from tspo_edge.models import Models, load_models
-from tspo_edge.onnx_cache import publish, staging_dir, writable_root
+from tspo_edge.models.onnx_cache import publish, staging_dir, writable_root
 
-from .api import export_model
+from tspo_edge.export.api import export_model
 
 
 @dataclass(frozen=True)

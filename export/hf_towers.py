@@ -1,4 +1,4 @@
-"""Hugging Face CLIP / SigLIP towers (tspo_edge.encoders.hf.HFEncoder) to ONNX via torch.onnx."""
+"""Hugging Face CLIP / SigLIP towers (tspo_edge.models.encoders.hf.HFEncoder) to ONNX via torch.onnx."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from tspo_edge.device import pooled
-from tspo_edge.encoders.onnx import TOKENIZER_DIR
-from tspo_edge.encoders.preprocess import normalize
+from tspo_edge.models.device import pooled
+from tspo_edge.models.encoders.onnx import TOKENIZER_DIR
+from tspo_edge.models.encoders.preprocess import normalize
 from tspo_edge.errors import ExportError
 
-from .onnx_utils import export_pair
+from tspo_edge.export.onnx_utils import export_pair
 
 
 class _Image(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Writing DIR/manifest.json (the format and its checks: tspo_edge.manifest)."""
+"""Writing DIR/manifest.json (the format and its checks: tspo_edge.models.manifest)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import onnxruntime
 import torch
 
 import tspo_edge
-from tspo_edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from tspo_edge.models.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 
 
 def versions() -> dict[str, str]:

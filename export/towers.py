@@ -1,7 +1,7 @@
 """An encoder's image and text towers to ONNX: the embedded lite encoder and HF CLIP / SigLIP.
 
 Image towers take resized and cropped uint8 pixels [N, 3, S, S] (resize/crop stay in the
-runtime, see tspo_edge.encoders.onnx; the normalisation is in the graph) and return the raw
+runtime, see tspo_edge.models.encoders.onnx; the normalisation is in the graph) and return the raw
 embeddings the torch encoder returns; text towers take the tokenizer's arrays and return
 [B, D]. The tokenizer is saved next to the models so the runtime tokenises as torch does.
 """
@@ -15,15 +15,15 @@ import torch.nn.functional as F
 
 from tspo_edge.errors import ExportError
 
-from tspo_edge.encoders import lite
-from tspo_edge.encoders.lite import LiteEncoder
-from tspo_edge.encoders.onnx import MAX_IMAGE_BATCH, TOKENIZER_DIR
-from tspo_edge.encoders.preprocess import normalize
+from tspo_edge.models.encoders import lite
+from tspo_edge.models.encoders.lite import LiteEncoder
+from tspo_edge.models.encoders.onnx import MAX_IMAGE_BATCH, TOKENIZER_DIR
+from tspo_edge.models.encoders.preprocess import normalize
 
-from .hf_towers import export_hf
-from .onnx_utils import export_pair
+from tspo_edge.export.hf_towers import export_hf
+from tspo_edge.export.onnx_utils import export_pair
 
-LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # tspo_edge.encoders.lite normalises with these
+LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # tspo_edge.models.encoders.lite normalises with these
 
 
 class _LiteImage(torch.nn.Module):

@@ -1,6 +1,6 @@
 """Batch indexing of video files and folders into the SQLite store (incremental, resumable)."""
 
-from .engine import IndexSummary, index_paths
-from .files import find_videos
+from tspo_edge.index.engine import IndexSummary, index_paths
+from tspo_edge.index.files import find_videos
 
 __all__ = ["IndexSummary", "find_videos", "index_paths"]

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from tspo_edge.errors import StoreError
 from tspo_edge.models import Models
 from tspo_edge.pipeline import FileResult, Progress, Sampling, iter_index_videos, run_model_ids
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
-from .files import find_videos
+from tspo_edge.index.files import find_videos
 
 
 @dataclass

@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
-from tspo_edge.store import canonical_path
-from tspo_edge.video import VIDEO_EXTENSIONS
+from tspo_edge.storage.store import canonical_path
+from tspo_edge.media.video import VIDEO_EXTENSIONS
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}

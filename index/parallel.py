@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tspo_edge.decoding import DecodeJob, decode_worker, error_text
+from tspo_edge.media.decoding import DecodeJob, decode_worker, error_text
 from tspo_edge.errors import IndexMismatchError, StoreError, TspoError
 from tspo_edge.models import Models
 from tspo_edge.pipeline import (FileResult, IndexEvent, Progress, Sampling, agent_events, index_video,
                                 record_failed_file, start_run, stored_result)
-from tspo_edge.store import Store, canonical_path, fingerprint
+from tspo_edge.storage.store import Store, canonical_path, fingerprint
 
-from .engine import IndexSummary, run_engine
+from tspo_edge.index.engine import IndexSummary, run_engine
 
 POLL_S = 0.2          # how long the main process waits for a message before it encodes a partial batch
 

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 
 import tspo_edge
-from tspo_edge.decoding import DecodeJob, decode_video, error_text
+from tspo_edge.media.decoding import DecodeJob, decode_video, error_text
 from tspo_edge.errors import IndexMismatchError, InputError, TspoError
 from tspo_edge.models import ModelSpec, Models, load_models
 from tspo_edge.pipeline import FileResult, IndexEvent, Progress, Sampling, start_run
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
-from .engine import run_engine
-from .parallel import ParallelSummary, plan_files, record_failed, record_video
+from tspo_edge.index.engine import run_engine
+from tspo_edge.index.parallel import ParallelSummary, plan_files, record_failed, record_video
 
 CHUNKS_IN_FLIGHT = 3     # per task: chunks sent to the encoder and not yet encoded
 

@@ -14,7 +14,7 @@ from rich.text import Text
 from tspo_edge.pipeline import IndexEvent
 from tspo_edge.terminal import printable
 
-from .engine import IndexSummary
+from tspo_edge.index.engine import IndexSummary
 
 
 def shown(text) -> str:

@@ -36,9 +36,9 @@ from tspo_edge.errors import InputError
 from tspo_edge.freshness import Freshness
 from tspo_edge.models import Models
 from tspo_edge.pipeline import FileResult, Progress, Sampling, bind_models, index_video
-from tspo_edge.store import Store, canonical_path, fingerprint
+from tspo_edge.storage.store import Store, canonical_path, fingerprint
 
-from .files import admit_entry, find_videos, is_video_name
+from tspo_edge.index.files import admit_entry, find_videos, is_video_name
 
 DEFAULT_SETTLE = 5.0   # seconds a file's size and mtime must stay the same before it is indexed
 

@@ -98,7 +98,7 @@ def write_test_video(path: Path, *, seconds: float = 5.0, fps: float = 10.0, siz
     rotation: display-matrix rotation (degrees counter-clockwise). times: per-frame timestamps in
     seconds (variable frame rate; their count overrides seconds * fps).
     """
-    from tspo_edge.video import write_video
+    from tspo_edge.media.video import write_video
 
     rng = np.random.default_rng(seed)
     w, h = size
@@ -130,7 +130,7 @@ def make_video(tmp_path):
 @pytest.fixture(scope="session")
 def lite_encoder():
     """The real embedded lite encoder, loaded once per test session."""
-    from tspo_edge.encoders import load_encoder
+    from tspo_edge.models.encoders import load_encoder
 
     return load_encoder("lite")
 
@@ -165,7 +165,7 @@ def pythonpath_with(root: Path) -> str:
 
 def agent_checkpoint(agent, folder: Path) -> str:
     """Save a TemporalAgent as a tspo-edge checkpoint folder; its path as a spec string."""
-    from tspo_edge.agent import save_agent
+    from tspo_edge.models.agent import save_agent
 
     save_agent(agent, folder)
     return str(folder)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tspo_edge.agent import (TemporalAgent, load_agent, positional_encoding, save_agent,
+from tspo_edge.models.agent import (TemporalAgent, load_agent, positional_encoding, save_agent,
                              score_frames)
 from tspo_edge.errors import CheckpointError
 

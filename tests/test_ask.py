@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from tspo_edge.cli import app
 from tspo_edge.ask import Asker, AskError, ask, default_frames
 from tspo_edge.errors import TspoError, VideoError
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 from tspo_edge.scoring import score_frames
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 MC = "What is shown?\nA. cyclists\nB. a cartoon rabbit\nC. food\nD. a musical instrument"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tspo_edge.mllm.base import build_prompt
+from tspo_edge.models.mllm.base import build_prompt
 from tspo_edge.timestamps import mmss
 from tspo_edge.questions import option_letters, parse_answer_letter, parse_question
 

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from conftest import write_test_video
 from tiny_models import tiny_clip_folder
-from tspo_edge.agent import load_agent
+from tspo_edge.models.agent import load_agent
 from tspo_edge.cli import app
-from tspo_edge.encoders import load_encoder
-from tspo_edge.store import Store
+from tspo_edge.models.encoders import load_encoder
+from tspo_edge.storage.store import Store
 
 QUESTION = "What colour dominates the start?"
 # Features are stored as float16: 11 significant bits, so a stored value is within 2**-11 of

@@ -72,6 +72,6 @@ def test_onnx_ask_imports_neither_torch_nor_transformers(edge, tmp_path):
     modules = set(loaded["modules"])
     # the list is this run's: the repository's code ran, with the ONNX text tower
     assert Path(loaded["tspo_edge"]).resolve().is_relative_to(REPO)
-    assert {"onnxruntime", "tspo_edge.encoders.onnx", "tspo_edge.ask"} <= modules
+    assert {"onnxruntime", "tspo_edge.models.encoders.onnx", "tspo_edge.ask"} <= modules
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert not heavy, f"an ONNX ask imported {heavy[:5]} (find the importer with python -X importtime)"

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 from conftest import pythonpath_with, write_test_video
 from tspo_edge.cli import app
-from tspo_edge.clip import parse_time
+from tspo_edge.media.clip import parse_time
 from tspo_edge.errors import InputError
 from tspo_edge.index.report import OutputConsole, print_table
 from tspo_edge.pipeline import index_videos
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX = set("┏┓┗┛┃━┡┩│─└┘┌┐├┤┼╇╈")
@@ -281,8 +281,8 @@ def test_server_clip_is_an_mp4_attachment(built, lite_models, tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.server import create_app
+    from tspo_edge.models.mllm import load_answerer
+    from tspo_edge.serving.server import create_app
 
     db, (door, _) = built
     shutil.copy(db, tmp_path / "index.db")
@@ -308,8 +308,8 @@ def test_server_clip_is_an_mp4_attachment(built, lite_models, tmp_path):
 
 
 def test_web_page_has_a_save_clip_button_without_inline_script():
-    js = (ROOT / "tspo_edge" / "web" / "app.js").read_text()
-    html = (ROOT / "tspo_edge" / "web" / "index.html").read_text()
+    js = (ROOT / "tspo_edge" / "serving" / "web" / "app.js").read_text()
+    html = (ROOT / "tspo_edge" / "serving" / "web" / "index.html").read_text()
     assert "/clip?t=" in js and "save clip" in js
     assert " onclick=" not in html and "setAttribute(\"style\"" not in js
 
@@ -402,8 +402,8 @@ def test_save_clip_button_downloads_a_clip_under_a_strict_csp(built, lite_models
         pytest.skip("no chromium installed (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     from conftest import served
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.server import create_app
+    from tspo_edge.models.mllm import load_answerer
+    from tspo_edge.serving.server import create_app
 
     db, (door, _) = built
     shutil.copy(db, tmp_path / "index.db")

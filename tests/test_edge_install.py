@@ -73,7 +73,7 @@ def cli(box, name: str, *args, cwd: Path) -> tuple[subprocess.CompletedProcess, 
 
 
 def assert_light(modules: set[str], command: str) -> None:
-    assert {"onnxruntime", "tspo_edge.ask", "tspo_edge.store"} <= modules, f"{command}: the wrapper recorded another run"
+    assert {"onnxruntime", "tspo_edge.ask", "tspo_edge.storage.store"} <= modules, f"{command}: the wrapper recorded another run"
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert not heavy, f"{command} with --model-dir imported {heavy[:5]} (find the importer with python -X importtime)"
 
@@ -138,7 +138,7 @@ RESIZE_CHILD = """\
 import sys
 sys.modules["torch"] = None  # as in the light install: `import torch` raises ImportError
 import numpy as np
-from tspo_edge.encoders.onnx import pixels
+from tspo_edge.models.encoders.onnx import pixels
 frames = np.load(sys.argv[1])
 np.save(sys.argv[2], pixels(frames, {"shortest_edge": 32, "crop": [32, 32], "interpolation": "bicubic"}))
 assert "torchvision" not in sys.modules
@@ -148,7 +148,7 @@ assert "torchvision" not in sys.modules
 def test_frames_of_another_size_are_resized_without_torch(real_clips, tmp_path):
     """Frames the decoder did not bring to the tower's size (a fixed-size SigLIP tower, a frame
     smaller than the crop): Pillow resizes them where torch is missing, within 2 levels of torch's."""
-    from tspo_edge.video import read_frames_at
+    from tspo_edge.media.video import read_frames_at
 
     frames = np.asarray(read_frames_at(real_clips["bikes"], [1.0, 5.0]))  # 640x272
     np.save(tmp_path / "frames.npy", frames)
@@ -157,7 +157,7 @@ def test_frames_of_another_size_are_resized_without_torch(real_clips, tmp_path):
     pil = np.load(tmp_path / "pil.npy")
     assert pil.shape == (2, 3, 32, 32) and pil.dtype == np.uint8
     try:
-        from tspo_edge.encoders.preprocess import resize_crop, to_tensor
+        from tspo_edge.models.encoders.preprocess import resize_crop, to_tensor
     except ImportError:  # the torch-free job: no reference to compare with
         return
     ref = resize_crop(to_tensor(frames), shortest_edge=32, crop_hw=(32, 32)).numpy()

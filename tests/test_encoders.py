@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tspo_edge.encoders import Encoder, load_encoder
+from tspo_edge.models.encoders import Encoder, load_encoder
 from tspo_edge.errors import ModelLoadError
 
 from tiny_models import tiny_clip_folder

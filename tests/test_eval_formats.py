@@ -104,7 +104,7 @@ def test_eval_frames_cli_end_to_end(tmp_path, make_video, cli_lite_encoder):
     from typer.testing import CliRunner
 
     from tspo_edge.cli import app
-    from tspo_edge.store import Store
+    from tspo_edge.storage.store import Store
 
     root = tmp_path / "videos"
     root.mkdir()

@@ -55,7 +55,7 @@ def test_too_many_needles_for_the_length_is_refused():
 
 
 def test_written_video_shows_the_needle_at_its_times(tmp_path):
-    from tspo_edge.video import iter_frames
+    from tspo_edge.media.video import iter_frames
 
     cfg = replace(SMALL, videos=1)
     bench = generate(tmp_path, cfg)
@@ -140,7 +140,7 @@ def test_eval_needle_cli_end_to_end(tmp_path, cli_lite_encoder):
     # a trained checkpoint via --agent: same videos (reused), event features recomputed for it
     import torch
 
-    from tspo_edge.agent import TemporalAgent, save_agent
+    from tspo_edge.models.agent import TemporalAgent, save_agent
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

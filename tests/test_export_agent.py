@@ -10,11 +10,11 @@ import pytest
 
 from conftest import GOLDENS
 from tspo_edge.export.agent_export import export_agent
-from tspo_edge.agent import load_agent
-from tspo_edge.agent_onnx import OnnxAgent
+from tspo_edge.models.agent import load_agent
+from tspo_edge.models.agent_onnx import OnnxAgent
 from tspo_edge.errors import ManifestError
 from tspo_edge.export.manifest import file_entry, write_manifest
-from tspo_edge.onnx_session import available_providers, provider_options
+from tspo_edge.models.onnx_session import available_providers, provider_options
 from tspo_edge.scoring import score_frames
 from tspo_edge.selection import select_frames
 
@@ -192,7 +192,7 @@ def test_cli_export_takes_heads_and_window_from_agent_json_beside_a_foreign_chec
     from safetensors.torch import save_file
     from typer.testing import CliRunner
 
-    from tspo_edge.agent import TemporalAgent
+    from tspo_edge.models.agent import TemporalAgent
     from tspo_edge.cli import app
 
     folder = tmp_path / "foreign"

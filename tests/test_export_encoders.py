@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tspo_edge.agent import TemporalAgent, load_agent
-from tspo_edge.agent_onnx import OnnxAgent
-from tspo_edge.encoders import Encoder, load_encoder
-from tspo_edge.encoders.onnx import OnnxEncoder
+from tspo_edge.models.agent import TemporalAgent, load_agent
+from tspo_edge.models.agent_onnx import OnnxAgent
+from tspo_edge.models.encoders import Encoder, load_encoder
+from tspo_edge.models.encoders.onnx import OnnxEncoder
 from tspo_edge.errors import ManifestError
 from tspo_edge.export import export_model
 from tspo_edge.index import index_paths
-from tspo_edge.manifest import read_manifest, sha256_file
+from tspo_edge.models.manifest import read_manifest, sha256_file
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.scoring import score_frames
 from tspo_edge.selection import select_frames
-from tspo_edge.store import Store
-from tspo_edge.video import iter_frames
+from tspo_edge.storage.store import Store
+from tspo_edge.media.video import iter_frames
 
 from conftest import agent_checkpoint
 from tiny_models import tiny_clip_folder

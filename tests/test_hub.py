@@ -21,15 +21,15 @@ import pytest
 from conftest import pythonpath_with
 from tiny_models import tiny_clip_folder
 from test_mllm_hf import build_tiny_qwen2vl
-from tspo_edge import hub
+from tspo_edge.models import hub
 from tspo_edge.errors import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r'''
 import json, sys, time
-from tspo_edge.encoders import load_encoder
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.encoders import load_encoder
+from tspo_edge.models.mllm import load_answerer
 
 out = {}
 for kind, load in (("encoder", lambda i: load_encoder(i, device="cpu")),
@@ -130,8 +130,8 @@ def test_unreachable_hub_fails_fast_in_one_line(kind, silent_hub, tmp_path):
 
 
 def test_hub_off_by_setting_fails_at_once(monkeypatch):
-    from tspo_edge.encoders import load_encoder
-    from tspo_edge.mllm import load_answerer
+    from tspo_edge.models.encoders import load_encoder
+    from tspo_edge.models.mllm import load_answerer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")

@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from conftest import agent_checkpoint, write_test_video
 from tspo_edge.index import find_videos, index_paths
-from tspo_edge import video
-from tspo_edge.agent import TemporalAgent, load_agent
+from tspo_edge.media import video
+from tspo_edge.models.agent import TemporalAgent, load_agent
 from tspo_edge.errors import IndexMismatchError, TspoError
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling, ensure_indexed, prefetch
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

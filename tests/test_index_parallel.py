@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tspo_edge import video as V
+from tspo_edge.media import video as V
 from tspo_edge.media import pyav as pyav_backend
 from tspo_edge.index import index_paths
 from tspo_edge.index.parallel import index_paths_parallel
 from tspo_edge.pipeline import Sampling
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 from conftest import write_test_video
 

@@ -88,7 +88,7 @@ def test_generated_set_is_tspo10k_and_temporal_questions_point_after(tmp_path):
     assert {str((tmp_path / "videos" / (n + ".mp4")).resolve()) for n in by_name
             if n.startswith(("haystack", "clip"))} == set(pool)
     # the videos decode with the length the plan gives them
-    from tspo_edge.video import probe
+    from tspo_edge.media.video import probe
 
     v = videos[0]
     assert probe(tmp_path / "videos" / f"{v.name}.mp4").duration == pytest.approx(SMALL.long_seconds, abs=1.5)
@@ -168,7 +168,7 @@ def test_after_rows_put_b_right_after_a_and_ask_for_b():
 
 def test_lite_answerer_on_embeddings_equals_it_on_frames(lite_encoder):
     """Rollouts answered from stored embeddings give the letters the frames would."""
-    from tspo_edge.mllm import load_answerer
+    from tspo_edge.models.mllm import load_answerer
     from tspo_edge.train.events import EmbeddedImages
     from tspo_edge.train.synth import render_photo
 

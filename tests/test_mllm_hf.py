@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tspo_edge.errors import ModelLoadError
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 
 QWEN_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tspo_edge.errors import AnswererError
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 
 KEY = "sk-test-secret-4242"
 

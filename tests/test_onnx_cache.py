@@ -32,11 +32,11 @@ from typer.testing import CliRunner
 from conftest import write_test_video
 from test_cli_startup import HEAVY, WRAPPER, env as startup_env
 from tiny_models import tiny_clip_folder
-from tspo_edge.agent import load_agent
+from tspo_edge.models.agent import load_agent
 from tspo_edge.cli import app
-from tspo_edge.encoders.onnx import OnnxEncoder
-from tspo_edge.manifest import read_manifest, verify_files
-from tspo_edge.onnx_cache import check_entry, lookup, publish, staging_dir
+from tspo_edge.models.encoders.onnx import OnnxEncoder
+from tspo_edge.models.manifest import read_manifest, verify_files
+from tspo_edge.models.onnx_cache import check_entry, lookup, publish, staging_dir
 
 QUESTION = "What colour dominates the start?"
 SCORE_ATOL = 2e-3   # keyframe logits, ONNX vs torch (the JSON rounds them to 1e-4)
@@ -221,7 +221,7 @@ def test_a_read_only_home_caches_in_the_temporary_directory(tmp_path, monkeypatc
 def test_a_linked_temporary_folder_is_not_used(tmp_path, monkeypatch):
     """The temporary directory is shared: a `tspo-edge-<uid>` that is a link (to a folder someone
     else prepared) is neither written nor read."""
-    from tspo_edge.onnx_cache import writable_root
+    from tspo_edge.models.onnx_cache import writable_root
 
     monkeypatch.delenv("TSPO_EDGE_CACHE", raising=False)
     blocker = tmp_path / "a-file"
@@ -296,7 +296,7 @@ def answer_of(r: subprocess.CompletedProcess) -> dict:
 
 def heavy_imports(modules: Path) -> list[str]:
     names = set(json.loads(modules.read_text())["modules"])
-    assert "onnxruntime" in names and "tspo_edge.encoders.onnx" in names
+    assert "onnxruntime" in names and "tspo_edge.models.encoders.onnx" in names
     return sorted(m for m in names if m.split(".")[0] in HEAVY)
 
 
@@ -359,7 +359,7 @@ def test_a_verified_file_is_hashed_again_only_when_it_changes(tmp_path, monkeypa
     skips hashing it; a write (same size) or a replacement is hashed again and refused."""
     import time
 
-    import tspo_edge.manifest as manifest
+    import tspo_edge.models.manifest as manifest
 
     model = tmp_path / "text.onnx"
     model.write_bytes(b"x" * 4096)

@@ -25,14 +25,14 @@ import numpy as np
 import pytest
 import torch
 
-from tspo_edge.agent import TemporalAgent, load_agent, save_agent
+from tspo_edge.models.agent import TemporalAgent, load_agent, save_agent
 from tspo_edge.question_batch import BatchError, load_batch, read_batch
 from tspo_edge.errors import (AnswererError, CheckpointError, ModelLoadError, NonFiniteError, NotAnIndexError,
                               StoreError, StoreFullError, StoreLockedError, StoreNonFiniteError,
                               StoreReadOnlyError, StoreUnreadableError, TspoError)
 from tspo_edge.checks import check_finite
 from tspo_edge.redaction import redact
-from tspo_edge.store import SCHEMA_VERSION, Store
+from tspo_edge.storage.store import SCHEMA_VERSION, Store
 from tspo_edge.train.data import DataError, load_rows
 
 from conftest import pythonpath_with, write_test_video
@@ -64,7 +64,7 @@ _WORKER = textwrap.dedent("""
     import sys, time
     import numpy as np
     from pathlib import Path
-    from tspo_edge.store import Store
+    from tspo_edge.storage.store import Store
 
     db, go, role, names = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
     while not go.exists():  # start together: the index does not exist yet, all race to create it
@@ -467,7 +467,7 @@ def _frames():
 
 def test_one_timeout_is_one_wait(monkeypatch):
     pytest.importorskip("openai")
-    from tspo_edge.mllm.openai_api import OpenAIAnswerer
+    from tspo_edge.models.mllm.openai_api import OpenAIAnswerer
 
     monkeypatch.delenv("TSPO_EDGE_API_KEY", raising=False)
     srv = _Hang()
@@ -487,7 +487,7 @@ def test_one_timeout_is_one_wait(monkeypatch):
 @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, "soon"])
 def test_bad_timeouts_are_refused(timeout):
     pytest.importorskip("openai")
-    from tspo_edge.mllm.openai_api import OpenAIAnswerer
+    from tspo_edge.models.mllm.openai_api import OpenAIAnswerer
 
     with pytest.raises(ModelLoadError, match="timeout must be a positive number") as e:
         OpenAIAnswerer("http://127.0.0.1:9/v1", model="m", timeout=timeout, check=False)
@@ -496,7 +496,7 @@ def test_bad_timeouts_are_refused(timeout):
 
 def test_server_error_bodies_and_url_credentials_never_show_secrets(monkeypatch):
     pytest.importorskip("openai")
-    from tspo_edge.mllm.openai_api import OpenAIAnswerer
+    from tspo_edge.models.mllm.openai_api import OpenAIAnswerer
 
     key = "not-an-sk-key-but-secret-77"
     monkeypatch.setenv("TSPO_EDGE_API_KEY", key)

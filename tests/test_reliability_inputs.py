@@ -26,7 +26,7 @@ from tspo_edge.cli import app
 from tspo_edge.errors import InputError
 from tspo_edge.index import index_paths
 from tspo_edge.pipeline import Sampling, index_video
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 EXTREMES = ["0", "-1", "1e-9", "1e9", str(2**63), str(2**64), "nan", "inf", "1e400"]
 ALWAYS_REFUSED = {"-1", "1e9", str(2**63), str(2**64), "nan", "inf", "1e400"}
@@ -157,7 +157,7 @@ def test_sampling_refuses_values_beyond_its_bounds(kw):
 
 
 def test_an_fps_above_the_native_rate_samples_every_frame(tmp_path):
-    from tspo_edge import video
+    from tspo_edge.media import video
 
     clip = write_test_video(tmp_path / "c.mp4", seconds=2, fps=10)
     for decoder in video.available_decoders():

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from conftest import write_test_video
 
-from tspo_edge import search as S
+from tspo_edge.storage import search as S
 from tspo_edge.cli import app as cli_app
 from tspo_edge.pipeline import index_videos
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 Q = "a bright moving square"
 
@@ -198,8 +198,8 @@ def test_a_copied_db_alone_searches_the_same(db, tmp_path, cli_lite_encoder, lit
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.server import create_app
+    from tspo_edge.models.mllm import load_answerer
+    from tspo_edge.serving.server import create_app
 
     app = create_app(copy, lite_models(), load_answerer("none"), refresh_search=False)
     with TestClient(app, base_url="http://127.0.0.1:8008") as c:
@@ -248,8 +248,8 @@ def test_search_while_another_process_holds_the_write_lock(locked, base, monkeyp
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.server import create_app
+    from tspo_edge.models.mllm import load_answerer
+    from tspo_edge.serving.server import create_app
 
     app = create_app(locked, lite_models(), load_answerer("none"), allow_index=True,
                      index_roots=[base["alpha"].parent])
@@ -262,8 +262,8 @@ def test_api_ask_on_a_damaged_video_is_one_line_not_500(db, base, lite_models):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from tspo_edge.mllm import load_answerer
-    from tspo_edge.server import create_app
+    from tspo_edge.models.mllm import load_answerer
+    from tspo_edge.serving.server import create_app
 
     alpha = _video_id(db, base["alpha"])
     _damage(db, alpha, "nan-times")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from conftest import pythonpath_with, write_test_video
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,9 +107,9 @@ def test_a_failing_watch_inside_serve_is_restarted_and_shown_by_health(tmp_path,
     from fastapi.testclient import TestClient
 
     from tspo_edge.index.watch import WatchService
-    from tspo_edge.mllm import load_answerer
+    from tspo_edge.models.mllm import load_answerer
     from tspo_edge.pipeline import index_videos
-    from tspo_edge.server import create_app
+    from tspo_edge.serving.server import create_app
 
     d = tmp_path / "D"
     d.mkdir()

@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from tspo_edge import search as S
+from tspo_edge.storage import search as S
 from tspo_edge.scoring import score_frames
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 D = 32
 

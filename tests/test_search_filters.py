@@ -18,14 +18,14 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cli import app as cli_app
-from tspo_edge import search as S
-from tspo_edge import video
-from tspo_edge.mllm import load_answerer
+from tspo_edge.storage import search as S
+from tspo_edge.media import video
+from tspo_edge.models.mllm import load_answerer
 from tspo_edge.pipeline import index_videos
 from tspo_edge.scoring import score_frames
-from tspo_edge.search_filters import make_filters, parse_when
-from tspo_edge.server import create_app
-from tspo_edge.store import SCHEMA_VERSION, Store
+from tspo_edge.storage.search_filters import make_filters, parse_when
+from tspo_edge.serving.server import create_app
+from tspo_edge.storage.store import SCHEMA_VERSION, Store
 
 LOCAL = "http://127.0.0.1:8008"
 Q = "a red truck at the gate"

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from conftest import pythonpath_with, write_test_video
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "TOP SECRET: the user's private file"
@@ -164,7 +164,7 @@ def test_a_video_swapped_for_a_link_or_another_file_is_refused(share):
 
 def test_a_copied_archive_is_still_served(share, tmp_path):
     """Another identity with the indexed content (an archive restored from a copy) is the same video."""
-    from tspo_edge.served_file import open_indexed
+    from tspo_edge.serving.served_file import open_indexed
 
     row = rows(share["db"])["later.mp4"]
     copy = tmp_path / "later.mp4"

@@ -26,12 +26,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import served  # noqa: E402
 
-from tspo_edge import search as search_mod  # noqa: E402
+from tspo_edge.storage import search as search_mod  # noqa: E402
 from tspo_edge.cli import app as cli_app  # noqa: E402
-from tspo_edge.mllm import load_answerer  # noqa: E402
+from tspo_edge.models.mllm import load_answerer  # noqa: E402
 from tspo_edge.pipeline import index_videos  # noqa: E402
-from tspo_edge.server import SharedEncoder, ServeError, check_bind, create_app, is_loopback  # noqa: E402
-from tspo_edge.store import Store  # noqa: E402
+from tspo_edge.serving.server import SharedEncoder, ServeError, check_bind, create_app, is_loopback  # noqa: E402
+from tspo_edge.storage.store import Store  # noqa: E402
 
 LOCAL = "http://127.0.0.1:8008"  # the Host a browser on this machine sends (the server refuses others)
 

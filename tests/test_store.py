@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import sqlite_utils
 
-from tspo_edge import search as S
+from tspo_edge.storage import search as S
 from tspo_edge.errors import IndexMismatchError, StoreDamagedError
-from tspo_edge.store import SCHEMA_VERSION, Store, StoreError, fingerprint
+from tspo_edge.storage.store import SCHEMA_VERSION, Store, StoreError, fingerprint
 
 
 def _features(t=50, d=16, seed=0):
@@ -198,7 +198,7 @@ def test_fingerprint_sees_start_middle_end_and_size(tmp_path):
 def test_sqlite_error_codes_are_read_from_the_message_where_python_gives_none(tmp_path):
     """Python 3.10's sqlite3 errors carry no code (`sqlite_errorcode` came in 3.11): the store reads
     it from SQLite's message, so locks are retried and faults named there too."""
-    from tspo_edge import store
+    from tspo_edge.storage import store
 
     def provoke(fn):
         try:

@@ -17,7 +17,7 @@ from tspo_edge.train.loop import Env, TrainConfig, Trainer
 from tspo_edge.train.rl import accuracy_rewards, advantages, tau_at, temporal_rewards, tspo_loss
 from tspo_edge.train.rollout import decode_positions
 from tspo_edge.train.samples import SampleSpec, build_sample, general_frames
-from tspo_edge.agent import load_agent
+from tspo_edge.models.agent import load_agent
 
 from conftest import pythonpath_with
 
@@ -326,7 +326,7 @@ torch.set_num_threads(1)
 from test_train import synthetic_env, SPEC
 from tspo_edge.train.loop import TrainConfig, Trainer
 from tspo_edge.train.dist import Dist
-from tspo_edge.agent import load_agent
+from tspo_edge.models.agent import load_agent
 
 dist = Dist.from_env({device!r})
 cfg = TrainConfig(steps=4, lr=2e-3, spec=SPEC, save_every=0, grad_accum=1, group=4)

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from tspo_edge.cli import app
-from tspo_edge.agent import load_agent
+from tspo_edge.models.agent import load_agent
 
 from tiny_models import tiny_clip_folder
 
@@ -43,7 +43,7 @@ def test_train_cli_end_to_end_and_resume(tmp_path, make_video, cli_lite_encoder)
     agent = load_agent(out / "agent")
     assert agent.dim == cli_lite_encoder.dim
     # the data's videos were indexed once; a second run does not decode them for features again
-    from tspo_edge.store import Store
+    from tspo_edge.storage.store import Store
 
     with Store(db, readonly=True) as s:
         stamps = {v.path: v.indexed_at for v in s.videos()}

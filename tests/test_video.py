@@ -1,4 +1,4 @@
-"""tspo_edge.video: probing, fps sampling, max_frames, resizing, rotation, VFR, frames at
+"""tspo_edge.media.video: probing, fps sampling, max_frames, resizing, rotation, VFR, frames at
 given times, bad files, decord. Videos are generated per test (small, a few seconds)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from tspo_edge import video as V
+from tspo_edge.media import video as V
 from tspo_edge.errors import TspoError, VideoError
 
 HAS_DECORD = importlib.util.find_spec("decord") is not None

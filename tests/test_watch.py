@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import Spy, agent_checkpoint, write_test_video
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 from tspo_edge.cli import app as cli_app
 from tspo_edge.index.watch import watch
@@ -40,9 +40,9 @@ def wait_for(cond, timeout: float, what: str):
 # ---- a rerun with nothing to do -------------------------------------------------------------
 
 def test_rerun_with_nothing_to_do_loads_no_model(tmp_path, cli_lite_encoder, monkeypatch):
-    import tspo_edge.agent as agent_mod
+    import tspo_edge.models.agent as agent_mod
     import tspo_edge.models as models_mod
-    from tspo_edge.agent import TemporalAgent
+    from tspo_edge.models.agent import TemporalAgent
     app = cli_app
 
     folder = tmp_path / "videos"

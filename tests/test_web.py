@@ -11,10 +11,10 @@ import time
 import pytest
 
 from conftest import served
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 from tspo_edge.pipeline import index_videos
-from tspo_edge.server import create_app
-from tspo_edge.store import Store
+from tspo_edge.serving.server import create_app
+from tspo_edge.storage.store import Store
 
 CHROMIUM = os.environ.get("TSPO_EDGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from tspo_edge.agent import OFFICIAL_PREFIX, TemporalAgent
+from tspo_edge.models.agent import OFFICIAL_PREFIX, TemporalAgent
 
 IMAGE_SIZE = 32
 TEXT_TOKENS = 16

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tspo_edge.agent import load_agent, save_agent
+from tspo_edge.models.agent import load_agent, save_agent
 from tspo_edge.errors import CheckpointError
 
 STEP_DIR = "step-{:06d}"

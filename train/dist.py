@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from tspo_edge.device import pick_device
+from tspo_edge.models.device import pick_device
 
 
 def launched_distributed() -> bool:

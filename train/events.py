@@ -28,8 +28,8 @@ import numpy as np
 from tspo_edge.errors import DataError
 from tspo_edge.questions import option_letters
 
-from .data import Row
-from .features import MemoryFeatures
+from tspo_edge.train.data import Row
+from tspo_edge.train.features import MemoryFeatures
 
 FEATURES_FORMAT = "tspo-edge-features-1"
 

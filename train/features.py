@@ -16,7 +16,7 @@ import numpy as np
 from tspo_edge.errors import TspoError
 from tspo_edge.models import Models
 from tspo_edge.pipeline import Sampling, index_videos
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
 
 class FeatureSource(Protocol):

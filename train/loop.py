@@ -20,14 +20,14 @@ import torch
 
 from tspo_edge.errors import CheckpointError, TspoError
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .data import Row
-from .dist import Dist
-from .features import FeatureSource
-from .logs import MetricsLog, plot_run, read_log
-from .rl import accuracy_rewards, advantages, policy_entropy, tau_at, temporal_rewards, tspo_loss
-from .rollout import FrameSource, answer_rollouts, draw
-from .samples import Sample, SampleSpec, build_sample
+from tspo_edge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tspo_edge.train.data import Row
+from tspo_edge.train.dist import Dist
+from tspo_edge.train.features import FeatureSource
+from tspo_edge.train.logs import MetricsLog, plot_run, read_log
+from tspo_edge.train.rl import accuracy_rewards, advantages, policy_entropy, tau_at, temporal_rewards, tspo_loss
+from tspo_edge.train.rollout import FrameSource, answer_rollouts, draw
+from tspo_edge.train.samples import Sample, SampleSpec, build_sample
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tspo_edge.agent import OFFICIAL_PREFIX
+from tspo_edge.models.agent import OFFICIAL_PREFIX
 from tspo_edge.errors import CheckpointError
 
 

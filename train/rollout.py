@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from tspo_edge.questions import parse_answer_letter
-from tspo_edge.video import read_frames_at
+from tspo_edge.media.video import read_frames_at
 
-from .policy import sample_frames
+from tspo_edge.train.policy import sample_frames
 
-from .samples import Sample
+from tspo_edge.train.samples import Sample
 
 
 class FrameSource(Protocol):
@@ -26,7 +26,7 @@ class FrameSource(Protocol):
 
 
 class VideoFrames:
-    """Decodes frames with tspo_edge.video (PyAV or decord), short side `size`.
+    """Decodes frames with tspo_edge.media.video (PyAV or decord), short side `size`.
 
     `cache` keeps that many decoded frames by (video, time): worth it when the same frames
     come back step after step (the toy run), not over a 10k-video data set.

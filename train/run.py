@@ -9,20 +9,20 @@ from typing import Callable
 
 import numpy as np
 
-from tspo_edge.agent import save_agent
-from tspo_edge.encoders.memo import MemoEncoder
+from tspo_edge.models.agent import save_agent
+from tspo_edge.models.encoders.memo import MemoEncoder
 from tspo_edge.errors import TspoError
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 from tspo_edge.models import ModelSpec, load_models
 
-from .checkpoint import latest_checkpoint
-from .data import Dataset, Row, load_rows
-from .dist import Dist
-from .events import EmbeddedImages, FeatureFrames, load_features
-from .features import indexed_features
-from .loop import Env, TrainConfig, Trainer
-from .official import clip_folder, is_clip_vit_l14, save_official
-from .rollout import VideoFrames
+from tspo_edge.train.checkpoint import latest_checkpoint
+from tspo_edge.train.data import Dataset, Row, load_rows
+from tspo_edge.train.dist import Dist
+from tspo_edge.train.events import EmbeddedImages, FeatureFrames, load_features
+from tspo_edge.train.features import indexed_features
+from tspo_edge.train.loop import Env, TrainConfig, Trainer
+from tspo_edge.train.official import clip_folder, is_clip_vit_l14, save_official
+from tspo_edge.train.rollout import VideoFrames
 
 
 @dataclass

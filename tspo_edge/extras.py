@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .errors import MissingExtraError
+from tspo_edge.errors import MissingExtraError
 
 TORCH_EXTRA = "pip install 'tspo-edge[torch]'"
 

@@ -30,9 +30,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .models import LITE, ModelSpec
-from .store import Store, VideoRow, canonical_path, fingerprint
+from tspo_edge import __version__
+from tspo_edge.models import LITE, ModelSpec
+from tspo_edge.storage.store import Store, VideoRow, canonical_path, fingerprint
 
 MODELS_KEY = "models:"   # meta key prefix; the rest is a hash of the spec
 

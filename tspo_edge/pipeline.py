@@ -1,6 +1,6 @@
 """One video into the index: decode -> encode -> events -> store, in one transaction.
 
-    frames   tspo_edge.video.iter_frames: sampled at `fps`, resized while decoding, in chunks
+    frames   tspo_edge.media.video.iter_frames: sampled at `fps`, resized while decoding, in chunks
     x[T,D]   models.encoder.encode_images, chunk by chunk (only the embeddings are kept)
     z[T,D]   models.agent.events(x), once per video (question-independent event features)
     store    Store.put_video: one transaction, so an interrupted run leaves nothing half-written
@@ -24,13 +24,13 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import video
-from .checks import check_positive, check_range
-from .errors import IndexMismatchError, InputError, TspoError
-from .freshness import Freshness, is_current, models_stamp, record_models, recorded_models
-from .limits import MAX_FPS, MAX_VIDEO_FRAMES
-from .models import Models
-from .store import Store, StoreError, VideoRow, canonical_path, fingerprint
+from tspo_edge.media import video
+from tspo_edge.checks import check_positive, check_range
+from tspo_edge.errors import IndexMismatchError, InputError, TspoError
+from tspo_edge.freshness import Freshness, is_current, models_stamp, record_models, recorded_models
+from tspo_edge.limits import MAX_FPS, MAX_VIDEO_FRAMES
+from tspo_edge.models import Models
+from tspo_edge.storage.store import Store, StoreError, VideoRow, canonical_path, fingerprint
 
 # ---- what a caller sees -----------------------------------------------------------------
 

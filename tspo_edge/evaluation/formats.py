@@ -30,7 +30,7 @@ import numpy as np
 
 from tspo_edge.errors import AnnotationError
 from tspo_edge.questions import parse_question
-from tspo_edge.video import VIDEO_EXTENSIONS
+from tspo_edge.media.video import VIDEO_EXTENSIONS
 
 
 

@@ -20,9 +20,9 @@ from tspo_edge.models import Models
 from tspo_edge.pipeline import Sampling, index_videos
 from tspo_edge.scoring import score_frames
 from tspo_edge.selection import METHODS, select_frames
-from tspo_edge.store import Store
+from tspo_edge.storage.store import Store
 
-from .formats import VideoFinder, default_method, frame_numbers, read_annotations, write_frame_idx
+from tspo_edge.evaluation.formats import VideoFinder, default_method, frame_numbers, read_annotations, write_frame_idx
 
 Progress = Callable[[str, int, int], None]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from tspo_edge.scoring import clip_scores, score_frames
 from tspo_edge.selection import select_frames
-from tspo_edge.store import VideoFeatures
+from tspo_edge.storage.store import VideoFeatures
 
 METHODS: dict[str, tuple[str | None, str]] = {
     "uniform": (None, "uniform"),

@@ -22,9 +22,9 @@ import numpy as np
 
 from tspo_edge.errors import BenchmarkError
 from tspo_edge.questions import option_letters
-from tspo_edge.video import write_video
+from tspo_edge.media.video import write_video
 
-from .sources import HAYSTACK_KINDS, SOURCES, render_haystack, render_needle
+from tspo_edge.evaluation.sources import HAYSTACK_KINDS, SOURCES, render_haystack, render_needle
 
 MANIFEST = "manifest.json"
 FORMAT = "tspo-edge-needle-bench"

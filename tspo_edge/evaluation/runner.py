@@ -15,18 +15,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.encoders.memo import MemoEncoder
+from tspo_edge.models.encoders.memo import MemoEncoder
 from tspo_edge.errors import EvalError
-from tspo_edge.mllm import load_answerer
+from tspo_edge.models.mllm import load_answerer
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos
 from tspo_edge.selection import uniform_indices
-from tspo_edge.store import Store
-from tspo_edge.video import read_frames_at
+from tspo_edge.storage.store import Store
+from tspo_edge.media.video import read_frames_at
 
-from .metrics import hit_fraction, needle_recall, summarize
-from .needle import Benchmark
-from .methods import METHODS, choose, scores_for
+from tspo_edge.evaluation.metrics import hit_fraction, needle_recall, summarize
+from tspo_edge.evaluation.needle import Benchmark
+from tspo_edge.evaluation.methods import METHODS, choose, scores_for
 
 Progress = Callable[[str, int, int], None]
 # Not a selector: n frames spread evenly over the needle itself, the answerer's ceiling.

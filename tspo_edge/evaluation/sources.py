@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from tspo_edge.errors import SourceError
-from tspo_edge.video import iter_frames
+from tspo_edge.media.video import iter_frames
 
 
 @dataclass(frozen=True)

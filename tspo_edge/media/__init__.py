@@ -1,4 +1,4 @@
-"""Video decoding backends behind one interface, and the writer; tspo_edge.video is their face.
+"""Video decoding backends behind one interface, and the writer; tspo_edge.media.video is their face.
 
     base.py      VideoInfo, FrameChunk, the Decoder protocol, output geometry, the sampling plan
     pyav.py      PyAV (the default)        decord.py   decord / decord2

@@ -55,7 +55,7 @@ class Decoder(Protocol):
     """One decoding backend (pyav.py, decord.py, nvdec.py), registered by name in registry.py.
 
     Paths are `Path`s; `times` are finite, non-negative and not empty; sampling values
-    are checked by the caller (tspo_edge.video)."""
+    are checked by the caller (tspo_edge.media.video)."""
 
     name: str               # as `--decoder` takes it
     title: str              # as a message names it

@@ -2,7 +2,7 @@
 
 It seeks to the keyframe before a target only when that skips decoding, skips a few corrupt
 packets, applies the display rotation and the sample aspect ratio, and resizes while converting.
-`open_pyav` and `Clock` also serve tspo_edge/clip.py.
+`open_pyav` and `Clock` also serve tspo_edge/media/clip.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ through `load_models`, so the same flags give the same models everywhere. Models
 first use: an ask of an indexed video needs the text encoder, not the agent.
 
 Runtimes: "torch"; "onnx" (an export folder, `model_dir`); "auto": the export folder of the
-per-user ONNX cache (tspo_edge.onnx_cache) when it holds this encoder, loaded as `model_dir`
+per-user ONNX cache (tspo_edge.models.onnx_cache) when it holds this encoder, loaded as `model_dir`
 is, else torch (the command line then writes the cache, see export.cache). Features, ids and
 agents are the same on every runtime, so an index is shared between them.
 
@@ -28,11 +28,11 @@ from typing import Any, Protocol
 import numpy as np
 from safetensors import safe_open, SafetensorError
 
-from .encoders import Encoder, load_encoder
-from .errors import IndexMismatchError, InputError, ManifestError, first_line
-from .extras import require_torch
-from .manifest import MANIFEST, read_manifest
-from .onnx_cache import CacheLookup, lookup
+from tspo_edge.models.encoders import Encoder, load_encoder
+from tspo_edge.errors import IndexMismatchError, InputError, ManifestError, first_line
+from tspo_edge.extras import require_torch
+from tspo_edge.models.manifest import MANIFEST, read_manifest
+from tspo_edge.models.onnx_cache import CacheLookup, lookup
 
 RUNTIMES = ("torch", "onnx", "auto")
 LITE = "lite"
@@ -126,7 +126,7 @@ class Models:
     def _load_encoder(self) -> Encoder:
         s = self.spec
         if s.runtime == "auto" and self.cache.hit:
-            from .encoders.onnx import OnnxEncoder  # backends load only when chosen (see encoders/__init__)
+            from tspo_edge.models.encoders.onnx import OnnxEncoder  # backends load only when chosen (see encoders/__init__)
 
             try:  # as --model-dir loads it; the text tower every ask needs opens (and is checked) now
                 enc = OnnxEncoder(self.cache.dir)
@@ -140,13 +140,13 @@ class Models:
             enc = load_encoder(s.encoder_spec, device=s.device)
             enc.source = s.encoder_spec
             return enc
-        from .encoders.onnx import OnnxEncoder
+        from tspo_edge.models.encoders.onnx import OnnxEncoder
 
         return OnnxEncoder(s.model_dir, encoder_id=self._expected_encoder_id())
 
     @property
     def cache(self) -> CacheLookup:
-        """The ONNX cache entry of this spec's encoder (looked up once; see tspo_edge.onnx_cache)."""
+        """The ONNX cache entry of this spec's encoder (looked up once; see tspo_edge.models.onnx_cache)."""
         if self._cache is None:
             self._cache = lookup(self.spec.encoder_spec)
         return self._cache
@@ -179,7 +179,7 @@ class Models:
         if given is None or given in (section.get("spec"), section.get("source")):
             return None
         if given.lower() == LITE:
-            from .encoders.lite import LITE_ID  # the lite id is a constant: no model loads
+            from tspo_edge.models.encoders.lite import LITE_ID  # the lite id is a constant: no model loads
 
             return LITE_ID
         where = Path(self.spec.model_dir) / MANIFEST
@@ -208,7 +208,7 @@ class Models:
         if s.runtime == "auto":
             self.agent_spec, why = self._default_agent_spec()
             if self.from_cache and s.agent is None:  # the cached export holds this default agent
-                from .agent_onnx import OnnxAgent
+                from tspo_edge.models.agent_onnx import OnnxAgent
 
                 try:
                     return OnnxAgent(self.cache.dir), f"{why} (ONNX cache)"
@@ -217,7 +217,7 @@ class Models:
                     self._cache = self.cache.damaged(first_line(e))
             return self._torch_agent(self.agent_spec), why
         if s.runtime == "onnx":
-            from .agent_onnx import OnnxAgent
+            from tspo_edge.models.agent_onnx import OnnxAgent
 
             section = self.manifest.get("agent") or {}
             self.agent_spec = s.agent or section.get("source")
@@ -241,7 +241,7 @@ class Models:
     @staticmethod
     def _torch_agent(spec: str):
         require_torch(f"the agent {spec}")
-        from .agent import load_agent  # torch: loaded only when a torch agent is asked for
+        from tspo_edge.models.agent import load_agent  # torch: loaded only when a torch agent is asked for
 
         return load_agent(spec)
 

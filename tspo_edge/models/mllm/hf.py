@@ -15,10 +15,10 @@ import numpy as np
 
 import torch
 
-from tspo_edge import hub
-from tspo_edge.device import pick_device, pick_dtype
+from tspo_edge.models import hub
+from tspo_edge.models.device import pick_device, pick_dtype
 from tspo_edge.errors import AnswererError, ModelLoadError
-from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
+from tspo_edge.models.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
 
 # Frame timestamps are handed to processors as frame indices of a virtual 1 kHz stream,
 # so that index / fps gives each frame's time to the millisecond.

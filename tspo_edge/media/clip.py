@@ -30,7 +30,7 @@ import av
 
 from tspo_edge.errors import InputError, VideoError
 from tspo_edge.media.pyav import Clock, open_pyav
-from tspo_edge.video import probe
+from tspo_edge.media.video import probe
 
 __all__ = ["Clip", "cut_clip", "parse_time", "format_time", "CONTAINERS"]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
-from ..paths import user_cache_dir
-from .frames import check_frames
-from .preprocess import normalize, resize_crop, to_tensor
+from tspo_edge.errors import ModelLoadError
+from tspo_edge.paths import user_cache_dir
+from tspo_edge.models.encoders.frames import check_frames
+from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor
 
 TEMPLATE = "a photo of a {}."
 # Softmax temperature of the classifier logits before the bridge, and centring of E: chosen with

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import hub
-from ..device import pick_device, pick_dtype, pooled
-from ..errors import ModelLoadError
-from .frames import check_frames
-from .preprocess import normalize, resize_crop, to_tensor
+from tspo_edge.models import hub
+from tspo_edge.models.device import pick_device, pick_dtype, pooled
+from tspo_edge.errors import ModelLoadError
+from tspo_edge.models.encoders.frames import check_frames
+from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor
 
 # model_type -> (transformers class name, text padding the model was trained with)
 ARCHITECTURES = {

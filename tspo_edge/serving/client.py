@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
 
-from .ask import AskResult, Keyframe
-from .errors import ClientError
+from tspo_edge.ask import AskResult, Keyframe
+from tspo_edge.errors import ClientError
 
 
 def base_url(url: str) -> str:

@@ -23,8 +23,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import video
-from .errors import TspoError
+from tspo_edge.media import video
+from tspo_edge.errors import TspoError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The agent scores frame t for question q as s_t = (cos(z_t, q) + cos(x_t, q)) / tau. Since
 cos(z,q) + cos(x,q) = (z/|z| + x/|x|) . q/|q|, one question-independent *unit-sum* vector
 u_t = z_t/|z_t| + x_t/|x_t| per frame turns a search of the whole archive into one inner
-product per frame. tspo_edge.search_cache keeps those vectors, quantised to int8 (one scale per
+product per frame. tspo_edge.storage.search_cache keeps those vectors, quantised to int8 (one scale per
 row), in a per-user cache folder, memory-mapped at search time; the index file says which rows
 belong to which video (`search_segments`) and how to tell a good cache from a bad one.
 
@@ -39,8 +39,8 @@ import numpy as np
 
 from tspo_edge.errors import SearchError, StoreDamagedError, StoreError
 from tspo_edge.scoring import EPS, TAU
-from tspo_edge.search_filters import DEFAULT_MIN_SCORE, Filters, allowed_videos, make_filters
-from tspo_edge.search_cache import (TABLE, CacheUnusable, RefreshSummary, has_tables, open_cache, quantize,
+from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, Filters, allowed_videos, make_filters
+from tspo_edge.storage.search_cache import (TABLE, CacheUnusable, RefreshSummary, has_tables, open_cache, quantize,
                                     refresh, search_dir, state, unit_sum)
 
 try:  # int8 dot products with AVX-512 VNNI / AVX2 / NEON kernels; NumPy does the same slower
@@ -145,7 +145,7 @@ def search(store, q, *, top: int = 10, per_video: int = 3, nms_seconds: float = 
            min_score: float | None = None, filters: Filters | None = None) -> SearchResult:
     """The `top` best moments across the archive for question embedding `q` ([1,D] or [D]).
 
-    Filters (tspo_edge.search_filters): only videos under the folders `under`, recorded at or
+    Filters (tspo_edge.storage.search_filters): only videos under the folders `under`, recorded at or
     after `since` and before `until` (epoch seconds or what `parse_when` reads: '2026-11-01',
     '7d'), are searched -- the others are never scored; only moments scoring at least
     `min_score` are listed (None: no floor; the CLI and API default to DEFAULT_MIN_SCORE).

@@ -1,5 +1,5 @@
 """The search cache: per-frame int8 codes (and a float16 copy of x, z) that make a search of the
-whole archive one memory-mapped scan (tspo_edge.search). A cache, never a second thing to keep:
+whole archive one memory-mapped scan (tspo_edge.storage.search). A cache, never a second thing to keep:
 
 - The index file is the one source of truth. Everything here is rebuilt from its `features`
   table whenever it is missing, stale, truncated or corrupt, by `search`, `serve` and `index`

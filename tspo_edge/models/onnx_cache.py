@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from . import __version__
-from .manifest import FORMAT_VERSION, MANIFEST
-from .paths import user_cache_dir
+from tspo_edge import __version__
+from tspo_edge.models.manifest import FORMAT_VERSION, MANIFEST
+from tspo_edge.paths import user_cache_dir
 
 CACHE_VERSION = 1           # bump when the cached folders' content changes meaning
 KEY_FILE = "cache-key.json"

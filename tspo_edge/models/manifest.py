@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError
+from tspo_edge.errors import ManifestError
 
 MANIFEST = "manifest.json"
 FORMAT = "tspo-edge-export"

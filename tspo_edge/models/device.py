@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ModelLoadError
+from tspo_edge.errors import ModelLoadError
 
 _DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 

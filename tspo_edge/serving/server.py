@@ -2,15 +2,15 @@
 
     create_app(db, models, answerer) -> FastAPI app; run it with uvicorn (cli.py does)
 
-    GET  /                              the web page (tspo_edge/web/)
+    GET  /                              the web page (tspo_edge/serving/web/)
     GET  /api/videos                    the archive: id, name, duration, frames, status
-    GET  /api/search?q=…&top=…          moments across the archive (tspo_edge.search); filters in=…
+    GET  /api/search?q=…&top=…          moments across the archive (tspo_edge.storage.search); filters in=…
                                         (repeatable), since=…, until=…, min_score=…
     POST /api/ask                       {"video", "question", "options"?, "frames"?, "method"?, "mllm"?}
                                         -> the JSON of `tspo-edge ask --json`
     GET  /api/videos/{id}/thumb?t=…     a JPEG of the frame at t seconds
     GET  /api/videos/{id}/file          the video file (HTTP range requests: a browser seeks)
-    GET  /api/videos/{id}/clip?t=…&seconds=…  an MP4 clip from t (tspo_edge.clip, stream copy), as a download
+    GET  /api/videos/{id}/clip?t=…&seconds=…  an MP4 clip from t (tspo_edge.media.clip, stream copy), as a download
     POST /api/session                   with the bearer token: a cookie for the page's <img>/<video>
     GET  /docs, /openapi.json           the OpenAPI page
 
@@ -55,21 +55,21 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from . import search as search_mod
-from . import video as video_mod
-from .ask import Asker
-from .checks import json_safe
-from .clip import cut_clip, format_time
-from .errors import (AskError, IndexMismatchError, InputError, ServeError, StoreDamagedError, StoreError, TspoError,
+from tspo_edge import __version__
+from tspo_edge.storage import search as search_mod
+from tspo_edge.media import video as video_mod
+from tspo_edge.ask import Asker
+from tspo_edge.checks import json_safe
+from tspo_edge.media.clip import cut_clip, format_time
+from tspo_edge.errors import (AskError, IndexMismatchError, InputError, ServeError, StoreDamagedError, StoreError, TspoError,
                      VideoError)
-from .guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
-from .mllm import NoneAnswerer
-from .models import Models, load_models
-from .selection import METHODS
-from .served_file import ServedFileError, fd_path, file_response, open_indexed
-from .store import Store, VideoRow, canonical_path
-from .timestamps import mmss
+from tspo_edge.serving.guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
+from tspo_edge.models.mllm import NoneAnswerer
+from tspo_edge.models import Models, load_models
+from tspo_edge.selection import METHODS
+from tspo_edge.serving.served_file import ServedFileError, fd_path, file_response, open_indexed
+from tspo_edge.storage.store import Store, VideoRow, canonical_path
+from tspo_edge.timestamps import mmss
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_BODY = 64 * 1024          # bytes of a request body
@@ -286,7 +286,7 @@ class Archive:
         return row
 
     def usable(self, row: VideoRow) -> Path:
-        """The row's file, fit to ask: the indexed file, unchanged (tspo_edge.served_file), or with
+        """The row's file, fit to ask: the indexed file, unchanged (tspo_edge.serving.served_file), or with
         allow_index one to index again."""
         try:
             open_indexed(row).close()
@@ -355,7 +355,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     """The ASGI app serving the index `db` with `models` (loaded once, here) and `answerer`.
 
     `host`: the address it will be bound to; with `allow_hosts`, the names a Host header may
-    carry (tspo_edge.guard). `watch_status`: a callable whose dict `/api/health` shows as "watch".
+    carry (tspo_edge.serving.guard). `watch_status`: a callable whose dict `/api/health` shows as "watch".
 
     `threads`: request threads (each with its own SQLite connection and Asker); `cache_videos`:
     videos whose features each thread's Asker keeps in memory (a one-hour video at width 384: 11 MB).
@@ -422,7 +422,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
             422 if isinstance(e, (AskError, InputError)) else 400
         return error(status, e)
 
-    # ---- Host, Origin, the token, limits, security headers, the last-resort 500 (tspo_edge.guard) ----
+    # ---- Host, Origin, the token, limits, security headers, the last-resort 500 (tspo_edge.serving.guard) ----
     app.add_middleware(Guard, hosts=HostPolicy(host, allow_hosts), secret=secret, cookie_value=cookie_value,
                        max_body=max_body)
 
@@ -574,7 +574,7 @@ def clip_response(archive: Archive, video_id: int, t: float, seconds: float) -> 
     if not (math.isfinite(t) and math.isfinite(seconds)):
         raise ApiError(422, "t, seconds: not finite numbers")
     row = archive.video(video_id)
-    f = _open(row)  # the indexed file, checked on its descriptor (tspo_edge.served_file)
+    f = _open(row)  # the indexed file, checked on its descriptor (tspo_edge.serving.served_file)
     fd, tmp = tempfile.mkstemp(prefix="tspo-edge-clip-", suffix=".mp4")
     os.close(fd)
     try:

@@ -29,8 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import CheckpointError
-from .scoring import EPS, TAU, score_frames
+from tspo_edge.errors import CheckpointError
+from tspo_edge.scoring import EPS, TAU, score_frames
 
 
 # Prefixes under which the selector's tensors are stored.

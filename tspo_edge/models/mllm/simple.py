@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tspo_edge.mllm.base import Answer, BaseAnswerer
+from tspo_edge.models.mllm.base import Answer, BaseAnswerer
 from tspo_edge.questions import option_letters
 
 

@@ -9,11 +9,11 @@ chosen by a spec string:
 
 from __future__ import annotations
 
-from tspo_edge.encoders import load_encoder
+from tspo_edge.models.encoders import load_encoder
 from tspo_edge.errors import AnswererError, ModelLoadError
 from tspo_edge.extras import require_torch
-from tspo_edge.mllm.base import Answer, Answerer, build_prompt
-from tspo_edge.mllm.simple import LiteAnswerer, NoneAnswerer
+from tspo_edge.models.mllm.base import Answer, Answerer, build_prompt
+from tspo_edge.models.mllm.simple import LiteAnswerer, NoneAnswerer
 
 __all__ = ["Answer", "Answerer", "AnswererError", "load_answerer", "build_prompt",
            "LiteAnswerer", "NoneAnswerer"]
@@ -32,12 +32,12 @@ def load_answerer(spec: str | None = "lite", *, model: str | None = None, encode
             encoder = load_encoder("lite")
         return LiteAnswerer(encoder)
     if spec.startswith("openai:"):
-        from tspo_edge.mllm.openai_api import OpenAIAnswerer  # the openai client loads only for a server
+        from tspo_edge.models.mllm.openai_api import OpenAIAnswerer  # the openai client loads only for a server
 
         return OpenAIAnswerer(spec[len("openai:"):], model=model, **kw)
     if spec.startswith(("http://", "https://")):
         raise ModelLoadError(f"{spec}: write openai:{spec} for an OpenAI-compatible server")
     require_torch(f"the MLLM {spec}", ("torch", "transformers"))
-    from tspo_edge.mllm.hf import TransformersAnswerer  # torch + transformers: only for such an MLLM
+    from tspo_edge.models.mllm.hf import TransformersAnswerer  # torch + transformers: only for such an MLLM
 
     return TransformersAnswerer(spec, trust_remote_code=trust_remote_code, **kw)

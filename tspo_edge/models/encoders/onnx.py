@@ -3,7 +3,7 @@
 Features match the torch encoder's (float32, within float tolerance) and keep its `id`, so an
 index built with one is read with the other. The text side tokenises with the `tokenizers`
 library from the tokenizer saved in the export, so an ask on this backend imports neither
-torch nor transformers. Frames come decoded at the encoder's short side (tspo_edge.video
+torch nor transformers. Frames come decoded at the encoder's short side (tspo_edge.media.video
 resizes while decoding), so only a centre crop remains, done in NumPy; frames of another
 size go through the torch encoder's own resize, so both backends see the same pixels (without
 torch, through Pillow's, within 2 levels of 255).
@@ -19,10 +19,10 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import ManifestError
-from ..manifest import MANIFEST, check_id, read_manifest, verify_files
-from ..onnx_session import make_session
-from .frames import center_crop, check_frames, resize_crop_pil
+from tspo_edge.errors import ManifestError
+from tspo_edge.models.manifest import MANIFEST, check_id, read_manifest, verify_files
+from tspo_edge.models.onnx_session import make_session
+from tspo_edge.models.encoders.frames import center_crop, check_frames, resize_crop_pil
 
 TOKENIZER_DIR = "tokenizer"
 MAX_IMAGE_BATCH = 64  # TensorRT profiles cover batches up to this
@@ -46,7 +46,7 @@ def pixels(frames: np.ndarray, spec: dict) -> np.ndarray:
                      size_hw=tuple(spec["size_hw"]) if spec.get("size_hw") else None,
                      interpolation=spec.get("interpolation", "bicubic"))
         try:
-            from .preprocess import resize_crop, to_tensor
+            from tspo_edge.models.encoders.preprocess import resize_crop, to_tensor
         except ImportError:
             return np.ascontiguousarray(resize_crop_pil(frames, **sizes).transpose(0, 3, 1, 2))
         return np.ascontiguousarray(resize_crop(to_tensor(frames), **sizes).numpy())

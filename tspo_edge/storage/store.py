@@ -10,7 +10,7 @@ Tables (plain, browsable with `sqlite-utils tables` or datasette):
              event features), `x_norm` and `z_norm` float32[T] (norms of the stored float16 values,
              so ask-time cosine scoring needs no norm pass). A blob per video loads a 1-hour video
              about 2x faster than a row per frame (benchmarks/store_layout.py, docs/index.md).
-- `search_segments`, `search_state` where the search cache's rows are (tspo_edge.search); triggers
+- `search_segments`, `search_state` where the search cache's rows are (tspo_edge.storage.search); triggers
              on `features` drop a video's segment in the very transaction that rewrites or removes it.
 - views `videos_readable` (times as ISO text) and `blobs` (each blob's dtype, shape and size), so
              sqlite-utils and datasette read the index without knowing its layout.

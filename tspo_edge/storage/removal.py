@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tspo_edge.errors import StoreError
-from tspo_edge.store import Store, VideoRow, canonical_path
+from tspo_edge.storage.store import Store, VideoRow, canonical_path
 
 __all__ = ["RemoveResult", "PruneResult", "remove", "prune", "gone"]
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tspo_edge.errors import AnswererError, ModelLoadError
-from tspo_edge.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
+from tspo_edge.models.mllm.base import Answer, BaseAnswerer, build_prompt, letter_of
 from tspo_edge.timestamps import mmss
 from tspo_edge.redaction import redact
 

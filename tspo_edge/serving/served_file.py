@@ -28,8 +28,8 @@ from urllib.parse import quote
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .guard import error
-from .store import VideoRow, fingerprint
+from tspo_edge.serving.guard import error
+from tspo_edge.storage.store import VideoRow, fingerprint
 
 CHUNK = 256 * 1024
 # PyAV's demuxer names -> the media type browsers play them as (the first name of a demuxer's list)
