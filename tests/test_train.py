@@ -106,7 +106,7 @@ def test_load_rows_parses_tspo10k(tmp_path):
 
 
 @pytest.mark.parametrize("bad, cause", [
-    ("{not json", "invalid JSON"),
+    ("{not json", "not JSON"),
     ({k: v for k, v in GOOD.items() if k != "solution"}, "missing key 'solution'"),
     ({**GOOD, "type": "long"}, "'type'"),
     ({**GOOD, "solution": "b"}, "'solution'"),

@@ -12,12 +12,12 @@ The agent sees the question stem (the text before the options), the MLLM the ste
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from tspo_edge.errors import DataError
+from tspo_edge.jsonl import read_jsonl
 from tspo_edge.questions import parse_question
 
 KINDS = ("general", "specific")
@@ -117,25 +117,10 @@ def load_rows(path: str | Path, videos_dir: str | Path | None, *, strict: bool =
     missing: dict[str, None] = {}
     skipped = 0
     exists: dict[str, bool] = {}
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        lines = data.decode("utf-8-sig").split("\n")  # not splitlines: JSON strings may hold U+2028
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
-    for line_no, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
+    for line_no, obj in read_jsonl(path, DataError):
+        if isinstance(obj, str):  # the line's error: it is not JSON
+            raise DataError(obj)
         where = f"{path}:{line_no}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError:
-            raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
         row = parse_row(obj, where, videos_dir, line_no)
         if row.video not in exists:
             exists[row.video] = row.video in known if known is not None else Path(row.video).is_file()

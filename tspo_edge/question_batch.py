@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tspo_edge.errors import BatchError
+from tspo_edge.jsonl import read_jsonl
 from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from tspo_edge.selection import METHODS
 
@@ -83,33 +84,12 @@ def validate_item(obj, where: str) -> dict:
 
 def load_batch(path) -> Batch:
     """Every line validated; good lines in `items`, bad ones in `errors` ("file:line: cause")."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except IsADirectoryError:
-        raise BatchError(f"{path}: is a folder, not a batch file") from None
-    except OSError as e:
-        raise BatchError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise BatchError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
-    batch = Batch(p)
-    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON may hold U+2028
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
+    batch = Batch(Path(path))
+    for n, obj in read_jsonl(path, BatchError):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            batch.bad(n, f"{where}: not JSON ({e.msg} at column {e.colno})")
-            continue
-        except RecursionError:
-            batch.bad(n, f"{where}: not JSON (nested too deeply)")
-            continue
-        try:
-            item = validate_item(obj, where)
+            if isinstance(obj, str):  # the line's error: it is not JSON
+                raise BatchError(obj)
+            item = validate_item(obj, f"{path}:{n}")
         except BatchError as e:
             batch.bad(n, str(e))
             continue
