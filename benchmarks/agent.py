@@ -18,6 +18,11 @@ import multiprocessing as mp
 import resource
 import time
 
+import numpy as np
+import torch
+
+from tspo_edge.models.agent import TemporalAgent, positional_encoding, score_frames
+
 D, HEADS, WINDOW = 768, 8, 12
 
 
@@ -27,10 +32,6 @@ def _rss_mb() -> float:
 
 def dense_events(agent, x):
     """The published algorithm, from the formulas: a dense T x T window mask."""
-    import torch
-
-    from tspo_edge.models.agent import positional_encoding
-
     T, Dm = x.shape
     H, w = agent.heads, agent.window
     att = agent.temporal
@@ -46,13 +47,8 @@ def dense_events(agent, x):
 
 
 def _measure(algo: str, T: int, repeat: int, threads: int, q) -> None:
-    import numpy as np
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
-    from tspo_edge.models.agent import TemporalAgent, score_frames
-
     torch.manual_seed(0)
     agent = TemporalAgent(D, HEADS, WINDOW).eval()
     rng = np.random.default_rng(0)
@@ -101,8 +97,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads in each worker (0: torch's default)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
-    import torch
-
     threads = args.threads or torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, d={D}, heads={HEADS}, w={WINDOW}")
     print(f"{'T':>6} | {'banded s':>9} {'MB':>7} | {'dense s':>9} {'MB':>7} | {'speed-up':>8} | {'ask ms':>7}")

@@ -21,11 +21,21 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
+import torch
 
 OUT = Path(__file__).resolve().parent / "out"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tspo_edge.ask import Asker  # noqa: E402
+from tspo_edge.media.video import iter_frames, probe  # noqa: E402
+from tspo_edge.models import load_models  # noqa: E402
+from tspo_edge.models.mllm import load_answerer  # noqa: E402
+from tspo_edge.scoring import score_frames  # noqa: E402
+from tspo_edge.selection import select_frames  # noqa: E402
+from tspo_edge.storage.store import Store  # noqa: E402
 
 _OPTS = "\nA. red\nB. green\nC. blue\nD. yellow"
 QUESTIONS = [  # multiple choice, so the lite answerer ranks options every time
@@ -41,8 +51,6 @@ def make_long_video(path: Path, *, minutes: float, fps: int = 24, height: int = 
                     scene_seconds: float = 30.0, gop_seconds: float = 2.0, seed: int = 0) -> Path:
     """An H.264 video of coloured, textured scenes with a moving bar (cheap to generate, seekable
     with a `gop_seconds` keyframe interval as streaming encodes use)."""
-    import av
-
     width = int(round(height * 16 / 9 / 2)) * 2
     rng = np.random.default_rng(seed)
     n = int(round(minutes * 60 * fps))
@@ -83,10 +91,6 @@ def reference_path(video: Path, question: str, *, encoder, agent, n: int, method
     With `seconds`, decoding and encoding stop after that much video and their times are scaled
     to the whole video by frame count (their cost per frame is constant); the agent then runs on
     the full-length embeddings `x_full` (from the index), so it is measured at full length."""
-    from tspo_edge.scoring import score_frames
-    from tspo_edge.selection import select_frames
-    from tspo_edge.media.video import iter_frames
-
     t = {}
     t0 = time.perf_counter()
     q = np.asarray(encoder.encode_texts([question]), dtype=np.float32)
@@ -137,15 +141,7 @@ def main(argv=None) -> int:
                    help="torch intra-op threads for both paths (1 avoids oversubscription on a shared machine)")
     a = p.parse_args(argv)
     if a.threads:
-        import torch
-
         torch.set_num_threads(a.threads)
-
-    from tspo_edge.ask import Asker
-    from tspo_edge.models.mllm import load_answerer
-    from tspo_edge.models import load_models
-    from tspo_edge.storage.store import Store
-    from tspo_edge.media.video import probe
 
     OUT.mkdir(parents=True, exist_ok=True)
     tag = f"{a.minutes:g}min-{a.height}p"

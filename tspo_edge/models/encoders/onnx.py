@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from tspo_edge.errors import ManifestError
 from tspo_edge.models.manifest import MANIFEST, check_id, read_manifest, verify_files
 from tspo_edge.models.onnx_session import make_session
-from tspo_edge.models.encoders.frames import center_crop, check_frames, resize_crop_pil
+from tspo_edge.models.encoders.frame_batch import center_crop, check_frames, resize_crop_pil
 
 TOKENIZER_DIR = "tokenizer"
 MAX_IMAGE_BATCH = 64  # TensorRT profiles cover batches up to this
@@ -46,7 +46,7 @@ def pixels(frames: np.ndarray, spec: dict) -> np.ndarray:
                      size_hw=tuple(spec["size_hw"]) if spec.get("size_hw") else None,
                      interpolation=spec.get("interpolation", "bicubic"))
         try:
-            from tspo_edge.models.encoders.preprocess import resize_crop, to_tensor
+            from tspo_edge.models.encoders.preprocess import resize_crop, to_tensor  # optional: torch (the [torch] extra)
         except ImportError:
             return np.ascontiguousarray(resize_crop_pil(frames, **sizes).transpose(0, 3, 1, 2))
         return np.ascontiguousarray(resize_crop(to_tensor(frames), **sizes).numpy())

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.video_utils import VideoMetadata
 
 from tspo_edge.models import hub
 from tspo_edge.models.device import pick_device, pick_dtype
@@ -31,8 +32,6 @@ class TransformersAnswerer(BaseAnswerer):
     def __init__(self, source: str | Path, *, device: str | None = None, dtype=None,
                  trust_remote_code: bool = False, max_new_tokens: int | None = None,
                  frame_size: int = 448, batch_size: int = 8, do_sample: bool = False):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         src = str(source)
         local = Path(src).expanduser()
         if not local.exists() and (src.startswith((".", "/", "~")) or src.count("/") > 1 or "\\" in src):
@@ -77,8 +76,6 @@ class TransformersAnswerer(BaseAnswerer):
 
     @staticmethod
     def _metadata(frames, times):
-        from transformers.video_utils import VideoMetadata
-
         t = np.asarray(times, dtype=np.float64)
         idx = [int(round(x * _META_FPS)) for x in t]
         dur = float(t.max()) + 1.0 if len(t) else 1.0

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
+import openai
 from PIL import Image
 
 from tspo_edge.errors import AnswererError, ModelLoadError
@@ -57,12 +58,6 @@ class OpenAIAnswerer(BaseAnswerer):
     def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 120.0,
                  max_new_tokens: int | None = None, frame_size: int = 448, jpeg_quality: int = 85,
                  concurrency: int = 4, max_retries: int = 0, check: bool = True):
-        try:
-            import openai
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise ModelLoadError("openai: the 'openai' package is needed for an openai:URL answerer "
-                                 "(pip install openai)") from e
-        self._openai = openai
         self._key = api_key_from_env()
         shown = redact(base_url, known=[self._key])
         if not base_url.startswith(("http://", "https://")):
@@ -92,14 +87,13 @@ class OpenAIAnswerer(BaseAnswerer):
 
     def _fail(self, e: Exception) -> AnswererError:
         """One line naming the (masked) URL; server text is redacted before it is cut to length."""
-        o = self._openai
-        if isinstance(e, o.APITimeoutError):
+        if isinstance(e, openai.APITimeoutError):
             tries = 1 + self.max_retries
             msg = (f"no answer within {self.timeout:g} s" if tries == 1 else
                    f"no answer in {tries} tries of {self.timeout:g} s each (over {tries * self.timeout:g} s)")
-        elif isinstance(e, o.APIConnectionError):
+        elif isinstance(e, openai.APIConnectionError):
             msg = "cannot connect to the server (is it running?)"
-        elif isinstance(e, o.APIStatusError):
+        elif isinstance(e, openai.APIStatusError):
             body = " ".join(redact(getattr(e, "message", "") or "", known=[self._key]).split())[:200]
             msg = f"the server answered HTTP {e.status_code}" + (f": {body}" if body else "")
         else:
@@ -110,11 +104,11 @@ class OpenAIAnswerer(BaseAnswerer):
         """Checks the server is up (GET /models); without a model name takes the one it serves."""
         try:
             served = [m.id for m in self.client.models.list()]
-        except self._openai.NotFoundError:
+        except openai.NotFoundError:
             served = []  # a server without /models: trust the name given
             if model is None:
                 raise AnswererError(f"{self.shown_url}: the server lists no models; name the model to use")
-        except self._openai.OpenAIError as e:
+        except openai.OpenAIError as e:
             raise self._fail(e) from e
         if model is None:
             if not served:
@@ -134,7 +128,7 @@ class OpenAIAnswerer(BaseAnswerer):
                 temperature=0.0,
                 max_tokens=self.max_new_tokens or (16 if mc else 512),
             )
-        except self._openai.OpenAIError as e:
+        except openai.OpenAIError as e:
             raise self._fail(e) from e
         try:
             text = (r.choices[0].message.content or "").strip()

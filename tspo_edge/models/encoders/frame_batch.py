@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:
@@ -33,8 +34,6 @@ def resize_crop_pil(frames: np.ndarray, *, shortest_edge: int | None = None, siz
     """N×H×W×3 uint8 -> N×H'×W'×3 uint8: preprocess.resize_crop's sizes, done by Pillow (antialiased),
     for installs without torch. Its pixels differ from torchvision's by at most 2 levels of 255
     (frames of bikes.mp4 to 224, 384x384, 32 and 448 px: mean difference under 0.003)."""
-    from PIL import Image
-
     h, w = frames.shape[1:3]
     if size_hw is not None:
         out_hw = tuple(size_hw)
