@@ -27,10 +27,11 @@ import tspo_edge
 from tspo_edge import doctor
 from tspo_edge import limits as L
 from tspo_edge.media import video
-from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
+from tspo_edge.answers import format_result
+from tspo_edge.ask import Asker, check_inputs, contact_sheet, process_seconds
 from tspo_edge.question_batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
-from tspo_edge.serving.client import ask_remote, result_from_dict
+from tspo_edge.serving.client import ask_remote
 from tspo_edge.media.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.extras import require_torch
@@ -659,21 +660,9 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
 def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str], *, option, frames, method, mllm,
                 json_out: bool, timeout: float, local_only: dict) -> None:
     """`ask --server URL`: the question goes to a running server; the same output as a local ask."""
-    given = [flag for flag, value in local_only.items() if value is not None]
-    if given:
-        bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
-    if video_path is None or question is None:
-        bad("give VIDEO and QUESTION")
-    length = len(question) + sum(len(o) for o in option or [])
-    if length > L.MAX_QUESTION_CHARS:
-        bad(f"the question has {length} characters with its options; at most {L.MAX_QUESTION_CHARS} are taken")
-    if method not in METHODS:
-        bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
-        d = ask_remote(server, video_path, question, options=option or None, frames=frames, method=method,
-                       mllm="none" if mllm.strip() == "none" else None,
-                       token=os.environ.get("TSPO_EDGE_TOKEN"), timeout=timeout)
-        r = result_from_dict(d)
+        d, r = ask_remote(server, video_path, question, options=option, frames=frames, method=method, mllm=mllm,
+                          token=os.environ.get("TSPO_EDGE_TOKEN"), timeout=timeout, local_only=local_only)
     except KeyboardInterrupt:
         interrupted()
     except TspoError as e:
