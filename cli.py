@@ -27,10 +27,11 @@ import tspo_edge
 from tspo_edge import doctor
 from tspo_edge import limits as L
 from tspo_edge.media import video
-from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
+from tspo_edge.answers import format_result
+from tspo_edge.ask import Asker, check_inputs, contact_sheet, process_seconds
 from tspo_edge.question_batch import load_batch
 from tspo_edge.checks import in_range, json_safe, range_text
-from tspo_edge.serving.client import ask_remote, result_from_dict
+from tspo_edge.serving.client import ask_remote
 from tspo_edge.media.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.extras import require_torch
@@ -659,21 +660,9 @@ def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *,
 def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str], *, option, frames, method, mllm,
                 json_out: bool, timeout: float, local_only: dict) -> None:
     """`ask --server URL`: the question goes to a running server; the same output as a local ask."""
-    given = [flag for flag, value in local_only.items() if value is not None]
-    if given:
-        bad(f"{', '.join(given)}: not with --server (the server's models answer); ask locally without --server")
-    if video_path is None or question is None:
-        bad("give VIDEO and QUESTION")
-    length = len(question) + sum(len(o) for o in option or [])
-    if length > L.MAX_QUESTION_CHARS:
-        bad(f"the question has {length} characters with its options; at most {L.MAX_QUESTION_CHARS} are taken")
-    if method not in METHODS:
-        bad(f"--method {method}: choose from {METHOD_HELP}")
     try:
-        d = ask_remote(server, video_path, question, options=option or None, frames=frames, method=method,
-                       mllm="none" if mllm.strip() == "none" else None,
-                       token=os.environ.get("TSPO_EDGE_TOKEN"), timeout=timeout)
-        r = result_from_dict(d)
+        d, r = ask_remote(server, video_path, question, options=option, frames=frames, method=method, mllm=mllm,
+                          token=os.environ.get("TSPO_EDGE_TOKEN"), timeout=timeout, local_only=local_only)
     except KeyboardInterrupt:
         interrupted()
     except TspoError as e:
@@ -800,9 +789,8 @@ def serve_cmd(
     device: Optional[str] = DeviceOpt,
 ) -> None:
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
-    import uvicorn  # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
-
-    from tspo_edge.serving.server import bind, check_bind, create_app  # heavy: fastapi, as uvicorn above
+    # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
+    from tspo_edge.serving.serve import ServeOptions, serve
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
@@ -818,62 +806,21 @@ def serve_cmd(
     for folder in watch_dirs or []:
         if not folder.exists():
             bad(f"{folder}: --watch needs an existing file or folder")
-    token = os.environ.get("TSPO_EDGE_TOKEN")  # set but empty: refused by check_bind
-    try:
-        check_bind(host, token)  # the address, the port and the token before any model loads
-        sock = bind(host, port)
-        if spec.runtime == "torch":
-            import torch  # optional: the [torch] extra (the torch runtime loads it anyway)
-
-            torch.set_num_threads(torch_threads)
-        models = load_models(spec)
-        if mllm.strip() in ("lite", ""):
-            answerer = load_answerer(mllm, encoder=models.encoder)
-        else:
-            answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code)
-        stop = threading.Event()
-        watcher = _serve_watch(watch_dirs, db, spec, settle, stop) if watch_dirs else None
-        app_ = create_app(db, models, answerer, token=token, allow_index=bool(index_root),
-                          index_roots=index_root or (), threads=threads, host=host, allow_hosts=allow_host or (),
-                          watch_status=watcher.status if watcher else None)
+    options = ServeOptions(db=db, spec=spec, host=host, port=port, token=os.environ.get("TSPO_EDGE_TOKEN"),
+                           mllm=mllm, mllm_model=mllm_model, trust_remote_code=trust_remote_code,
+                           index_roots=index_root or (), allow_hosts=allow_host or (), threads=threads,
+                           torch_threads=torch_threads, watch=watch_dirs or (), settle=settle)
+    try:  # until one mapping of TspoError at the app level lands
+        serve(options, watcher=WatchService, say=_say)
     except KeyboardInterrupt:
         interrupted()
     except TspoError as e:
         fail(e)
-    host = host.strip().strip("[]")
-    shown_host = f"[{host}]" if ":" in host else host
-    err.print(f"serving {db} on http://{shown_host}:{port}/ (API: /docs; "
-              f"{'token required' if token else 'no token: loopback only'}; "
-              f"index {'writable under ' + ', '.join(map(str, index_root)) if index_root else 'read-only'})",
-              highlight=False, markup=False, soft_wrap=True)
-    if watcher is not None:
-        watcher.start()
-    try:
-        uvicorn.Server(uvicorn.Config(app_, log_level="warning", access_log=False, server_header=False)).run(
-            sockets=[sock])
-    finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join(timeout=600)  # the video in flight is finished, or never committed
 
 
-def _serve_watch(folders: List[Path], db: Path, spec: ModelSpec, settle: float, stop: threading.Event):
-    """`serve --watch`: the watch of `index --watch` in a thread beside the server, with its own
-    models (the server's are used by its request threads) and its own writing connection, restarted
-    when it fails (`/api/health` shows its state); after each video the search data is brought up
-    to date, so the server finds the new moments."""
-
-    def on_result(r) -> None:
-        err.print(f"watch: {r.status} {printable(r.path)}", highlight=False, markup=False, soft_wrap=True)
-        if r.status in ("indexed", "events", "missing", "restored"):
-            with Store(db) as store:
-                search_refresh(store)
-
-    def on_error(message: str) -> None:
-        err.print(f"watch failed: {printable(message)}", highlight=False, markup=False, soft_wrap=True)
-
-    return WatchService(folders, db=db, models=lambda: load_models(spec), settle=settle, stop=stop,
-                        on_result=on_result, on_error=on_error)
+def _say(line: str) -> None:
+    """A line of a running command (serve's start, its watch) on stderr, escaped."""
+    err.print(printable(line), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("export", epilog=examples(

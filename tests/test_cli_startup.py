@@ -1,4 +1,5 @@
-"""A torch-free ask (issue 10, item 4): `tspo-edge ask --model-dir DIR` imports neither torch nor transformers.
+"""A torch-free ask (issue 10, item 4): `tspo-edge ask --model-dir DIR` imports neither torch nor transformers
+(nor the web stack of `serve`: fastapi, starlette, uvicorn).
 
 The export folder is made once per module by `python -m tspo_edge export --out DIR` (the lite
 encoder's towers and its agent); a short generated video is indexed with it. The ask then runs
@@ -19,7 +20,7 @@ import pytest
 from conftest import write_test_video
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers")
+HEAVY = ("torch", "transformers", "fastapi", "starlette", "uvicorn")  # the web stack: `serve` alone pays for it
 WRAPPER = """\
 import atexit, json, runpy, sys
 out = sys.argv.pop(1)

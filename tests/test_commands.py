@@ -282,7 +282,7 @@ def test_server_clip_is_an_mp4_attachment(built, lite_models, tmp_path):
     from fastapi.testclient import TestClient
 
     from tspo_edge.models.mllm import load_answerer
-    from tspo_edge.serving.server import create_app
+    from tspo_edge.serving.app import create_app
 
     db, (door, _) = built
     shutil.copy(db, tmp_path / "index.db")
@@ -403,7 +403,7 @@ def test_save_clip_button_downloads_a_clip_under_a_strict_csp(built, lite_models
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
     from conftest import served
     from tspo_edge.models.mllm import load_answerer
-    from tspo_edge.serving.server import create_app
+    from tspo_edge.serving.app import create_app
 
     db, (door, _) = built
     shutil.copy(db, tmp_path / "index.db")

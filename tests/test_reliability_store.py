@@ -199,7 +199,7 @@ def test_a_copied_db_alone_searches_the_same(db, tmp_path, cli_lite_encoder, lit
     from fastapi.testclient import TestClient
 
     from tspo_edge.models.mllm import load_answerer
-    from tspo_edge.serving.server import create_app
+    from tspo_edge.serving.app import create_app
 
     app = create_app(copy, lite_models(), load_answerer("none"), refresh_search=False)
     with TestClient(app, base_url="http://127.0.0.1:8008") as c:
@@ -249,7 +249,7 @@ def test_search_while_another_process_holds_the_write_lock(locked, base, monkeyp
     from fastapi.testclient import TestClient
 
     from tspo_edge.models.mllm import load_answerer
-    from tspo_edge.serving.server import create_app
+    from tspo_edge.serving.app import create_app
 
     app = create_app(locked, lite_models(), load_answerer("none"), allow_index=True,
                      index_roots=[base["alpha"].parent])
@@ -263,7 +263,7 @@ def test_api_ask_on_a_damaged_video_is_one_line_not_500(db, base, lite_models):
     from fastapi.testclient import TestClient
 
     from tspo_edge.models.mllm import load_answerer
-    from tspo_edge.serving.server import create_app
+    from tspo_edge.serving.app import create_app
 
     alpha = _video_id(db, base["alpha"])
     _damage(db, alpha, "nan-times")

@@ -109,7 +109,7 @@ def test_a_failing_watch_inside_serve_is_restarted_and_shown_by_health(tmp_path,
     from tspo_edge.index.watch import WatchService
     from tspo_edge.models.mllm import load_answerer
     from tspo_edge.pipeline import index_videos
-    from tspo_edge.serving.server import create_app
+    from tspo_edge.serving.app import create_app
 
     d = tmp_path / "D"
     d.mkdir()

@@ -24,7 +24,7 @@ from tspo_edge.models.mllm import load_answerer
 from tspo_edge.pipeline import index_videos
 from tspo_edge.scoring import score_frames
 from tspo_edge.storage.search_filters import make_filters, parse_when
-from tspo_edge.serving.server import create_app
+from tspo_edge.serving.app import create_app
 from tspo_edge.storage.store import SCHEMA_VERSION, Store
 
 LOCAL = "http://127.0.0.1:8008"

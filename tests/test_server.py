@@ -30,7 +30,11 @@ from tspo_edge.storage import search as search_mod  # noqa: E402
 from tspo_edge.cli import app as cli_app  # noqa: E402
 from tspo_edge.models.mllm import load_answerer  # noqa: E402
 from tspo_edge.pipeline import index_videos  # noqa: E402
-from tspo_edge.serving.server import SharedEncoder, ServeError, check_bind, create_app, is_loopback  # noqa: E402
+from tspo_edge.errors import ServeError  # noqa: E402
+from tspo_edge.serving.app import create_app  # noqa: E402
+from tspo_edge.serving.guard import is_loopback  # noqa: E402
+from tspo_edge.serving.listen import check_bind  # noqa: E402
+from tspo_edge.serving.shared_models import SharedEncoder  # noqa: E402
 from tspo_edge.storage.store import Store  # noqa: E402
 
 LOCAL = "http://127.0.0.1:8008"  # the Host a browser on this machine sends (the server refuses others)

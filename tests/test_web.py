@@ -13,7 +13,7 @@ import pytest
 from conftest import served
 from tspo_edge.models.mllm import load_answerer
 from tspo_edge.pipeline import index_videos
-from tspo_edge.serving.server import create_app
+from tspo_edge.serving.app import create_app
 from tspo_edge.storage.store import Store
 
 CHROMIUM = os.environ.get("TSPO_EDGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

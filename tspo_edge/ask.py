@@ -13,24 +13,23 @@ import dataclasses
 import os
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tspo_edge.answers import AskResult, Keyframe
 from tspo_edge.media import video
 from tspo_edge.checks import in_range
 from tspo_edge.errors import AskError, VideoError
 from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from tspo_edge.models import Models
 from tspo_edge.pipeline import Sampling, agent_events, ensure_indexed
-from tspo_edge.questions import Question, option_letters, parse_question
+from tspo_edge.questions import Question, parse_question
 from tspo_edge.scoring import TAU, score_frames
 from tspo_edge.selection import METHODS, select_frames
 from tspo_edge.storage.store import VideoFeatures, canonical_path
-from tspo_edge.terminal import printable
 from tspo_edge.timestamps import mmss
 LONG_VIDEO_SECONDS = 600.0   # the paper evaluates long videos with 64 frames
 SHEET_SIZE = 240             # short side of contact-sheet tiles when nothing else was decoded
@@ -48,46 +47,6 @@ def process_seconds() -> float:
         return max(0.0, now - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
         return time.perf_counter() - _IMPORTED
-
-
-@dataclass
-class Keyframe:
-    index: int     # position in the video's indexed frame sequence (1 fps by default)
-    time: float    # seconds
-    score: float   # the agent's logit s_t
-
-
-@dataclass
-class AskResult:
-    video: str
-    question: str                 # as asked
-    stem: str                     # what the agent saw
-    options: list[str]
-    answer: str | None
-    letter: str | None
-    frames: list[Keyframe]
-    method: str
-    timings: dict[str, float]     # seconds per stage
-    models: dict[str, str]        # encoder, agent, answerer ids
-    note: str = ""
-    indexed_now: bool = False     # the video was (re)indexed by this ask
-    option_scores: list[float] | None = None
-    warning: str | None = None    # one line: the question looked as if it had options none of which could be read
-    pixels: np.ndarray | None = field(default=None, repr=False)  # decoded keyframes (not serialised)
-
-    def add_start(self, seconds: float) -> None:
-        """Count the process's start-up before the ask (`start`: interpreter, imports, models) in
-        the timings and their total, so the total is what the user waited for the answer."""
-        self.timings = {"start": float(seconds), **self.timings}
-        self.timings["total"] = self.timings.get("total", 0.0) + float(seconds)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("pixels")
-        d["frames"] = [{"index": k.index, "time": round(k.time, 3), "timestamp": mmss(k.time),
-                        "score": round(k.score, 4)} for k in self.frames]
-        d["timings"] = {k: round(v, 6) for k, v in self.timings.items()}
-        return d
 
 
 def default_frames(duration: float | None) -> int:
@@ -276,24 +235,3 @@ def contact_sheet(frames: np.ndarray, times: Sequence[float], out, *, scores: Se
     except (OSError, ValueError) as e:
         raise AskError(f"{out}: cannot write the contact sheet ({e})") from e
     return out
-
-
-def format_result(r: AskResult) -> str:
-    """The readable form `tspo-edge ask` prints; text from the question, a server or an MLLM escaped."""
-    p = printable
-    lines = [f"question: {p(r.stem)}"]
-    for letter, opt in zip(option_letters(len(r.options)), r.options):
-        lines.append(f"  {letter}. {p(opt)}")
-    if r.answer:
-        lines.append(f"answer:   {p(r.answer)}")
-    if r.note:
-        lines.append(f"note:     {p(r.note)}")
-    lines.append(f"moments:  {len(r.frames)} frames ({p(r.method)}): "
-                 + " ".join(mmss(k.time) for k in r.frames))
-    best = sorted(r.frames, key=lambda k: -k.score)[:3]
-    if best:
-        lines.append("best:     " + ", ".join(f"{mmss(k.time)} (s={k.score:.1f})" for k in best))
-    lines.append("time:     " + "  ".join(f"{p(k)} {v * 1000:.0f} ms" for k, v in r.timings.items()))
-    lines.append(f"models:   answerer {p(r.models['answerer'])} | encoder {p(r.models['encoder'])} | "
-                 f"agent {p(r.models['agent'])}")
-    return "\n".join(lines)

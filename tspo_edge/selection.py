@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("topk", "bin-max", "aks", "uniform")
+from tspo_edge.selection_methods import METHODS
 
 
 def finite_ranks(scores) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""A client of `tspo-edge serve`: an ask sent to a running server (standard library only).
+"""A client of `tspo-edge serve`: an ask sent to a running server (standard library only: it
+imports no NumPy, Pillow, decoder, SQLite layer or web framework; tests/test_client.py checks it).
 
-    ask_remote("http://127.0.0.1:8008", "talk.mp4", "When does the demo start?") -> dict
-    result_from_dict(d) -> AskResult   (what `format_result` prints)
+    ask_remote("http://127.0.0.1:8008", "talk.mp4", "When does the demo start?") -> RemoteAnswer
+        .data     the server's JSON (what `ask --json` prints)
+        .result   the same as an AskResult (what `format_result` prints)
 
 The server answers with the JSON of `tspo-edge ask --json`, so a remote ask prints what a local one
 prints. The token (`$TSPO_EDGE_TOKEN`) goes in an Authorization header, never in a URL or a message.
@@ -14,11 +16,18 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
-from tspo_edge.ask import AskResult, Keyframe
-from tspo_edge.errors import ClientError
+from tspo_edge.answers import AskResult, Keyframe
+from tspo_edge.errors import ClientError, InputError
+from tspo_edge.limits import MAX_QUESTION_CHARS
+from tspo_edge.selection_methods import METHODS
+
+
+class RemoteAnswer(NamedTuple):
+    data: dict          # the server's JSON: what `ask --json` prints
+    result: AskResult   # the same answer, for format_result
 
 
 def base_url(url: str) -> str:
@@ -42,18 +51,36 @@ def video_ref(video) -> str | int:
     return int(text) if text.isdigit() else text
 
 
-def ask_remote(url: str, video, question: str, *, options: Sequence[str] | None = None, frames: int | None = None,
-               method: str = "topk", mllm: str | None = None, token: str | None = None,
-               timeout: float = 120.0) -> dict:
-    """POST /api/ask on a running server; the answer's dict (the JSON of `ask --json`)."""
+def ask_remote(url: str, video, question: str | None, *, options: Sequence[str] | None = None,
+               frames: int | None = None, method: str = "topk", mllm: str | None = None,
+               token: str | None = None, timeout: float = 120.0,
+               local_only: Mapping[str, object] | None = None) -> RemoteAnswer:
+    """POST /api/ask on a running server, checked first: `ask --server`.
+
+    `local_only`: what the caller was given that only a local ask can use (a contact sheet, a
+    batch, its own models), by the name the user gave it; any that is set is refused. `mllm`:
+    "none" asks the server to skip its answerer; anything else leaves the server's own.
+    Raises InputError for bad input (nothing sent), ClientError for what the server says."""
+    given = [name for name, value in (local_only or {}).items() if value is not None]
+    if given:
+        raise InputError(f"{', '.join(given)}: not with --server (the server's models answer); "
+                         f"ask locally without --server")
+    if video is None or question is None:
+        raise InputError("give VIDEO and QUESTION")
+    length = len(question) + sum(len(o) for o in options or [])
+    if length > MAX_QUESTION_CHARS:
+        raise InputError(f"the question has {length} characters with its options; at most {MAX_QUESTION_CHARS} are taken")
+    if method not in METHODS:
+        raise InputError(f"--method {method}: choose from {' | '.join(METHODS)}")
     body: dict = {"video": video_ref(video), "question": question, "method": method}
     if options:
         body["options"] = list(options)
     if frames is not None:
         body["frames"] = int(frames)
-    if mllm:
-        body["mllm"] = mllm
-    return request(url, "/api/ask", body, token=token, timeout=timeout)
+    if mllm is not None and mllm.strip() == "none":
+        body["mllm"] = "none"
+    data = request(url, "/api/ask", body, token=token, timeout=timeout)
+    return RemoteAnswer(data, result_from_dict(data))
 
 
 def request(url: str, path: str, body: dict | None = None, *, token: str | None = None,

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-log = logging.getLogger("tspo_edge.serving.server")
+log = logging.getLogger("tspo_edge.serving")
 
 COOKIE = "tspo_edge_session"
 SESSION = "/api/session"      # where a token becomes the session cookie

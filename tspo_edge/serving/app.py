@@ -1,6 +1,6 @@
-"""`tspo-edge serve`: the models held warm behind a JSON API and a web page (an ASGI app).
+"""`tspo-edge serve`'s routes: the models held warm behind a JSON API and a web page (an ASGI app).
 
-    create_app(db, models, answerer) -> FastAPI app; run it with uvicorn (cli.py does)
+    create_app(db, models, answerer) -> FastAPI app; tspo_edge.serving.serve runs it with uvicorn
 
     GET  /                              the web page (tspo_edge/serving/web/)
     GET  /api/videos                    the archive: id, name, duration, frames, status
@@ -24,23 +24,19 @@ cookie, an HMAC of the token, never the token itself). Bodies over `max_body` by
 {"error": "..."}, never a traceback.
 
 Concurrency: request handlers run in a thread pool; each thread has its own SQLite connection
-(readers never wait in WAL mode) and its own Asker; model calls (the text encoder, a local
-answerer) hold one lock, since tokenizers and torch modules are not safe to share between threads.
+(readers never wait in WAL mode) and its own Asker (tspo_edge.serving.archive); model calls (the
+text encoder, a local answerer) hold one lock, since tokenizers and torch modules are not safe to
+share between threads (tspo_edge.serving.shared_models).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import hmac
-import io
 import math
 import os
-import socket
 import tempfile
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -50,25 +46,22 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tspo_edge import __version__
-from tspo_edge.storage import search as search_mod
-from tspo_edge.media import video as video_mod
-from tspo_edge.ask import Asker
 from tspo_edge.checks import json_safe
+from tspo_edge.errors import (AskError, InputError, ServeError, StoreDamagedError, StoreError, TspoError,
+                              VideoError)
 from tspo_edge.media.clip import cut_clip, format_time
-from tspo_edge.errors import (AskError, IndexMismatchError, InputError, ServeError, StoreDamagedError, StoreError, TspoError,
-                     VideoError)
-from tspo_edge.serving.guard import COOKIE, Guard, HostPolicy, check_token, error, is_loopback, one_line, token_matches
-from tspo_edge.models.mllm import NoneAnswerer
-from tspo_edge.models import Models, load_models
+from tspo_edge.models import Models
 from tspo_edge.selection import METHODS
-from tspo_edge.serving.served_file import ServedFileError, fd_path, file_response, open_indexed
-from tspo_edge.storage.store import Store, VideoRow, canonical_path
+from tspo_edge.serving.archive import ApiError, Archive, open_row
+from tspo_edge.serving.guard import COOKIE, Guard, HostPolicy, check_token, error, token_matches
+from tspo_edge.serving.served_file import fd_path, file_response
+from tspo_edge.storage import search as search_mod
+from tspo_edge.storage.store import Store, VideoRow
 from tspo_edge.timestamps import mmss
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -78,126 +71,9 @@ MAX_TOP = 100                 # moments a search may return
 MAX_FOLDERS = 32              # `in` folders a search may name
 MAX_QUESTION = 2000           # characters
 MAX_OPTIONS = 8               # A to H: what an ask takes (tspo_edge.questions)
-MAX_ID = 2**63 - 1            # SQLite's largest integer
 THUMB_SIZES = (64, 640)       # short side of a thumbnail, min and max
 MAX_CLIP_SECONDS = 300.0      # the longest clip the clip route cuts
 
-
-class ApiError(Exception):
-    """A request the server refuses: HTTP status and a one-line message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve on a non-loopback address without a token, or with a token no client can send."""
-    try:
-        token = check_token(token)
-    except ValueError as e:
-        raise ServeError(str(e)) from None
-    if not is_loopback(host) and not token:
-        raise ServeError(f"host {host} is reachable from other machines: set TSPO_EDGE_TOKEN "
-                         f"(a bearer token clients must send) or serve on 127.0.0.1")
-
-
-class _Locked:
-    """An answerer (or encoder) whose model calls hold one lock (other attributes pass through)."""
-
-    def __init__(self, inner, lock: threading.RLock, methods: tuple[str, ...]):
-        self._inner, self._lock = inner, lock
-        for name in methods:
-            if hasattr(inner, name):
-                setattr(self, name, self._wrap(getattr(inner, name)))
-
-    def _wrap(self, fn):
-        def call(*a, **kw):
-            with self._lock:
-                return fn(*a, **kw)
-        return call
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
-class _Job:
-    __slots__ = ("texts", "out", "error", "done")
-
-    def __init__(self, texts: list[str]):
-        self.texts, self.out, self.error, self.done = texts, None, None, False
-
-
-class SharedEncoder(_Locked):
-    """The served encoder, shared by the request threads.
-
-    Model calls hold one lock. Texts asked for while a text batch is being encoded wait and go
-    together in the next call (one forward pass for eight questions costs little more than for
-    one), and the last `cache` texts' embeddings are kept (identical text, identical embedding).
-    """
-
-    def __init__(self, inner, lock: threading.RLock, cache: int = 1024):
-        super().__init__(inner, lock, ("encode_images",))
-        self._cv = threading.Condition()
-        self._queue: list[_Job] = []
-        self._busy = False
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = cache
-        self.batches = 0   # encoder calls made for texts
-        self.encoded = 0   # texts encoded by them (encoded / batches: the mean batch)
-
-    def encode_texts(self, texts) -> np.ndarray:
-        texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
-        if not texts:
-            return np.zeros((0, self._inner.dim), np.float32)
-        with self._cv:
-            hit = [self._cache.get(t) for t in texts]
-            if all(h is not None for h in hit):
-                for t in texts:
-                    self._cache.move_to_end(t)
-                return np.stack(hit)
-            job = _Job(texts)
-            self._queue.append(job)
-            while not job.done:
-                if self._busy:  # someone is encoding: our texts go in the next batch
-                    self._cv.wait()
-                    continue
-                self._busy = True
-                batch, self._queue = self._queue, []
-                self._cv.release()
-                try:
-                    self._encode(batch)
-                finally:
-                    self._cv.acquire()
-                    self._busy = False
-                    self._cv.notify_all()
-        if job.error is not None:
-            raise job.error
-        return job.out
-
-    def _encode(self, batch: list[_Job]) -> None:
-        unique = list(dict.fromkeys(t for job in batch for t in job.texts))
-        try:
-            with self._lock:
-                emb = np.asarray(self._inner.encode_texts(unique), np.float32)
-            self.batches += 1
-            self.encoded += len(unique)
-        except Exception as e:  # noqa: BLE001 - handed to every waiting request, raised there
-            for job in batch:
-                job.error, job.done = e, True
-            return
-        row = dict(zip(unique, emb))
-        with self._cv:
-            for t, v in row.items():
-                self._cache[t] = v
-                self._cache.move_to_end(t)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        for job in batch:
-            job.out, job.done = np.stack([row[t] for t in job.texts]), True
-
-
-# ---- request bodies ------------------------------------------------------------------------------
 
 class AskBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -207,138 +83,6 @@ class AskBody(BaseModel):
     frames: Optional[int] = Field(default=None, ge=1, le=MAX_FRAMES)
     method: str = "topk"
     mllm: Optional[str] = Field(default=None, description="'none' skips the answerer; default: the served one.")
-
-
-# ---- the archive: per-thread stores and askers ---------------------------------------------------
-
-class Archive:
-    """What the handlers share: the models, the index path, per-thread connections."""
-
-    def __init__(self, db, models: Models, answerer, *, allow_index: bool, index_roots=(), thumbs: int = 512,
-                 cache_videos: int = 8):
-        self.cache_videos = cache_videos
-        self.db = Path(db)
-        self.allow_index = bool(allow_index)
-        self.index_roots = [Path(r).expanduser().resolve() for r in index_roots]
-        self.lock = threading.RLock()
-        base = models.encoder  # loaded now: the first request should not pay for it
-        self.encoder = base if isinstance(base, SharedEncoder) else SharedEncoder(base, self.lock)
-        self.models = load_models(models.spec, loaded_encoder=self.encoder)
-        # a remote server takes concurrent calls, and `none` holds no model: only a local model is locked
-        local = not type(answerer).__module__.endswith("openai_api") and getattr(answerer, "needs_frames", True)
-        self.answerer = _Locked(answerer, self.lock, ("answer",)) if local else answerer
-        self.none = NoneAnswerer()
-        self._local = threading.local()
-        self._stores: list[Store] = []
-        self._stores_lock = threading.Lock()
-        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
-        self._thumb_size = thumbs
-        with Store(self.db, readonly=True) as store:  # fails now (no index, not an index), not per request
-            encoder_id = store.encoder_id
-        if encoder_id is not None and encoder_id != base.id:
-            raise IndexMismatchError(f"{self.db}: index was built with encoder {encoder_id!r}, "
-                                     f"the server loaded {base.id!r}")
-
-    # per-thread objects: sqlite3 connections belong to the thread that made them
-    def store(self) -> Store:
-        s = getattr(self._local, "store", None)
-        if s is None:
-            s = Store(self.db, readonly=not self.allow_index)
-            self._local.store = s
-            with self._stores_lock:
-                self._stores.append(s)
-        return s
-
-    def asker(self) -> Asker:
-        a = getattr(self._local, "asker", None)
-        if a is None:
-            a = Asker(store=self.store(), models=self.models, answerer=self.answerer, cache_videos=self.cache_videos)
-            self._local.asker = a
-        return a
-
-    def close(self) -> None:
-        with self._stores_lock:
-            for s in self._stores:
-                try:
-                    s.close()
-                except Exception:  # noqa: BLE001 - another thread's connection: best effort at shutdown
-                    pass
-            self._stores.clear()
-
-    # ---- videos ----------------------------------------------------------------------------
-    def video(self, ref: Union[int, str]) -> VideoRow:
-        """The index row of an id or an indexed path; ApiError 404 for anything else."""
-        store = self.store()
-        if isinstance(ref, bool):
-            raise ApiError(422, "video: an id or an indexed path, not true/false")
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            if not 0 < int(ref) <= MAX_ID:
-                raise ApiError(404, f"no video with id {ref} in the index")
-            try:
-                return store.get_video(int(ref))
-            except StoreError:
-                raise ApiError(404, f"no video with id {ref} in the index") from None
-        if not isinstance(ref, str) or not ref.strip() or "\x00" in ref:
-            raise ApiError(404, "no such video in the index")
-        row = store.find_video(canonical_path(ref))
-        if row is None:
-            raise ApiError(404, f"{ref}: not in the index")
-        return row
-
-    def usable(self, row: VideoRow) -> Path:
-        """The row's file, fit to ask: the indexed file, unchanged (tspo_edge.serving.served_file), or with
-        allow_index one to index again."""
-        try:
-            open_indexed(row).close()
-        except ServedFileError as e:
-            if e.status == 404 and row.status == "indexed":
-                raise ApiError(404, f"{row.path}: the indexed file is gone") from None
-            if not self.allow_index:
-                why = str(e) if row.status == "indexed" else f"{row.path}: not indexed ({row.status})"
-                raise ApiError(409, f"{why} (this server opened the index read-only)") from None
-        return Path(row.path)
-
-    def new_path(self, ref: str) -> Path:
-        """A file not yet in the index, accepted only with allow_index and under an index root."""
-        if "\x00" in ref or not ref.strip():
-            raise ApiError(404, "no such video in the index")
-        path = Path(ref).expanduser().resolve()
-        if not self.allow_index or not any(path.is_relative_to(r) for r in self.index_roots):
-            raise ApiError(404, f"{ref}: not in the index")
-        if not path.is_file():
-            raise ApiError(404, f"{ref}: no such file")
-        return path
-
-    # ---- thumbnails ------------------------------------------------------------------------
-    def thumb(self, row: VideoRow, t: float, size: int) -> bytes:
-        key = (row.id, row.indexed_at, round(t, 2), size)
-        with self._stores_lock:
-            hit = self._thumbs.get(key)
-            if hit is not None:
-                self._thumbs.move_to_end(key)
-                return hit
-        f = _open(row)
-        try:
-            frame = video_mod.read_frames_at(fd_path(f.fd, row.path), [t], size=size)[0]
-        except (VideoError, ValueError, OSError) as e:
-            raise ApiError(404, f"video {row.id}: cannot decode a frame at {t:g} s ({one_line(e)})") from None
-        finally:
-            f.close()
-        buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="JPEG", quality=82)
-        data = buf.getvalue()
-        with self._stores_lock:
-            self._thumbs[key] = data
-            while len(self._thumbs) > self._thumb_size:
-                self._thumbs.popitem(last=False)
-        return data
-
-
-def _open(row: VideoRow):
-    try:
-        return open_indexed(row)
-    except ServedFileError as e:
-        raise ApiError(e.status, str(e)) from None
 
 
 def _video_json(row: VideoRow) -> dict:
@@ -495,7 +239,7 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
              responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "a byte range"}})
     def file(video_id: str, request: Request) -> Response:
         row = archive.video(_id(video_id))
-        return file_response(_open(row), request.headers.get("range"))
+        return file_response(open_row(row), request.headers.get("range"))
 
     @app.get("/api/videos/{video_id}/clip", summary="An MP4 clip from t seconds (stream copy from the keyframe at or before t)",
              responses={200: {"content": {"video/mp4": {}}}}, response_class=FileResponse)
@@ -540,41 +284,13 @@ def create_app(db, models: Models, answerer, *, token: str | None = None, allow_
     return app
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (IPv6 as `::1` or `[::1]`), before any model loads, so that a busy
-    port or a bad address is one line at once; uvicorn then serves on it (no second bind, no race)."""
-    name = host.strip()
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
-    try:
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError) as e:
-        raise ServeError(f"--host {host}: not an address of this machine ({one_line(e)})") from None
-    family, kind, proto, _, addr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.listen(2048)  # a bound socket that does not listen yet would not meet the other program
-    except OSError as e:
-        sock.close()
-        shown = f"[{name}]" if ":" in name else name
-        if e.errno == errno.EADDRINUSE:
-            raise ServeError(f"{shown}:{port}: the port is in use by another program; choose another with --port") from None
-        raise ServeError(f"{shown}:{port}: cannot listen there ({e.strerror or one_line(e)})") from None
-    sock.set_inheritable(True)
-    return sock
-
-
 def clip_response(archive: Archive, video_id: int, t: float, seconds: float) -> FileResponse:
     """The clip route: `cut_clip` (stream copy) into a temporary file, sent as an attachment
     named after the video and the clip's start, and deleted once sent."""
     if not (math.isfinite(t) and math.isfinite(seconds)):
         raise ApiError(422, "t, seconds: not finite numbers")
     row = archive.video(video_id)
-    f = _open(row)  # the indexed file, checked on its descriptor (tspo_edge.serving.served_file)
+    f = open_row(row)  # the indexed file, checked on its descriptor (tspo_edge.serving.served_file)
     fd, tmp = tempfile.mkstemp(prefix="tspo-edge-clip-", suffix=".mp4")
     os.close(fd)
     try:
@@ -597,5 +313,4 @@ def _id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(404, "no such video in the index")
     return int(text)
-
 
