@@ -13,6 +13,7 @@ MIN_FPS = 0.001                 # one frame every ~17 minutes; use a frame limit
 MAX_FPS = 1000.0                # above a video's own rate every frame is sampled anyway
 MAX_VIDEO_FRAMES = 1_000_000    # frames sampled from one video (11.5 days at 1 fps)
 MAX_ASK_FRAMES = 256            # keyframes one question may ask for (the server's bound too)
+MAX_OPTIONS = 8                 # answer options, A to H (tspo_edge.questions.LETTERS)
 MAX_QUESTION_CHARS = 4000       # a question with its options, as typed or in a batch line
 MAX_TOP = 1000                  # moments a search lists
 MAX_SECONDS = 86_400.0          # timeouts, settle times, search spacing: at most a day

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from tspo_edge.errors import BatchError
 from tspo_edge.jsonl import read_jsonl
-from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
+from tspo_edge.limits import MAX_ASK_FRAMES, MAX_OPTIONS, MAX_QUESTION_CHARS
 from tspo_edge.selection import METHODS
 
-MAX_OPTIONS = 8
 
 
 @dataclass

@@ -55,6 +55,7 @@ from tspo_edge.checks import json_safe
 from tspo_edge.errors import (AskError, InputError, ServeError, StoreDamagedError, StoreError, TspoError,
                               VideoError)
 from tspo_edge.media.clip import cut_clip, format_time
+from tspo_edge.limits import MAX_OPTIONS
 from tspo_edge.models import Models
 from tspo_edge.selection import METHODS
 from tspo_edge.serving.archive import ApiError, Archive, open_row
@@ -70,7 +71,6 @@ MAX_FRAMES = 256              # keyframes an ask may request
 MAX_TOP = 100                 # moments a search may return
 MAX_FOLDERS = 32              # `in` folders a search may name
 MAX_QUESTION = 2000           # characters
-MAX_OPTIONS = 8               # A to H: what an ask takes (tspo_edge.questions)
 THUMB_SIZES = (64, 640)       # short side of a thumbnail, min and max
 MAX_CLIP_SECONDS = 300.0      # the longest clip the clip route cuts
 
