@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, NoReturn, Optional
 
 import typer
+import typer.core
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
@@ -56,7 +57,44 @@ from tspo_edge.storage.store import Store
 from tspo_edge.terminal import printable
 from tspo_edge.timestamps import mmss
 
+# What each command says when Ctrl-C stops it (exit 130): what was kept, how to go on.
+INTERRUPTED = {
+    "index": "interrupted: the videos finished so far are saved; run the same command to resume",
+    "ask": "interrupted: nothing was changed by the question in flight",
+    "rm": "interrupted: nothing was removed",
+    "prune": "interrupted: nothing was removed",
+    "clip": "interrupted: no clip was written",
+    "train": "interrupted: run the same command with --resume to continue from the last checkpoint",
+}
+OUT_OF_MEMORY = {  # a memory cap below what the models and frames need
+    "ask": "out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model",
+}
+_interrupt_note: list[str] = []  # a phase of the running command whose interrupt keeps something else
+
+
+class Edge(typer.core.TyperGroup):
+    """The one place where errors become a line and an exit status: a TspoError its message and
+    its exit_code, MemoryError exit 2, Ctrl-C exit 130 with the command's INTERRUPTED line."""
+
+    def invoke(self, ctx):
+        _interrupt_note.clear()
+        try:
+            return super().invoke(ctx)
+        except TspoError as e:
+            fail(e)
+        except MemoryError:
+            fail(InputError(OUT_OF_MEMORY.get(ctx.invoked_subcommand, "out of memory")))
+        except KeyboardInterrupt:
+            interrupted(next(iter(_interrupt_note), None) or INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"))
+
+
+def on_interrupt(message: str) -> None:
+    """From here on, Ctrl-C prints `message` (a phase whose interrupt keeps something else)."""
+    _interrupt_note[:] = [message]
+
+
 app = typer.Typer(
+    cls=Edge,
     name="tspo-edge",
     help="Ask questions about long videos: TSPO keyframe selection over a SQLite index.",
     no_args_is_help=True,
@@ -111,14 +149,6 @@ def bad(message: str) -> NoReturn:
     fail(InputError(message))
 
 
-def needs_torch(what: str, modules: tuple[str, ...]) -> None:
-    """A command of the [torch] extra in the light install: one line and exit 2, not an ImportError."""
-    try:
-        require_torch(what, modules)
-    except TspoError as e:
-        fail(e)
-
-
 def interrupted(message: str = "interrupted") -> NoReturn:
     err.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(130)
@@ -127,7 +157,7 @@ def interrupted(message: str = "interrupted") -> NoReturn:
 def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
     """Refuse a number outside [lo, hi] (tspo_edge/limits.py; None passes) before anything loads."""
     if value is not None and not in_range(value, lo, hi, integer=integer):
-        bad(f"{flag} must be {range_text(lo, hi, integer)}, got {value}")
+        raise InputError(f"{flag} must be {range_text(lo, hi, integer)}, got {value}")
 
 
 def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
@@ -136,15 +166,15 @@ def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[s
     `default`: the runtime when neither flag nor $TSPO_EDGE_RUNTIME chooses one."""
     runtime = runtime or ("onnx" if model_dir is not None else default_runtime(default))
     if runtime not in RUNTIMES:
-        bad(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
+        raise InputError(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
     if runtime == "onnx" and model_dir is None:
-        bad("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
+        raise InputError("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
     if runtime != "onnx" and model_dir is not None:
-        bad(f"--model-dir runs with --runtime onnx, not {runtime}")
+        raise InputError(f"--model-dir runs with --runtime onnx, not {runtime}")
     if model_dir is not None and not model_dir.is_dir():
-        bad(f"{model_dir}: --model-dir is not a folder")
+        raise InputError(f"{model_dir}: --model-dir is not a folder")
     if device is not None and not re.fullmatch(r"cpu|mps|auto|(cuda|xpu)(:\d+)?", device):
-        bad(f"--device {device}: expected cpu, cuda, cuda:N or mps")
+        raise InputError(f"--device {device}: expected cpu, cuda, cuda:N or mps")
     return ModelSpec(encoder=encoder, agent=agent, runtime=runtime,
                      model_dir=str(model_dir) if model_dir else None, device=device)
 
@@ -153,7 +183,7 @@ def default_runtime(default: str) -> str:
     """$TSPO_EDGE_RUNTIME (torch or auto) when set, else the command's default."""
     value = os.environ.get("TSPO_EDGE_RUNTIME", "").strip()
     if value and value not in ("torch", "auto"):
-        bad(f"$TSPO_EDGE_RUNTIME={value}: choose torch or auto")
+        raise InputError(f"$TSPO_EDGE_RUNTIME={value}: choose torch or auto")
     return value or default
 
 
@@ -166,11 +196,9 @@ def cache_onnx(models, runtime: Optional[str]) -> None:
         return  # cheap: no torch import unless there is something to write
     from tspo_edge.export.cache import describe, write_cache  # torch (see the note at the top)
 
-    try:
-        with err.status("caching the ONNX towers (once)…"):
-            w = write_cache(models)
-    except KeyboardInterrupt:
-        interrupted("interrupted while caching the ONNX towers: nothing was cached; the command's work is done")
+    on_interrupt("interrupted while caching the ONNX towers: nothing was cached; the command's work is done")
+    with err.status("caching the ONNX towers (once)…"):
+        w = write_cache(models)
     if w is not None:
         err.print(printable(describe(w)), highlight=False, markup=False, soft_wrap=True)
 
@@ -179,7 +207,7 @@ def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sa
     within(fps, "--fps", L.MIN_FPS, L.MAX_FPS)
     within(max_frames, "--max-frames", 1, L.MAX_VIDEO_FRAMES, integer=True)
     if decoder not in video.available_decoders():
-        bad(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
+        raise InputError(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
     return Sampling(fps=fps, max_frames=max_frames, decoder=decoder)
 
 
@@ -241,14 +269,9 @@ def index_cmd(
         index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force or retry_failed,
                     json_out=json_out)
     models = load_models(spec)
-    try:
-        with IndexProgress(err) as progress:
-            summary = run_index(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
-                                progress=progress, workers=workers, engine=engine, ray_address=ray_address)
-    except KeyboardInterrupt:
-        interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
-    except TspoError as e:
-        fail(e)
+    with IndexProgress(err) as progress:
+        summary = run_index(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
+                            progress=progress, workers=workers, engine=engine, ray_address=ray_address)
     print_summary(err, summary)
     refresh_search_cache(db)
     if summary.stopped:
@@ -271,9 +294,9 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     the shell's code for an interrupt); either stops between videos. A second Ctrl-C stops at once
     (the video in flight is not saved)."""
     if not watch:
-        bad("--settle and --poll go with --watch")
+        raise InputError("--settle and --poll go with --watch")
     if force:
-        bad("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
+        raise InputError("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
     settle = DEFAULT_SETTLE if settle is None else settle
     stop, got = threading.Event(), []
 
@@ -294,14 +317,11 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
         err.print(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
                   f"{', polling' if poll else ''}); Ctrl-C or SIGTERM stops", highlight=False, markup=False)
 
+    on_interrupt("interrupted: the video in flight was not saved; the others are")
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = watch_paths(paths, db=db, models=load_models(spec), sampling=s, settle=settle, poll=poll,
                               stop=stop, on_result=on_result, on_ready=on_ready)
-    except KeyboardInterrupt:
-        interrupted("interrupted: the video in flight was not saved; the others are")
-    except TspoError as e:
-        fail(e)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -341,12 +361,12 @@ def choose_decoder(decoder: str) -> str:
 
 def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
     if engine not in ("local", "ray"):
-        bad(f"--engine {engine}: choose local or ray")
+        raise InputError(f"--engine {engine}: choose local or ray")
     within(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
     if ray_address is not None and engine != "ray":
-        bad("--ray-address goes with --engine ray")
+        raise InputError("--ray-address goes with --engine ray")
     if engine == "ray" and workers is not None:
-        bad("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
+        raise InputError("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
 
 
 def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_failed: bool, progress,
@@ -369,13 +389,10 @@ def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_faile
 def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """List the videos in an index: path, duration, frames, status, the agent of their event features."""
     if not db.exists():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db, readonly=True) as store:
-            rows = store.videos()
-            meta = {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"{db}: no such index")
+    with Store(db, readonly=True) as store:
+        rows = store.videos()
+        meta = {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
     if json_out:
         dump({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]})
     else:
@@ -396,14 +413,9 @@ def rm_cmd(refs: List[str] = typer.Argument(..., metavar="PATH_OR_ID...", help="
            db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Remove videos from the index: their rows, features and search data. The files stay on disk."""
     if not db.is_file():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db) as store:
-            r = remove(store, refs)
-    except KeyboardInterrupt:
-        interrupted("interrupted: nothing was removed")
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"{db}: no such index")
+    with Store(db) as store:
+        r = remove(store, refs)
     for ref in r.not_found:
         warn(f"{ref}: not in the index {db}")
     if json_out:
@@ -422,14 +434,9 @@ def prune_cmd(db: Path = DbOpt,
               json_out: bool = JsonOpt) -> None:
     """Remove videos whose files are gone (marked missing, or no file at their path) from the index."""
     if not db.is_file():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db, readonly=dry_run) as store:
-            r = prune(store, dry_run=dry_run)
-    except KeyboardInterrupt:
-        interrupted("interrupted: nothing was removed")
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"{db}: no such index")
+    with Store(db, readonly=dry_run) as store:
+        r = prune(store, dry_run=dry_run)
     if json_out:
         dump(r.to_dict())
     else:
@@ -453,18 +460,10 @@ def clip_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Cut a clip out of a video around a moment: stream copy (fast, lossless) or --reencode (frame-exact)."""
-    try:
-        t = parse_time(at)
-    except TspoError as e:
-        bad(f"--at {e}")
+    t = parse_time(at, what="--at")
     if out_path.exists() and not force:
-        bad(f"{out_path}: already exists (--force replaces it)")
-    try:
-        c = cut_clip(video_path, out_path, at=t, seconds=seconds, reencode=reencode, overwrite=force)
-    except KeyboardInterrupt:
-        interrupted("interrupted: no clip was written")
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"{out_path}: already exists (--force replaces it)")
+    c = cut_clip(video_path, out_path, at=t, seconds=seconds, reencode=reencode, overwrite=force)
     if json_out:
         dump(c.to_dict())
         return
@@ -477,12 +476,9 @@ def clip_cmd(
 def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Verify the index: SQLite's integrity check and every video's stored arrays. Exit 1 when something is damaged."""
     if not db.is_file():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db, readonly=True) as store:
-            report = store.check()
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"{db}: no such index")
+    with Store(db, readonly=True) as store:
+        report = store.check()
     if json_out:
         dump(report.to_dict())
     else:
@@ -548,19 +544,19 @@ def ask_cmd(
     spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
     within(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
     if method not in METHODS:
-        bad(f"--method {method}: choose from {METHOD_HELP}")
+        raise InputError(f"--method {method}: choose from {METHOD_HELP}")
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-        bad(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
+        raise InputError(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
     progress = None
     new_index = not db.exists()
     try:
         if batch is not None:
             if sheet is not None:
-                bad("--sheet works with one question, not with --batch")
+                raise InputError("--sheet works with one question, not with --batch")
             questions = load_batch(batch)
         else:
             if video_path is None or question is None:
-                bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
+                raise InputError("give VIDEO and QUESTION (or --batch questions.jsonl)")
             check_inputs(video_path, question, frames=frames, method=method, options=option)
             video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
         kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
@@ -591,16 +587,12 @@ def ask_cmd(
                     err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
             else:
                 _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
-    except (KeyboardInterrupt, TspoError, MemoryError) as e:
+    except BaseException:  # reported by Edge; here only what a failed ask leaves behind
         if progress is not None:
             progress.close()
         if new_index and batch is None:
             _remove_if_empty(db)  # a failed first ask leaves no empty index behind
-        if isinstance(e, KeyboardInterrupt):
-            interrupted("interrupted: nothing was changed by the question in flight")
-        if isinstance(e, MemoryError):  # a memory cap below what the models and frames need
-            bad("out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model")
-        fail(e)
+        raise
     cache_onnx(models, runtime)
 
 
@@ -711,31 +703,23 @@ def search_cmd(
     within(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
     within(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
     if not math.isfinite(min_score):
-        bad(f"--min-score must be a finite number, got {min_score}")
+        raise InputError(f"--min-score must be a finite number, got {min_score}")
     if paths_out and json_out:
-        bad("--paths and --json: choose one")
+        raise InputError("--paths and --json: choose one")
     if not question.strip():
-        bad("the question is empty")
+        raise InputError("the question is empty")
     for folder in in_dirs or ():
         if not folder.expanduser().exists():
-            bad(f"{folder}: --in: no such folder")
-    try:
-        filters = make_filters(in_dirs, since, until, min_score)
-    except TspoError as e:
-        fail(e)
+            raise InputError(f"{folder}: --in: no such folder")
+    filters = make_filters(in_dirs, since, until, min_score)
     if not db.exists():
-        bad(f"{db}: no such index (run `tspo-edge index` first)")
+        raise InputError(f"{db}: no such index (run `tspo-edge index` first)")
     spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
-    try:
-        models = load_models(spec)
-        with Store(db) as store:  # writable: videos indexed since the last search are brought in first
-            store.check_encoder(models.encoder.id)
-            res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
-                         nms_seconds=nms_seconds, filters=filters)
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
+    models = load_models(spec)
+    with Store(db) as store:  # writable: videos indexed since the last search are brought in first
+        store.check_encoder(models.encoder.id)
+        res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
+                     nms_seconds=nms_seconds, filters=filters)
     for line in res.warnings:  # a damaged video skipped, a cache rebuilt or read around: one line each
         err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
     waited = process_seconds()  # start-up and the text encoder included
@@ -891,22 +875,17 @@ def export_cmd(
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
     within(opset, "--opset", 17, L.MAX_OPSET, integer=True)
-    needs_torch("tspo-edge export", ("torch", "onnx"))
+    require_torch("tspo-edge export", ("torch", "onnx"))
     from tspo_edge.export import export_model  # torch (see the note at the top)
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
-        bad("--encoder none exports the agent alone: give the AGENT checkpoint")
+        raise InputError("--encoder none exports the agent alone: give the AGENT checkpoint")
     spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
-    try:
-        with err.status("exporting…"):
-            manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
-                                    tensorrt=tensorrt, opset=opset,
-                                    log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
+    with err.status("exporting…"):
+        manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
+                                tensorrt=tensorrt, opset=opset,
+                                log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
     for part, entry in manifest["models"].items():
         shapes = ", ".join(f"{v['name']}{v['shape']}" for v in entry["inputs"])
         err.print(f"{part:6s} {out_dir / entry['file']}  ({entry['bytes'] / 1e6:.1f} MB; {shapes})", markup=False, highlight=False, soft_wrap=True)
@@ -927,7 +906,7 @@ def _csv(value: str, flag: str, kind=str) -> list:
     try:
         return [kind(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        bad(f"{flag} {value!r}: expected a comma-separated list")
+        raise InputError(f"{flag} {value!r}: expected a comma-separated list")
 
 
 def _step_progress(progress, description: str):
@@ -973,20 +952,15 @@ def eval_needle_cmd(
     within(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
     within(seed, "--seed", 0, L.MAX_SEED, integer=True)
     spec = model_spec(encoder, agent, runtime, model_dir, device)
-    try:
-        check_methods(method_list, frame_list)
-        cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
-        cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*cols, console=err) as p:
-            bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
-        with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
-            result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
-                                     models=load_models(spec), mllm=mllm, index_progress=ip,
-                                     progress=_step_progress(ip.progress, "questions"))
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
+    check_methods(method_list, frame_list)
+    cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
+    cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*cols, console=err) as p:
+        bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
+    with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
+        result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
+                                 models=load_models(spec), mllm=mllm, index_progress=ip,
+                                 progress=_step_progress(ip.progress, "questions"))
     report.write_json(out_dir / "needle.json", result)
     report.plot(result, out_dir / "needle.png")
     (out_dir / "needle.md").write_text(report.markdown_table(result) + "\n")
@@ -1024,16 +998,11 @@ def eval_frames_cmd(
     within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
     s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir, device)
     if method is not None and method not in METHODS:
-        bad(f"--method {method}: choose from {METHOD_HELP}")
-    try:
-        with IndexProgress(err) as ip:
-            r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
-                                 method=method, models=load_models(spec), sampling=s,
-                                 index_progress=ip, progress=_step_progress(ip.progress, "questions"))
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"--method {method}: choose from {METHOD_HELP}")
+    with IndexProgress(err) as ip:
+        r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
+                             method=method, models=load_models(spec), sampling=s,
+                             index_progress=ip, progress=_step_progress(ip.progress, "questions"))
     for v in r.missing_videos:
         err.print(f"[yellow]missing video[/] {v}", highlight=False, markup=True)
     for v in r.failed_videos:
@@ -1076,7 +1045,7 @@ def train_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
-    needs_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
+    require_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
     from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
     from tspo_edge.train.progress import TrainProgress, format_step
     from tspo_edge.train.run import RunOptions, train_from_options
@@ -1089,26 +1058,21 @@ def train_cmd(
     within(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
     within(seed, "--seed", 0, L.MAX_SEED, integer=True)
     if group < 2:
-        bad(f"--group must be at least 2 (advantages are relative to the group), got {group}")
+        raise InputError(f"--group must be at least 2 (advantages are relative to the group), got {group}")
     within(group, "--group", 2, L.MAX_GROUP, integer=True)
     log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-    try:
-        if toy:
-            opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
-                               save_every=save_every, resume=resume, device=device or "cpu")
-        else:
-            if data is None or (videos is None and features is None):
-                bad("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
-            opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
-                              mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
-                              cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
-                                              save_every=save_every, seed=seed))
-        with TrainProgress(err) as progress:
-            summary = train_from_options(opts, log=log, on_step=progress)
-    except KeyboardInterrupt:
-        interrupted("interrupted: run the same command with --resume to continue from the last checkpoint")
-    except TspoError as e:
-        fail(e)
+    if toy:
+        opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
+                           save_every=save_every, resume=resume, device=device or "cpu")
+    else:
+        if data is None or (videos is None and features is None):
+            raise InputError("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
+        opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
+                          mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
+                          cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
+                                          save_every=save_every, seed=seed))
+    with TrainProgress(err) as progress:
+        summary = train_from_options(opts, log=log, on_step=progress)
     last = summary.get("last") or {}
     if summary.get("plot"):
         err.print(f"{summary['steps']} steps; last step: {format_step(last)}\n"
