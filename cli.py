@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import signal
 import threading
 import warnings
@@ -30,7 +29,7 @@ from tspo_edge import limits as L
 from tspo_edge.media import video
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, format_result, process_seconds
 from tspo_edge.question_batch import load_batch
-from tspo_edge.checks import in_range, json_safe, range_text
+from tspo_edge.checks import check_range, json_safe
 from tspo_edge.serving.client import ask_remote, result_from_dict
 from tspo_edge.media.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
@@ -45,7 +44,7 @@ from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_p
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
 from tspo_edge.models.mllm import load_answerer
-from tspo_edge.models import RUNTIMES, ModelSpec, load_models
+from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.storage.removal import prune, remove
@@ -154,37 +153,8 @@ def interrupted(message: str = "interrupted") -> NoReturn:
     raise typer.Exit(130)
 
 
-def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
-    """Refuse a number outside [lo, hi] (tspo_edge/limits.py; None passes) before anything loads."""
-    if value is not None and not in_range(value, lo, hi, integer=integer):
-        raise InputError(f"{flag} must be {range_text(lo, hi, integer)}, got {value}")
-
-
-def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
-               device: Optional[str] = None, *, default: str = "torch") -> ModelSpec:
-    """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet).
-    `default`: the runtime when neither flag nor $TSPO_EDGE_RUNTIME chooses one."""
-    runtime = runtime or ("onnx" if model_dir is not None else default_runtime(default))
-    if runtime not in RUNTIMES:
-        raise InputError(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
-    if runtime == "onnx" and model_dir is None:
-        raise InputError("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
-    if runtime != "onnx" and model_dir is not None:
-        raise InputError(f"--model-dir runs with --runtime onnx, not {runtime}")
-    if model_dir is not None and not model_dir.is_dir():
-        raise InputError(f"{model_dir}: --model-dir is not a folder")
-    if device is not None and not re.fullmatch(r"cpu|mps|auto|(cuda|xpu)(:\d+)?", device):
-        raise InputError(f"--device {device}: expected cpu, cuda, cuda:N or mps")
-    return ModelSpec(encoder=encoder, agent=agent, runtime=runtime,
-                     model_dir=str(model_dir) if model_dir else None, device=device)
-
-
-def default_runtime(default: str) -> str:
-    """$TSPO_EDGE_RUNTIME (torch or auto) when set, else the command's default."""
-    value = os.environ.get("TSPO_EDGE_RUNTIME", "").strip()
-    if value and value not in ("torch", "auto"):
-        raise InputError(f"$TSPO_EDGE_RUNTIME={value}: choose torch or auto")
-    return value or default
+within = check_range              # the names serve_cmd and _ask_remote use until they move to
+model_spec = ModelSpec.from_options  # tspo_edge/serving/ (bodies left as they are meanwhile)
 
 
 def cache_onnx(models, runtime: Optional[str]) -> None:
@@ -203,12 +173,9 @@ def cache_onnx(models, runtime: Optional[str]) -> None:
         err.print(printable(describe(w)), highlight=False, markup=False, soft_wrap=True)
 
 
-def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sampling:
-    within(fps, "--fps", L.MIN_FPS, L.MAX_FPS)
-    within(max_frames, "--max-frames", 1, L.MAX_VIDEO_FRAMES, integer=True)
-    if decoder not in video.available_decoders():
-        raise InputError(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
-    return Sampling(fps=fps, max_frames=max_frames, decoder=decoder)
+def say(line: str) -> None:
+    """One plain line on stderr (no markup, no wrapping)."""
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def dump(obj) -> None:
@@ -261,9 +228,12 @@ def index_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
-    within(settle, "--settle", 0, L.MAX_SECONDS)
-    decoder = choose_decoder(decoder)
-    s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
+    check_range(settle, "--settle", 0, L.MAX_SECONDS)
+    decoder, note = video.choose_decoder(decoder)  # NVDEC without a GPU: PyAV, and why
+    if note:
+        say(f"--decoder {printable(note)}")
+    s = Sampling.from_options(fps, max_frames, decoder)
+    spec = ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
     check_engine(engine, workers, ray_address)
     if watch or poll or settle is not None:
         index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force or retry_failed,
@@ -350,19 +320,10 @@ def refresh_search_cache(db: Path) -> None:
         err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
 
 
-def choose_decoder(decoder: str) -> str:
-    """The decoder that runs here: the one asked for, else its fallback (NVDEC without a GPU: PyAV) with the one-line reason."""
-    used, why = video.resolve_decoder(decoder)
-    if why is not None:
-        err.print(f"--decoder {decoder}: {printable(why)}; decoding with {video.decoder_title(used)}",
-                  highlight=False, markup=False, soft_wrap=True)
-    return used
-
-
 def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
     if engine not in ("local", "ray"):
         raise InputError(f"--engine {engine}: choose local or ray")
-    within(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
+    check_range(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
     if ray_address is not None and engine != "ray":
         raise InputError("--ray-address goes with --engine ray")
     if engine == "ray" and workers is not None:
@@ -532,8 +493,8 @@ def ask_cmd(
     server: Optional[str] = ServerOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
-    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    within(timeout, "--timeout", 0.001, L.MAX_SECONDS)
+    check_range(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    check_range(timeout, "--timeout", 0.001, L.MAX_SECONDS)
     if server:  # a running `tspo-edge serve` answers: no model loads here
         return _ask_remote(server, video_path, question, option=option, frames=frames, method=method, mllm=mllm,
                            json_out=json_out, timeout=timeout,
@@ -541,8 +502,8 @@ def ask_cmd(
                                        "--runtime": runtime, "--model-dir": model_dir, "--mllm-model": mllm_model,
                                        "--device": device})
     # Everything is checked before a model loads or the index is touched.
-    spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
-    within(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
+    spec = ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto")
+    check_range(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
     if method not in METHODS:
         raise InputError(f"--method {method}: choose from {METHOD_HELP}")
     if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
@@ -699,9 +660,9 @@ def search_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Search every indexed video: the best moments (video, time, score) and the videos that match best."""
-    within(top, "--top", 1, L.MAX_TOP, integer=True)
-    within(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
-    within(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
+    check_range(top, "--top", 1, L.MAX_TOP, integer=True)
+    check_range(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
+    check_range(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
     if not math.isfinite(min_score):
         raise InputError(f"--min-score must be a finite number, got {min_score}")
     if paths_out and json_out:
@@ -714,7 +675,7 @@ def search_cmd(
     filters = make_filters(in_dirs, since, until, min_score)
     if not db.exists():
         raise InputError(f"{db}: no such index (run `tspo-edge index` first)")
-    spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
+    spec = ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto")
     models = load_models(spec)
     with Store(db) as store:  # writable: videos indexed since the last search are brought in first
         store.check_encoder(models.encoder.id)
@@ -874,14 +835,14 @@ def export_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
-    within(opset, "--opset", 17, L.MAX_OPSET, integer=True)
+    check_range(opset, "--opset", 17, L.MAX_OPSET, integer=True)
     require_torch("tspo-edge export", ("torch", "onnx"))
     from tspo_edge.export import export_model  # torch (see the note at the top)
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
         raise InputError("--encoder none exports the agent alone: give the AGENT checkpoint")
-    spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
+    spec = ModelSpec.from_options(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
     with err.status("exporting…"):
         manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
                                 tensorrt=tensorrt, opset=opset,
@@ -945,13 +906,13 @@ def eval_needle_cmd(
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
     frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
     for n in frame_list:
-        within(n, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    within(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
-    within(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
-    within(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
-    within(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
-    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
-    spec = model_spec(encoder, agent, runtime, model_dir, device)
+        check_range(n, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    check_range(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
+    check_range(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
+    check_range(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
+    check_range(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
+    check_range(seed, "--seed", 0, L.MAX_SEED, integer=True)
+    spec = ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
     check_methods(method_list, frame_list)
     cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
     cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
@@ -995,8 +956,8 @@ def eval_frames_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
-    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir, device)
+    check_range(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    s, spec = Sampling.from_options(fps, max_frames), ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
     if method is not None and method not in METHODS:
         raise InputError(f"--method {method}: choose from {METHOD_HELP}")
     with IndexProgress(err) as ip:
@@ -1051,15 +1012,15 @@ def train_cmd(
     from tspo_edge.train.run import RunOptions, train_from_options
     from tspo_edge.train.toy import toy_options
 
-    within(steps, "--steps", 1, L.MAX_STEPS, integer=True)
-    within(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
-    within(lr, "--lr", 1e-12, L.MAX_LR)
-    within(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
-    within(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
-    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
+    check_range(steps, "--steps", 1, L.MAX_STEPS, integer=True)
+    check_range(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
+    check_range(lr, "--lr", 1e-12, L.MAX_LR)
+    check_range(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
+    check_range(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
+    check_range(seed, "--seed", 0, L.MAX_SEED, integer=True)
     if group < 2:
         raise InputError(f"--group must be at least 2 (advantages are relative to the group), got {group}")
-    within(group, "--group", 2, L.MAX_GROUP, integer=True)
+    check_range(group, "--group", 2, L.MAX_GROUP, integer=True)
     log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     if toy:
         opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
@@ -1067,7 +1028,7 @@ def train_cmd(
     else:
         if data is None or (videos is None and features is None):
             raise InputError("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
-        opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
+        opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=ModelSpec.from_options(encoder, agent, runtime, model_dir, device),
                           mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
                           cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
                                           save_every=save_every, seed=seed))
