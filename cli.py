@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import threading
+from contextlib import closing
 import warnings
 from pathlib import Path
 from typing import List, NoReturn, Optional
@@ -38,23 +38,22 @@ from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import check_methods, run_needle_eval
-from tspo_edge.index import index_paths
-from tspo_edge.index.parallel import default_workers, index_paths_parallel
-from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
+from tspo_edge.index import check_engine, index_with_engine
+from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch_until_signal
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
                                     print_table, videos_table)
-from tspo_edge.models.mllm import load_answerer
+from tspo_edge.models.mllm import answerer_for, load_answerer
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.storage.removal import prune, remove
-from tspo_edge.storage.search import refresh as search_refresh
+from tspo_edge.storage import search_view
+from tspo_edge.storage.search_cache import refresh as search_refresh, refresh_after_index
 from tspo_edge.storage.search import search
-from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, make_filters
+from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, filters_from_options
 from tspo_edge.selection import METHODS
-from tspo_edge.storage.store import Store
+from tspo_edge.storage.store import Store, existing_index, removed_if_left_empty
 from tspo_edge.terminal import printable
-from tspo_edge.timestamps import mmss
 
 # What each command says when Ctrl-C stops it (exit 130): what was kept, how to go on.
 INTERRUPTED = {
@@ -240,13 +239,13 @@ def index_cmd(
                     json_out=json_out)
     models = load_models(spec)
     with IndexProgress(err) as progress:
-        summary = run_index(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
-                            progress=progress, workers=workers, engine=engine, ray_address=ray_address)
+        summary = index_with_engine(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
+                                    progress=progress, engine=engine, workers=workers, ray_address=ray_address)
     print_summary(err, summary)
-    refresh_search_cache(db)
+    for line in refresh_after_index(db):  # the search cache brought up to date
+        say(printable(line))
     if summary.stopped:
-        err.print(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)",
-                  highlight=False, markup=False, soft_wrap=True)
+        say(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)")
     for m in summary.missing:
         err.print(f"[red]missing[/] {m}: no such file or folder", highlight=False, markup=True)
     if not summary.files and not summary.missing:
@@ -268,97 +267,34 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     if force:
         raise InputError("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
     settle = DEFAULT_SETTLE if settle is None else settle
-    stop, got = threading.Event(), []
-
-    def on_signal(signum, frame) -> None:
-        if got and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        got.append(signum)
-        stop.set()
 
     def on_result(r) -> None:
         what = f"{r.frames} frames, {r.seconds:.1f} s" if r.status in ("indexed", "events", "restored") else r.error
-        err.print(f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else ""),
-                  highlight=False, markup=False, soft_wrap=True)
+        say(f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else ""))
         if json_out:
             typer.echo(json.dumps(json_safe(dataclasses.asdict(r))))
 
     def on_ready() -> None:
-        err.print(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
-                  f"{', polling' if poll else ''}); Ctrl-C or SIGTERM stops", highlight=False, markup=False)
+        say(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
+            f"{', polling' if poll else ''}); Ctrl-C or SIGTERM stops")
 
     on_interrupt("interrupted: the video in flight was not saved; the others are")
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        summary = watch_paths(paths, db=db, models=load_models(spec), sampling=s, settle=settle, poll=poll,
-                              stop=stop, on_result=on_result, on_ready=on_ready)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    summary, stopped_by = watch_until_signal(paths, db=db, models=load_models(spec), sampling=s, settle=settle,
+                                             poll=poll, on_result=on_result, on_ready=on_ready)
     d = summary.to_dict()
-    err.print("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")),
-              highlight=False, markup=False)
-    raise typer.Exit(130 if signal.SIGINT in got else 0)
-
-
-def refresh_search_cache(db: Path) -> None:
-    """After an index run: the search cache brought up to date (or rebuilt); a failure is one line."""
-    if not db.is_file():
-        return
-    try:
-        with Store(db) as store:
-            if store.readonly:
-                return
-            done = search_refresh(store)
-    except TspoError as e:
-        err.print(f"search cache not updated: {printable(e)} (search reads the index directly meanwhile)",
-                  highlight=False, markup=False, soft_wrap=True)
-        return
-    if done.rebuilt:
-        err.print(f"search cache rebuilt ({printable(done.rebuilt)})", highlight=False, markup=False, soft_wrap=True)
-    for line in done.damaged:
-        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
-
-
-def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
-    if engine not in ("local", "ray"):
-        raise InputError(f"--engine {engine}: choose local or ray")
-    check_range(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
-    if ray_address is not None and engine != "ray":
-        raise InputError("--ray-address goes with --engine ray")
-    if engine == "ray" and workers is not None:
-        raise InputError("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
-
-
-def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_failed: bool, progress,
-              workers: Optional[int], engine: str, ray_address: Optional[str]):
-    """One library call for the engine asked for: Ray, worker processes, or the plain path."""
-    if engine == "ray":
-        from tspo_edge.index.ray_engine import index_paths_ray  # optional: Ray, imported when asked for
-
-        return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
-                               retry_failed=retry_failed, progress=progress)
-    n = default_workers() if workers is None else workers
-    if n > 1:
-        return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
-                                    retry_failed=retry_failed, progress=progress)
-    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, retry_failed=retry_failed,
-                       progress=progress)
+    say("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")))
+    raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
 
 
 @app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))
 def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """List the videos in an index: path, duration, frames, status, the agent of their event features."""
-    if not db.exists():
-        raise InputError(f"{db}: no such index")
-    with Store(db, readonly=True) as store:
-        rows = store.videos()
-        meta = {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
+    with Store(existing_index(db), readonly=True) as store:
+        rows, meta = store.videos(), store.described()
     if json_out:
         dump({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]})
     else:
-        err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}",
-                  highlight=False, markup=False)
+        say(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}")
         print_table(out, videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]), note=err)
 
 
@@ -373,9 +309,7 @@ def warn(message: str) -> None:
 def rm_cmd(refs: List[str] = typer.Argument(..., metavar="PATH_OR_ID...", help="Indexed video paths, folders (every indexed video under them) or ids."),
            db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Remove videos from the index: their rows, features and search data. The files stay on disk."""
-    if not db.is_file():
-        raise InputError(f"{db}: no such index")
-    with Store(db) as store:
+    with Store(existing_index(db)) as store:
         r = remove(store, refs)
     for ref in r.not_found:
         warn(f"{ref}: not in the index {db}")
@@ -394,17 +328,14 @@ def prune_cmd(db: Path = DbOpt,
               dry_run: bool = typer.Option(False, "--dry-run", help="List the videos that would be removed; change nothing."),
               json_out: bool = JsonOpt) -> None:
     """Remove videos whose files are gone (marked missing, or no file at their path) from the index."""
-    if not db.is_file():
-        raise InputError(f"{db}: no such index")
-    with Store(db, readonly=dry_run) as store:
+    with Store(existing_index(db), readonly=dry_run) as store:
         r = prune(store, dry_run=dry_run)
     if json_out:
         dump(r.to_dict())
     else:
         for row, why in r.videos:
             typer.echo(f"{'would remove' if dry_run else 'removed'} {printable(row.path)} ({why})")
-    err.print(f"{len(r.videos)} videos {'would be removed' if dry_run else 'removed'} from {printable(db)}",
-              highlight=False, markup=False, soft_wrap=True)
+    say(f"{len(r.videos)} videos {'would be removed' if dry_run else 'removed'} from {printable(db)}")
 
 
 @app.command("clip", epilog=examples(
@@ -436,21 +367,13 @@ def clip_cmd(
 @app.command("check", epilog=examples("tspo-edge check", "tspo-edge check --db archive.db --json"))
 def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Verify the index: SQLite's integrity check and every video's stored arrays. Exit 1 when something is damaged."""
-    if not db.is_file():
-        raise InputError(f"{db}: no such index")
-    with Store(db, readonly=True) as store:
+    with Store(existing_index(db), readonly=True) as store:
         report = store.check()
     if json_out:
         dump(report.to_dict())
     else:
-        for line in report.integrity:
-            err.print(f"damaged: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
-        for d in report.damaged:
-            err.print(f"damaged: {printable(d['problem'])}", highlight=False, markup=False, soft_wrap=True)
-        n = len(report.damaged)
-        state = "ok" if report.ok else f"{n} damaged video{'s' * (n != 1)}" + \
-            (", SQLite integrity check failed" if report.integrity else "")
-        err.print(f"{db}: {report.videos} videos checked; {state}", highlight=False, markup=False, soft_wrap=True)
+        for line in report.lines():
+            say(printable(line))
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -504,109 +427,80 @@ def ask_cmd(
     # Everything is checked before a model loads or the index is touched.
     spec = ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto")
     check_range(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
-    if method not in METHODS:
-        raise InputError(f"--method {method}: choose from {METHOD_HELP}")
-    if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-        raise InputError(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
-    progress = None
-    new_index = not db.exists()
-    try:
-        if batch is not None:
-            if sheet is not None:
-                raise InputError("--sheet works with one question, not with --batch")
-            questions = load_batch(batch)
-        else:
-            if video_path is None or question is None:
-                raise InputError("give VIDEO and QUESTION (or --batch questions.jsonl)")
-            check_inputs(video_path, question, frames=frames, method=method, options=option)
-            video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
-        kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        if mllm.startswith("openai:"):
-            kw["timeout"] = timeout
-        models = load_models(spec)
-        if mllm.strip() in ("lite", ""):
-            answerer = load_answerer(mllm, encoder=models.encoder)
-        else:  # a down server or a missing model fails before the encoder loads
-            answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code, **kw)
-        with Store(db) as store:
-            progress = IndexingProgress(err, encoder_id=models.encoder.id)
-            asker = Asker(store=store, models=models, answerer=answerer, agent=agent, progress=progress)
-            if batch is None:
+    questions = _ask_inputs(video_path, question, option=option, frames=frames, method=method, sheet=sheet,
+                            batch=batch)
+    models = load_models(spec)
+    answerer = answerer_for(mllm, models, model=mllm_model, trust_remote_code=trust_remote_code,
+                            max_new_tokens=max_new_tokens, timeout=timeout)  # a down server fails before the encoder loads
+    with removed_if_left_empty(db, enabled=batch is None), Store(db) as store:  # a failed first ask: no empty index
+        progress = IndexingProgress(err, encoder_id=models.encoder.id)
+        asker = Asker(store=store, models=models, answerer=answerer, agent=agent, progress=progress)
+        with closing(progress):
+            if questions is not None:
+                failed = _print_batch(asker.ask_batch(questions, video_path, options=option, frames=frames,
+                                                      method=method), progress)
+            else:
                 started = process_seconds()  # interpreter, imports, models: what the user waited before the ask
                 r = asker.ask(video_path, question, options=option or None, frames=frames, method=method,
                               keep_pixels=sheet is not None)
                 r.add_start(started)
                 progress.close()
-                _warn(r.warning)
-                if sheet is not None:
-                    contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
-                if json_out:
-                    dump(r.to_dict())
-                else:
-                    typer.echo(format_result(r))
-                if sheet is not None:
-                    err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
-            else:
-                _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
-    except BaseException:  # reported by Edge; here only what a failed ask leaves behind
-        if progress is not None:
-            progress.close()
-        if new_index and batch is None:
-            _remove_if_empty(db)  # a failed first ask leaves no empty index behind
-        raise
+                _print_answer(r, sheet, json_out)
+    if questions is not None and failed:  # exit 1 when some lines failed, 2 when all did
+        say(f"{failed} of {questions.lines} questions failed")
+        raise typer.Exit(2 if failed == questions.lines else 1)
     cache_onnx(models, runtime)
 
 
-def _remove_if_empty(db: Path) -> None:
-    try:
-        with Store(db, readonly=True) as store:
-            if store.videos():
-                return
-    except TspoError:
-        return
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        p.unlink(missing_ok=True)
+def _ask_inputs(video_path: Optional[Path], question: Optional[str], *, option, frames, method, sheet, batch):
+    """The ask's input checked before a model loads or the index is touched: the --batch file
+    loaded (returned), or the one question and its video (an unreadable video fails here)."""
+    if method not in METHODS:
+        raise InputError(f"--method {method}: choose from {METHOD_HELP}")
+    if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        raise InputError(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
+    if batch is not None:
+        if sheet is not None:
+            raise InputError("--sheet works with one question, not with --batch")
+        return load_batch(batch)
+    if video_path is None or question is None:
+        raise InputError("give VIDEO and QUESTION (or --batch questions.jsonl)")
+    check_inputs(video_path, question, frames=frames, method=method, options=option)
+    video.probe(video_path)
+    return None
+
+
+def _print_answer(r, sheet: Optional[Path], json_out: bool) -> None:
+    _warn(r.warning)
+    if sheet is not None:
+        contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
+    if json_out:
+        dump(r.to_dict())
+    else:
+        typer.echo(format_result(r))
+    if sheet is not None:
+        say(f"contact sheet: {sheet}")
+
+
+def _print_batch(answers, progress) -> int:
+    """One JSON line per line of the batch file, in its order; the failed ones also on stderr.
+    Returns how many failed."""
+    failed = 0
+    for a in answers:
+        progress.close()
+        if a.error is not None:
+            failed += 1
+            say(f"{'skipped' if a.skipped else 'failed'} {printable(a.error)}")
+        else:
+            _warn(a.warning, f"{a.where}: ")
+        typer.echo(json.dumps(json_safe(a.record), allow_nan=False))
+    return failed
 
 
 def _warn(warning: Optional[str], where: str = "") -> None:
     if warning:
         err.print(f"warning: {where}{printable(warning)}", highlight=False, markup=False, soft_wrap=True,
                   style="yellow")
-
-
-def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *, option, frames, method) -> None:
-    """One JSON line per line of the file, in its order: the answer, or the line's error naming
-    file:line (a bad line costs only itself); exit 1 when some failed, 2 when all did."""
-    failed = 0
-    for line, it in questions.entries:
-        where = f"{questions.path}:{line}"
-        if isinstance(it, str):  # a line that is no question
-            failed += 1
-            err.print(f"skipped {printable(it)}", highlight=False, markup=False, soft_wrap=True)
-            typer.echo(json.dumps({"line": line, "error": it}))
-            continue
-        rid = it.get("id", line)
-        target = it.get("video") or video_path
-        try:
-            if target is None:
-                raise InputError(f"{where}: no \"video\" on this line, and no VIDEO argument")
-            r = asker.ask(target, it["question"], options=it.get("options") or option or None,
-                          frames=it.get("frames", frames), method=it.get("method", method))
-            progress.close()
-            _warn(r.warning, f"{where}: ")
-            typer.echo(json.dumps(json_safe({"id": rid, **r.to_dict()}), allow_nan=False))
-        except (TspoError, OSError) as e:  # OSError: a path the system refuses (too long, say)
-            progress.close()
-            failed += 1
-            e = getattr(e, "strerror", None) or e
-            msg = str(e) if str(e).startswith(where + ":") else f"{where}: {e}"
-            err.print(f"failed {printable(msg)}", highlight=False, markup=False, soft_wrap=True)
-            typer.echo(json.dumps({"id": rid, "line": line, "video": None if target is None else str(target),
-                                   "question": it["question"], "error": msg}))
-    total = questions.lines
-    if failed:
-        err.print(f"{failed} of {total} questions failed", highlight=False)
-        raise typer.Exit(2 if failed == total else 1)
 
 
 def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str], *, option, frames, method, mllm,
@@ -663,61 +557,31 @@ def search_cmd(
     check_range(top, "--top", 1, L.MAX_TOP, integer=True)
     check_range(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
     check_range(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
-    if not math.isfinite(min_score):
-        raise InputError(f"--min-score must be a finite number, got {min_score}")
     if paths_out and json_out:
         raise InputError("--paths and --json: choose one")
-    if not question.strip():
-        raise InputError("the question is empty")
-    for folder in in_dirs or ():
-        if not folder.expanduser().exists():
-            raise InputError(f"{folder}: --in: no such folder")
-    filters = make_filters(in_dirs, since, until, min_score)
-    if not db.exists():
-        raise InputError(f"{db}: no such index (run `tspo-edge index` first)")
-    spec = ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto")
-    models = load_models(spec)
+    filters = filters_from_options(question, in_dirs, since, until, min_score)
+    existing_index(db, " (run `tspo-edge index` first)")
+    models = load_models(ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto"))
     with Store(db) as store:  # writable: videos indexed since the last search are brought in first
         store.check_encoder(models.encoder.id)
         res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
                      nms_seconds=nms_seconds, filters=filters)
     for line in res.warnings:  # a damaged video skipped, a cache rebuilt or read around: one line each
-        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
+        say(f"warning: {printable(line)}")
     waited = process_seconds()  # start-up and the text encoder included
     if json_out:
-        d = res.to_dict()
-        for m in d["moments"]:
-            m["timestamp"] = mmss(m["time"])
-        dump({"question": question, **d, "seconds_since_start": round(waited, 3)})
-        cache_onnx(models, runtime)
-        return
-    err.print(printable(search_header(question, res, db)), highlight=False, markup=False, soft_wrap=True)
-    if paths_out:  # exact paths for a pipe; escaped on a terminal, as every other listing
-        for v in res.videos:
-            typer.echo(printable(v.path) if out.is_terminal else v.path)
-        cache_onnx(models, runtime)
-        return
-    for rank, m in enumerate(res.moments, 1):
-        typer.echo(f"{rank:3d}  {mmss(m.time):>8s}  s={m.score:6.1f}  {printable(m.path)}")
-    if res.moments:
-        err.print(f"{res.frames} frames searched in {res.timings.get('total_ms', 0):.1f} ms; "
-                  f"{waited:.2f} s in all (start-up and the text encoder included)", highlight=False, markup=False)
+        dump(search_view.to_json(question, res, waited))
+    else:
+        say(printable(search_view.header(question, res, db)))
+        if paths_out:  # exact paths for a pipe; escaped on a terminal, as every other listing
+            for v in res.videos:
+                typer.echo(printable(v.path) if out.is_terminal else v.path)
+        else:
+            for line in search_view.moment_lines(res):
+                typer.echo(line)
+            if search_view.timing(res, waited):
+                say(search_view.timing(res, waited))
     cache_onnx(models, runtime)
-
-
-def search_header(question: str, res, db: Path) -> str:
-    """One line before the list: what was found where, or why nothing was."""
-    f = res.filters
-    where = "; ".join(part for part in f.describe().split("; ") if not part.startswith("floor"))
-    if not res.searched:
-        return (f"no moments: no indexed video matches ({where})" if f.narrows
-                else f"no moments: nothing is indexed in {db}")
-    if not res.moments:
-        return (f'no moments for "{question}" score s>={f.min_score:g} in {res.searched} videos'
-                + (f" ({where})" if f.narrows else "") + " (--min-score lowers the floor)")
-    n = len(res.moments)
-    return (f'{n} moment{"s" * (n != 1)} in {len({m.video_id for m in res.moments})} of {res.searched} videos '
-            f'for "{question}" ({f.describe()})')
 
 
 @app.command("serve", epilog=examples(
@@ -838,22 +702,18 @@ def export_cmd(
     check_range(opset, "--opset", 17, L.MAX_OPSET, integer=True)
     require_torch("tspo-edge export", ("torch", "onnx"))
     from tspo_edge.export import export_model  # torch (see the note at the top)
+    from tspo_edge.export.manifest import manifest_lines
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
         raise InputError("--encoder none exports the agent alone: give the AGENT checkpoint")
-    spec = ModelSpec.from_options(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
+    # traced on the CPU in fp32
+    spec = ModelSpec.from_options(encoder if with_encoder else None, ckpt, "torch", None, "cpu")
     with err.status("exporting…"):
         manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
-                                tensorrt=tensorrt, opset=opset,
-                                log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
-    for part, entry in manifest["models"].items():
-        shapes = ", ".join(f"{v['name']}{v['shape']}" for v in entry["inputs"])
-        err.print(f"{part:6s} {out_dir / entry['file']}  ({entry['bytes'] / 1e6:.1f} MB; {shapes})", markup=False, highlight=False, soft_wrap=True)
-    for part, eng in ((manifest.get("tensorrt") or {}).get("engines") or {}).items():
-        err.print(f"{part:6s} {out_dir / eng['file']}  (TensorRT, {eng['bytes'] / 1e6:.1f} MB)", markup=False, highlight=False, soft_wrap=True)
-    err.print(f"agent  {manifest['agent']['id']} ({manifest['agent'].get('source')})", markup=False, highlight=False, soft_wrap=True)
-    err.print(f"manifest {out_dir / 'manifest.json'}", markup=False, highlight=False, soft_wrap=True)
+                                tensorrt=tensorrt, opset=opset, log=say)
+    for line in manifest_lines(manifest, out_dir):
+        say(line)
     if json_out:
         dump(manifest)
 
@@ -922,14 +782,12 @@ def eval_needle_cmd(
         result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
                                  models=load_models(spec), mllm=mllm, index_progress=ip,
                                  progress=_step_progress(ip.progress, "questions"))
-    report.write_json(out_dir / "needle.json", result)
-    report.plot(result, out_dir / "needle.png")
-    (out_dir / "needle.md").write_text(report.markdown_table(result) + "\n")
+    files = report.write_reports(result, out_dir)
     print_table(err, report.summary_table(result))
     for e in result["errors"]:
         err.print(f"[red]failed[/] {e}", highlight=False, markup=True)
-    err.print(f"results: {out_dir / 'needle.json'}, {out_dir / 'needle.png'}, {out_dir / 'needle.md'} "
-              f"({result['seconds']['total']:.0f} s)", highlight=False, markup=False)
+    err.print(f"results: {', '.join(map(str, files))} ({result['seconds']['total']:.0f} s)", highlight=False,
+              markup=False)
     if json_out:
         dump({k: v for k, v in result.items() if k != "questions"})
     raise typer.Exit(1 if result["errors"] else 0)

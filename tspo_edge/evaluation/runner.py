@@ -15,9 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.models.encoders.memo import MemoEncoder
 from tspo_edge.errors import EvalError
-from tspo_edge.models.mllm import load_answerer
+from tspo_edge.models.mllm import answerer_for
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos
 from tspo_edge.selection import uniform_indices
@@ -49,7 +48,7 @@ def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str],
     frames = sorted({int(n) for n in frames})
     t0 = time.perf_counter()
     enc = models.encoder
-    answerer = load_answerer(mllm, encoder=MemoEncoder(enc)) if isinstance(mllm, str) else mllm
+    answerer = answerer_for(mllm, models, memo=True) if isinstance(mllm, str) else mllm
     paths = [bench.video_path(v) for v in bench.videos]
     with Store(db) as store:
         results = index_videos(store, paths, models, progress=index_progress)
