@@ -37,7 +37,7 @@ from tspo_edge.extras import require_torch
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
-from tspo_edge.evaluation.runner import check_methods, run_needle_eval
+from tspo_edge.evaluation.runner import budgets_from_options, run_needle_eval
 from tspo_edge.index import check_engine, index_with_engine
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch_until_signal
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
@@ -723,13 +723,6 @@ eval_app = typer.Typer(help="Measure keyframe selection: the generated needle be
 app.add_typer(eval_app, name="eval")
 
 
-def _csv(value: str, flag: str, kind=str) -> list:
-    try:
-        return [kind(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{flag} {value!r}: expected a comma-separated list")
-
-
 def _step_progress(progress, description: str):
     """A progress callback (stage, done, total) drawing one rich task."""
     task = progress.add_task(description, total=None, rate="")  # rate: IndexProgress's column
@@ -764,17 +757,9 @@ def eval_needle_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
-    frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
-    for n in frame_list:
-        check_range(n, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    check_range(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
-    check_range(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
-    check_range(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
-    check_range(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
-    check_range(seed, "--seed", 0, L.MAX_SEED, integer=True)
+    frame_list, method_list = budgets_from_options(frames, methods)
+    cfg = BenchConfig.from_options(videos=videos, minutes=minutes, seed=seed, needles=needles, fps=video_fps)
     spec = ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
-    check_methods(method_list, frame_list)
-    cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
     cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*cols, console=err) as p:
         bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
@@ -866,38 +851,25 @@ def train_cmd(
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
     require_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
     from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
-    from tspo_edge.train.progress import TrainProgress, format_step
+    from tspo_edge.train.progress import TrainProgress, summary_text
     from tspo_edge.train.run import RunOptions, train_from_options
     from tspo_edge.train.toy import toy_options
 
-    check_range(steps, "--steps", 1, L.MAX_STEPS, integer=True)
-    check_range(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
-    check_range(lr, "--lr", 1e-12, L.MAX_LR)
-    check_range(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
-    check_range(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
-    check_range(seed, "--seed", 0, L.MAX_SEED, integer=True)
-    if group < 2:
-        raise InputError(f"--group must be at least 2 (advantages are relative to the group), got {group}")
-    check_range(group, "--group", 2, L.MAX_GROUP, integer=True)
-    log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    cfg = TrainConfig.from_options(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
+                                   save_every=save_every, seed=seed)
     if toy:
         opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
                            save_every=save_every, resume=resume, device=device or "cpu")
     else:
         if data is None or (videos is None and features is None):
             raise InputError("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
-        opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=ModelSpec.from_options(encoder, agent, runtime, model_dir, device),
-                          mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
-                          cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
-                                          save_every=save_every, seed=seed))
+        opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db,
+                          models=ModelSpec.from_options(encoder, agent, runtime, model_dir, device), mllm=mllm,
+                          mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device, cfg=cfg)
     with TrainProgress(err) as progress:
-        summary = train_from_options(opts, log=log, on_step=progress)
-    last = summary.get("last") or {}
-    if summary.get("plot"):
-        err.print(f"{summary['steps']} steps; last step: {format_step(last)}\n"
-                  f"agent  {summary.get('agent')}\nplot   {summary['plot']}"
-                  + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""),
-                  highlight=False, markup=False)
+        summary = train_from_options(opts, log=say, on_step=progress)
+    if summary_text(summary):
+        err.print(summary_text(summary), highlight=False, markup=False)
     if json_out:
         dump(summary)
     raise typer.Exit(1 if summary.get("missing_videos") or summary.get("failed_videos") else 0)

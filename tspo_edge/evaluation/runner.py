@@ -15,7 +15,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.errors import EvalError
+from tspo_edge.checks import check_range
+from tspo_edge.errors import EvalError, InputError
+from tspo_edge.limits import MAX_ASK_FRAMES
 from tspo_edge.models.mllm import answerer_for
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos
@@ -38,6 +40,21 @@ def check_methods(methods: Sequence[str], frames: Sequence[int]) -> None:
         raise EvalError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join([*METHODS, ORACLE])}")
     if not methods or not frames or any(int(n) < 1 for n in frames):
         raise EvalError("give at least one method and frame budgets >= 1")
+
+
+def budgets_from_options(frames: str, methods: str) -> tuple[list[int], list[str]]:
+    """`eval needle`'s comma-separated --frames and --methods, parsed and checked (InputError
+    naming the option; EvalError for an unknown method)."""
+    parsed = []
+    for flag, value, kind in (("--frames", frames, int), ("--methods", methods, str)):
+        try:
+            parsed.append([kind(v.strip()) for v in value.split(",") if v.strip()])
+        except ValueError:
+            raise InputError(f"{flag} {value!r}: expected a comma-separated list") from None
+    for n in parsed[0]:
+        check_range(n, "--frames", 1, MAX_ASK_FRAMES, integer=True)
+    check_methods(parsed[1], parsed[0])
+    return parsed[0], parsed[1]
 
 
 def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str], frames: Sequence[int],
