@@ -251,3 +251,23 @@ def test_needle_reports_are_written_together(tmp_path, monkeypatch):
     files = report.write_reports(result, tmp_path / "out")
     assert [f.name for f in files] == ["needle.json", "needle.png", "needle.md"]
     assert all(f.is_file() for f in files) and "| uniform |" in files[2].read_text()
+
+
+def test_needle_options_are_refused_naming_the_option():
+    from tspo_edge.errors import EvalError
+    from tspo_edge.evaluation.needle import BenchConfig
+    from tspo_edge.evaluation.runner import budgets_from_options
+
+    assert budgets_from_options("8, 16", "uniform,oracle") == ([8, 16], ["uniform", "oracle"])
+    with pytest.raises(InputError, match="--frames '8,x': expected a comma-separated list"):
+        budgets_from_options("8,x", "uniform")
+    with pytest.raises(InputError, match="--frames must be a positive whole number"):
+        budgets_from_options("0", "uniform")
+    with pytest.raises(EvalError, match="unknown method"):
+        budgets_from_options("8", "psychic")
+    ok = dict(videos=1, minutes=1.0, seed=0, needles=1, fps=2)
+    assert BenchConfig.from_options(**ok) == BenchConfig(videos=1, minutes=1.0, seed=0, needles=1, fps=2)
+    with pytest.raises(InputError, match="--video-fps must be a positive whole number"):
+        BenchConfig.from_options(**{**ok, "fps": 0})
+    with pytest.raises(InputError, match="--minutes must be a number from 0.1"):
+        BenchConfig.from_options(**{**ok, "minutes": 0.0})
