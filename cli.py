@@ -2,7 +2,8 @@
 
 Each command checks its arguments, builds the library's objects (a ModelSpec, a Sampling),
 makes one library call and prints the result: tables and progress on stderr, `--json` on
-stdout. Errors are mapped here, at the edge, to one line and an exit status:
+stdout. Commands raise; errors are mapped in one place (`Edge`, the app's group class) to one
+line and an exit status:
 0 success, 1 partial failure (some files or questions failed, the rest done),
 2 bad usage, bad input or a bad environment, 130 interrupted (rerun to resume).
 """
@@ -14,8 +15,8 @@ import json
 import os
 import signal
 import threading
-from contextlib import closing
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
@@ -41,7 +42,7 @@ from tspo_edge.evaluation.runner import budgets_from_options, run_needle_eval
 from tspo_edge.index import check_engine, index_with_engine
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch_until_signal
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
-                                    print_table, videos_table)
+                                    print_table, videos_table, watch_line)
 from tspo_edge.models.mllm import answerer_for, load_answerer
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.paths import resolve_db
@@ -160,8 +161,7 @@ def cache_onnx(models, runtime: Optional[str]) -> None:
     """Write the per-user ONNX cache after a command that loaded its encoder with torch (once;
     later asks and searches load it with ONNX Runtime); one line says what happened. Not when
     the user chose torch (--runtime torch, $TSPO_EDGE_RUNTIME=torch)."""
-    chosen = runtime is not None or bool(os.environ.get("TSPO_EDGE_RUNTIME", "").strip())
-    if (chosen and models.spec.runtime != "auto") or models.cache_to_write() is None:
+    if not models.cache_wanted(runtime_given=runtime is not None):
         return  # cheap: no torch import unless there is something to write
     from tspo_edge.export.cache import describe, write_cache  # torch (see the note at the top)
 
@@ -169,7 +169,7 @@ def cache_onnx(models, runtime: Optional[str]) -> None:
     with err.status("caching the ONNX towers (once)…"):
         w = write_cache(models)
     if w is not None:
-        err.print(printable(describe(w)), highlight=False, markup=False, soft_wrap=True)
+        say(printable(describe(w)))
 
 
 def say(line: str) -> None:
@@ -269,8 +269,7 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     settle = DEFAULT_SETTLE if settle is None else settle
 
     def on_result(r) -> None:
-        what = f"{r.frames} frames, {r.seconds:.1f} s" if r.status in ("indexed", "events", "restored") else r.error
-        say(f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else ""))
+        say(watch_line(r))
         if json_out:
             typer.echo(json.dumps(json_safe(dataclasses.asdict(r))))
 
@@ -281,8 +280,7 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     on_interrupt("interrupted: the video in flight was not saved; the others are")
     summary, stopped_by = watch_until_signal(paths, db=db, models=load_models(spec), sampling=s, settle=settle,
                                              poll=poll, on_result=on_result, on_ready=on_ready)
-    d = summary.to_dict()
-    say("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")))
+    say(summary.stopped_line())
     raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
 
 

@@ -57,6 +57,10 @@ class WatchSummary:
         return {"db": self.db, "seconds": self.seconds,
                 **{s: self.count(s) for s in ("indexed", "events", "failed", "missing", "restored")}}
 
+    def stopped_line(self) -> str:
+        """The watch's last line: "stopped: 2 indexed, 0 failed, 1 missing, 0 restored"."""
+        return "stopped: " + ", ".join(f"{self.count(k)} {k}" for k in ("indexed", "failed", "missing", "restored"))
+
 
 class _Pending:
     """Files seen changing, each with the (size, mtime_ns) last seen and since when it held."""

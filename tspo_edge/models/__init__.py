@@ -197,6 +197,12 @@ class Models:
             self._cache = lookup(self.spec.encoder_spec)
         return None if self.cache.hit or self.cache.state == "unkeyed" else self.cache
 
+    def cache_wanted(self, runtime_given: bool = False) -> bool:
+        """Whether a command should write the per-user ONNX cache now (`cache_to_write`), unless
+        the user chose a runtime other than auto (`runtime_given`: a flag; or $TSPO_EDGE_RUNTIME)."""
+        chosen = runtime_given or bool(os.environ.get("TSPO_EDGE_RUNTIME", "").strip())
+        return not (chosen and self.spec.runtime != "auto") and self.cache_to_write() is not None
+
     @property
     def manifest(self) -> dict:
         if self._manifest is None:
