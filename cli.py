@@ -2,7 +2,8 @@
 
 Each command checks its arguments, builds the library's objects (a ModelSpec, a Sampling),
 makes one library call and prints the result: tables and progress on stderr, `--json` on
-stdout. Errors are mapped here, at the edge, to one line and an exit status:
+stdout. Commands raise; errors are mapped in one place (`Edge`, the app's group class) to one
+line and an exit status:
 0 success, 1 partial failure (some files or questions failed, the rest done),
 2 bad usage, bad input or a bad environment, 130 interrupted (rerun to resume).
 """
@@ -11,16 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import re
 import signal
-import threading
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
 import typer
+import typer.core
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import tspo_edge
@@ -30,7 +30,7 @@ from tspo_edge.media import video
 from tspo_edge.answers import format_result
 from tspo_edge.ask import Asker, check_inputs, contact_sheet, process_seconds
 from tspo_edge.question_batch import load_batch
-from tspo_edge.checks import in_range, json_safe, range_text
+from tspo_edge.checks import check_range, json_safe
 from tspo_edge.serving.client import ask_remote
 from tspo_edge.media.clip import cut_clip, format_time, parse_time
 from tspo_edge.errors import InputError, TspoError
@@ -38,26 +38,62 @@ from tspo_edge.extras import require_torch
 from tspo_edge.evaluation import report
 from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
-from tspo_edge.evaluation.runner import check_methods, run_needle_eval
-from tspo_edge.index import index_paths
-from tspo_edge.index.parallel import default_workers, index_paths_parallel
-from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch as watch_paths
+from tspo_edge.evaluation.runner import budgets_from_options, run_needle_eval
+from tspo_edge.index import check_engine, index_with_engine
+from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch_until_signal
 from tspo_edge.index.report import (IndexingProgress, IndexProgress, OutputConsole, bar, print_summary,
-                                    print_table, videos_table)
-from tspo_edge.models.mllm import load_answerer
-from tspo_edge.models import RUNTIMES, ModelSpec, load_models
+                                    print_table, videos_table, watch_line)
+from tspo_edge.models.mllm import answerer_for
+from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.paths import resolve_db
 from tspo_edge.pipeline import Sampling
 from tspo_edge.storage.removal import prune, remove
-from tspo_edge.storage.search import refresh as search_refresh
+from tspo_edge.storage import search_view
+from tspo_edge.storage.search_cache import refresh_after_index
 from tspo_edge.storage.search import search
-from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, make_filters
+from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, filters_from_options
 from tspo_edge.selection import METHODS
-from tspo_edge.storage.store import Store
+from tspo_edge.storage.store import Store, existing_index, removed_if_left_empty
 from tspo_edge.terminal import printable
-from tspo_edge.timestamps import mmss
+
+# What each command says when Ctrl-C stops it (exit 130): what was kept, how to go on.
+INTERRUPTED = {
+    "index": "interrupted: the videos finished so far are saved; run the same command to resume",
+    "ask": "interrupted: nothing was changed by the question in flight",
+    "rm": "interrupted: nothing was removed",
+    "prune": "interrupted: nothing was removed",
+    "clip": "interrupted: no clip was written",
+    "train": "interrupted: run the same command with --resume to continue from the last checkpoint",
+}
+OUT_OF_MEMORY = {  # a memory cap below what the models and frames need
+    "ask": "out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model",
+}
+_interrupt_note: list[str] = []  # a phase of the running command whose interrupt keeps something else
+
+
+class Edge(typer.core.TyperGroup):
+    """The one place where errors become a line and an exit status: a TspoError its message and
+    its exit_code, MemoryError exit 2, Ctrl-C exit 130 with the command's INTERRUPTED line."""
+
+    def invoke(self, ctx):
+        _interrupt_note.clear()
+        try:
+            return super().invoke(ctx)
+        except TspoError as e:
+            fail(e)
+        except MemoryError:
+            fail(InputError(OUT_OF_MEMORY.get(ctx.invoked_subcommand, "out of memory")))
+        except KeyboardInterrupt:
+            interrupted(next(iter(_interrupt_note), None) or INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"))
+
+
+def on_interrupt(message: str) -> None:
+    """From here on, Ctrl-C prints `message` (a phase whose interrupt keeps something else)."""
+    _interrupt_note[:] = [message]
+
 
 app = typer.Typer(
+    cls=Edge,
     name="tspo-edge",
     help="Ask questions about long videos: TSPO keyframe selection over a SQLite index.",
     no_args_is_help=True,
@@ -112,76 +148,33 @@ def bad(message: str) -> NoReturn:
     fail(InputError(message))
 
 
-def needs_torch(what: str, modules: tuple[str, ...]) -> None:
-    """A command of the [torch] extra in the light install: one line and exit 2, not an ImportError."""
-    try:
-        require_torch(what, modules)
-    except TspoError as e:
-        fail(e)
-
-
 def interrupted(message: str = "interrupted") -> NoReturn:
     err.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(130)
 
 
-def within(value, flag: str, lo: float, hi: float, *, integer: bool = False) -> None:
-    """Refuse a number outside [lo, hi] (tspo_edge/limits.py; None passes) before anything loads."""
-    if value is not None and not in_range(value, lo, hi, integer=integer):
-        bad(f"{flag} must be {range_text(lo, hi, integer)}, got {value}")
-
-
-def model_spec(encoder: Optional[str], agent: Optional[str], runtime: Optional[str], model_dir: Optional[Path],
-               device: Optional[str] = None, *, default: str = "torch") -> ModelSpec:
-    """--encoder/--agent/--runtime/--model-dir as a ModelSpec (checked; nothing loads yet).
-    `default`: the runtime when neither flag nor $TSPO_EDGE_RUNTIME chooses one."""
-    runtime = runtime or ("onnx" if model_dir is not None else default_runtime(default))
-    if runtime not in RUNTIMES:
-        bad(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
-    if runtime == "onnx" and model_dir is None:
-        bad("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
-    if runtime != "onnx" and model_dir is not None:
-        bad(f"--model-dir runs with --runtime onnx, not {runtime}")
-    if model_dir is not None and not model_dir.is_dir():
-        bad(f"{model_dir}: --model-dir is not a folder")
-    if device is not None and not re.fullmatch(r"cpu|mps|auto|(cuda|xpu)(:\d+)?", device):
-        bad(f"--device {device}: expected cpu, cuda, cuda:N or mps")
-    return ModelSpec(encoder=encoder, agent=agent, runtime=runtime,
-                     model_dir=str(model_dir) if model_dir else None, device=device)
-
-
-def default_runtime(default: str) -> str:
-    """$TSPO_EDGE_RUNTIME (torch or auto) when set, else the command's default."""
-    value = os.environ.get("TSPO_EDGE_RUNTIME", "").strip()
-    if value and value not in ("torch", "auto"):
-        bad(f"$TSPO_EDGE_RUNTIME={value}: choose torch or auto")
-    return value or default
+within = check_range              # the names serve_cmd and _ask_remote use until they move to
+model_spec = ModelSpec.from_options  # tspo_edge/serving/ (bodies left as they are meanwhile)
 
 
 def cache_onnx(models, runtime: Optional[str]) -> None:
     """Write the per-user ONNX cache after a command that loaded its encoder with torch (once;
     later asks and searches load it with ONNX Runtime); one line says what happened. Not when
     the user chose torch (--runtime torch, $TSPO_EDGE_RUNTIME=torch)."""
-    chosen = runtime is not None or bool(os.environ.get("TSPO_EDGE_RUNTIME", "").strip())
-    if (chosen and models.spec.runtime != "auto") or models.cache_to_write() is None:
+    if not models.cache_wanted(runtime_given=runtime is not None):
         return  # cheap: no torch import unless there is something to write
     from tspo_edge.export.cache import describe, write_cache  # torch (see the note at the top)
 
-    try:
-        with err.status("caching the ONNX towers (once)…"):
-            w = write_cache(models)
-    except KeyboardInterrupt:
-        interrupted("interrupted while caching the ONNX towers: nothing was cached; the command's work is done")
+    on_interrupt("interrupted while caching the ONNX towers: nothing was cached; the command's work is done")
+    with err.status("caching the ONNX towers (once)…"):
+        w = write_cache(models)
     if w is not None:
-        err.print(printable(describe(w)), highlight=False, markup=False, soft_wrap=True)
+        say(printable(describe(w)))
 
 
-def sampling(fps: float, max_frames: Optional[int], decoder: str = "pyav") -> Sampling:
-    within(fps, "--fps", L.MIN_FPS, L.MAX_FPS)
-    within(max_frames, "--max-frames", 1, L.MAX_VIDEO_FRAMES, integer=True)
-    if decoder not in video.available_decoders():
-        bad(f"--decoder {decoder}: not available here (available: {', '.join(video.available_decoders())})")
-    return Sampling(fps=fps, max_frames=max_frames, decoder=decoder)
+def say(line: str) -> None:
+    """One plain line on stderr (no markup, no wrapping)."""
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def dump(obj) -> None:
@@ -234,27 +227,25 @@ def index_cmd(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join (default: start a local Ray)."),
 ) -> None:
     """Index videos into the SQLite file: decode -> embeddings -> event features. Incremental and resumable."""
-    within(settle, "--settle", 0, L.MAX_SECONDS)
-    decoder = choose_decoder(decoder)
-    s, spec = sampling(fps, max_frames, decoder), model_spec(encoder, agent, runtime, model_dir, device)
+    check_range(settle, "--settle", 0, L.MAX_SECONDS)
+    decoder, note = video.choose_decoder(decoder)  # NVDEC without a GPU: PyAV, and why
+    if note:
+        say(f"--decoder {printable(note)}")
+    s = Sampling.from_options(fps, max_frames, decoder)
+    spec = ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
     check_engine(engine, workers, ray_address)
     if watch or poll or settle is not None:
         index_watch(paths, db=db, spec=spec, s=s, watch=watch, settle=settle, poll=poll, force=force or retry_failed,
                     json_out=json_out)
     models = load_models(spec)
-    try:
-        with IndexProgress(err) as progress:
-            summary = run_index(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
-                                progress=progress, workers=workers, engine=engine, ray_address=ray_address)
-    except KeyboardInterrupt:
-        interrupted("interrupted: the videos finished so far are saved; run the same command to resume")
-    except TspoError as e:
-        fail(e)
+    with IndexProgress(err) as progress:
+        summary = index_with_engine(paths, db=db, models=models, sampling=s, force=force, retry_failed=retry_failed,
+                                    progress=progress, engine=engine, workers=workers, ray_address=ray_address)
     print_summary(err, summary)
-    refresh_search_cache(db)
+    for line in refresh_after_index(db):  # the search cache brought up to date
+        say(printable(line))
     if summary.stopped:
-        err.print(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)",
-                  highlight=False, markup=False, soft_wrap=True)
+        say(f"stopped: {printable(summary.stopped)} (the videos finished so far are saved; rerun to resume)")
     for m in summary.missing:
         err.print(f"[red]missing[/] {m}: no such file or folder", highlight=False, markup=True)
     if not summary.files and not summary.missing:
@@ -272,116 +263,36 @@ def index_watch(paths: List[Path], *, db: Path, spec: ModelSpec, s: Sampling, wa
     the shell's code for an interrupt); either stops between videos. A second Ctrl-C stops at once
     (the video in flight is not saved)."""
     if not watch:
-        bad("--settle and --poll go with --watch")
+        raise InputError("--settle and --poll go with --watch")
     if force:
-        bad("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
+        raise InputError("--force and --retry-failed do not combine with --watch (run `tspo-edge index` with them first)")
     settle = DEFAULT_SETTLE if settle is None else settle
-    stop, got = threading.Event(), []
-
-    def on_signal(signum, frame) -> None:
-        if got and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        got.append(signum)
-        stop.set()
 
     def on_result(r) -> None:
-        what = f"{r.frames} frames, {r.seconds:.1f} s" if r.status in ("indexed", "events", "restored") else r.error
-        err.print(f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else ""),
-                  highlight=False, markup=False, soft_wrap=True)
+        say(watch_line(r))
         if json_out:
             typer.echo(json.dumps(json_safe(dataclasses.asdict(r))))
 
     def on_ready() -> None:
-        err.print(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
-                  f"{', polling' if poll else ''}); Ctrl-C or SIGTERM stops", highlight=False, markup=False)
+        say(f"watching {', '.join(printable(p) for p in paths)} (settle {settle:g} s"
+            f"{', polling' if poll else ''}); Ctrl-C or SIGTERM stops")
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        summary = watch_paths(paths, db=db, models=load_models(spec), sampling=s, settle=settle, poll=poll,
-                              stop=stop, on_result=on_result, on_ready=on_ready)
-    except KeyboardInterrupt:
-        interrupted("interrupted: the video in flight was not saved; the others are")
-    except TspoError as e:
-        fail(e)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    d = summary.to_dict()
-    err.print("stopped: " + ", ".join(f"{d[k]} {k}" for k in ("indexed", "failed", "missing", "restored")),
-              highlight=False, markup=False)
-    raise typer.Exit(130 if signal.SIGINT in got else 0)
-
-
-def refresh_search_cache(db: Path) -> None:
-    """After an index run: the search cache brought up to date (or rebuilt); a failure is one line."""
-    if not db.is_file():
-        return
-    try:
-        with Store(db) as store:
-            if store.readonly:
-                return
-            done = search_refresh(store)
-    except TspoError as e:
-        err.print(f"search cache not updated: {printable(e)} (search reads the index directly meanwhile)",
-                  highlight=False, markup=False, soft_wrap=True)
-        return
-    if done.rebuilt:
-        err.print(f"search cache rebuilt ({printable(done.rebuilt)})", highlight=False, markup=False, soft_wrap=True)
-    for line in done.damaged:
-        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
-
-
-def choose_decoder(decoder: str) -> str:
-    """The decoder that runs here: the one asked for, else its fallback (NVDEC without a GPU: PyAV) with the one-line reason."""
-    used, why = video.resolve_decoder(decoder)
-    if why is not None:
-        err.print(f"--decoder {decoder}: {printable(why)}; decoding with {video.decoder_title(used)}",
-                  highlight=False, markup=False, soft_wrap=True)
-    return used
-
-
-def check_engine(engine: str, workers: Optional[int], ray_address: Optional[str]) -> None:
-    if engine not in ("local", "ray"):
-        bad(f"--engine {engine}: choose local or ray")
-    within(workers, "--workers", 1, L.MAX_WORKERS, integer=True)
-    if ray_address is not None and engine != "ray":
-        bad("--ray-address goes with --engine ray")
-    if engine == "ray" and workers is not None:
-        bad("--workers is for --engine local (Ray's workers are the cluster's CPUs)")
-
-
-def run_index(paths, *, db, models, sampling: Sampling, force: bool, retry_failed: bool, progress,
-              workers: Optional[int], engine: str, ray_address: Optional[str]):
-    """One library call for the engine asked for: Ray, worker processes, or the plain path."""
-    if engine == "ray":
-        from tspo_edge.index.ray_engine import index_paths_ray  # optional: Ray, imported when asked for
-
-        return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
-                               retry_failed=retry_failed, progress=progress)
-    n = default_workers() if workers is None else workers
-    if n > 1:
-        return index_paths_parallel(paths, db=db, models=models, sampling=sampling, workers=n, force=force,
-                                    retry_failed=retry_failed, progress=progress)
-    return index_paths(paths, db=db, models=models, sampling=sampling, force=force, retry_failed=retry_failed,
-                       progress=progress)
+    on_interrupt("interrupted: the video in flight was not saved; the others are")
+    summary, stopped_by = watch_until_signal(paths, db=db, models=load_models(spec), sampling=s, settle=settle,
+                                             poll=poll, on_result=on_result, on_ready=on_ready)
+    say(summary.stopped_line())
+    raise typer.Exit(130 if stopped_by == signal.SIGINT else 0)
 
 
 @app.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))
 def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """List the videos in an index: path, duration, frames, status, the agent of their event features."""
-    if not db.exists():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db, readonly=True) as store:
-            rows = store.videos()
-            meta = {k: store.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
-    except TspoError as e:
-        fail(e)
+    with Store(existing_index(db), readonly=True) as store:
+        rows, meta = store.videos(), store.described()
     if json_out:
         dump({"db": str(db), **meta, "videos": [dataclasses.asdict(r) for r in rows]})
     else:
-        err.print(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}",
-                  highlight=False, markup=False)
+        say(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}")
         print_table(out, videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]), note=err)
 
 
@@ -396,15 +307,8 @@ def warn(message: str) -> None:
 def rm_cmd(refs: List[str] = typer.Argument(..., metavar="PATH_OR_ID...", help="Indexed video paths, folders (every indexed video under them) or ids."),
            db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Remove videos from the index: their rows, features and search data. The files stay on disk."""
-    if not db.is_file():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db) as store:
-            r = remove(store, refs)
-    except KeyboardInterrupt:
-        interrupted("interrupted: nothing was removed")
-    except TspoError as e:
-        fail(e)
+    with Store(existing_index(db)) as store:
+        r = remove(store, refs)
     for ref in r.not_found:
         warn(f"{ref}: not in the index {db}")
     if json_out:
@@ -422,22 +326,14 @@ def prune_cmd(db: Path = DbOpt,
               dry_run: bool = typer.Option(False, "--dry-run", help="List the videos that would be removed; change nothing."),
               json_out: bool = JsonOpt) -> None:
     """Remove videos whose files are gone (marked missing, or no file at their path) from the index."""
-    if not db.is_file():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db, readonly=dry_run) as store:
-            r = prune(store, dry_run=dry_run)
-    except KeyboardInterrupt:
-        interrupted("interrupted: nothing was removed")
-    except TspoError as e:
-        fail(e)
+    with Store(existing_index(db), readonly=dry_run) as store:
+        r = prune(store, dry_run=dry_run)
     if json_out:
         dump(r.to_dict())
     else:
         for row, why in r.videos:
             typer.echo(f"{'would remove' if dry_run else 'removed'} {printable(row.path)} ({why})")
-    err.print(f"{len(r.videos)} videos {'would be removed' if dry_run else 'removed'} from {printable(db)}",
-              highlight=False, markup=False, soft_wrap=True)
+    say(f"{len(r.videos)} videos {'would be removed' if dry_run else 'removed'} from {printable(db)}")
 
 
 @app.command("clip", epilog=examples(
@@ -454,18 +350,10 @@ def clip_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Cut a clip out of a video around a moment: stream copy (fast, lossless) or --reencode (frame-exact)."""
-    try:
-        t = parse_time(at)
-    except TspoError as e:
-        bad(f"--at {e}")
+    t = parse_time(at, what="--at")
     if out_path.exists() and not force:
-        bad(f"{out_path}: already exists (--force replaces it)")
-    try:
-        c = cut_clip(video_path, out_path, at=t, seconds=seconds, reencode=reencode, overwrite=force)
-    except KeyboardInterrupt:
-        interrupted("interrupted: no clip was written")
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"{out_path}: already exists (--force replaces it)")
+    c = cut_clip(video_path, out_path, at=t, seconds=seconds, reencode=reencode, overwrite=force)
     if json_out:
         dump(c.to_dict())
         return
@@ -477,24 +365,13 @@ def clip_cmd(
 @app.command("check", epilog=examples("tspo-edge check", "tspo-edge check --db archive.db --json"))
 def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """Verify the index: SQLite's integrity check and every video's stored arrays. Exit 1 when something is damaged."""
-    if not db.is_file():
-        bad(f"{db}: no such index")
-    try:
-        with Store(db, readonly=True) as store:
-            report = store.check()
-    except TspoError as e:
-        fail(e)
+    with Store(existing_index(db), readonly=True) as store:
+        report = store.check()
     if json_out:
         dump(report.to_dict())
     else:
-        for line in report.integrity:
-            err.print(f"damaged: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
-        for d in report.damaged:
-            err.print(f"damaged: {printable(d['problem'])}", highlight=False, markup=False, soft_wrap=True)
-        n = len(report.damaged)
-        state = "ok" if report.ok else f"{n} damaged video{'s' * (n != 1)}" + \
-            (", SQLite integrity check failed" if report.integrity else "")
-        err.print(f"{db}: {report.videos} videos checked; {state}", highlight=False, markup=False, soft_wrap=True)
+        for line in report.lines():
+            say(printable(line))
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -537,8 +414,8 @@ def ask_cmd(
     server: Optional[str] = ServerOpt,
 ) -> None:
     """Ask a question about a video: keyframes from the index in milliseconds, an answer from an MLLM."""
-    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    within(timeout, "--timeout", 0.001, L.MAX_SECONDS)
+    check_range(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    check_range(timeout, "--timeout", 0.001, L.MAX_SECONDS)
     if server:  # a running `tspo-edge serve` answers: no model loads here
         return _ask_remote(server, video_path, question, option=option, frames=frames, method=method, mllm=mllm,
                            json_out=json_out, timeout=timeout,
@@ -546,115 +423,82 @@ def ask_cmd(
                                        "--runtime": runtime, "--model-dir": model_dir, "--mllm-model": mllm_model,
                                        "--device": device})
     # Everything is checked before a model loads or the index is touched.
-    spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
-    within(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
-    if method not in METHODS:
-        bad(f"--method {method}: choose from {METHOD_HELP}")
-    if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-        bad(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
-    progress = None
-    new_index = not db.exists()
-    try:
-        if batch is not None:
-            if sheet is not None:
-                bad("--sheet works with one question, not with --batch")
-            questions = load_batch(batch)
-        else:
-            if video_path is None or question is None:
-                bad("give VIDEO and QUESTION (or --batch questions.jsonl)")
-            check_inputs(video_path, question, frames=frames, method=method, options=option)
-            video.probe(video_path)  # an unreadable video fails here, before any model loads or index write
-        kw = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        if mllm.startswith("openai:"):
-            kw["timeout"] = timeout
-        models = load_models(spec)
-        if mllm.strip() in ("lite", ""):
-            answerer = load_answerer(mllm, encoder=models.encoder)
-        else:  # a down server or a missing model fails before the encoder loads
-            answerer = load_answerer(mllm, model=mllm_model, trust_remote_code=trust_remote_code, **kw)
-        with Store(db) as store:
-            progress = IndexingProgress(err, encoder_id=models.encoder.id)
-            asker = Asker(store=store, models=models, answerer=answerer, agent=agent, progress=progress)
-            if batch is None:
+    spec = ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto")
+    check_range(max_new_tokens, "--max-new-tokens", 1, L.MAX_TOKENS, integer=True)
+    questions = _ask_inputs(video_path, question, option=option, frames=frames, method=method, sheet=sheet,
+                            batch=batch)
+    models = load_models(spec)
+    answerer = answerer_for(mllm, models, model=mllm_model, trust_remote_code=trust_remote_code,
+                            max_new_tokens=max_new_tokens, timeout=timeout)  # a down server fails before the encoder loads
+    with removed_if_left_empty(db, enabled=batch is None), Store(db) as store:  # a failed first ask: no empty index
+        progress = IndexingProgress(err, encoder_id=models.encoder.id)
+        asker = Asker(store=store, models=models, answerer=answerer, agent=agent, progress=progress)
+        with closing(progress):
+            if questions is not None:
+                failed = _print_batch(asker.ask_batch(questions, video_path, options=option, frames=frames,
+                                                      method=method), progress)
+            else:
                 started = process_seconds()  # interpreter, imports, models: what the user waited before the ask
                 r = asker.ask(video_path, question, options=option or None, frames=frames, method=method,
                               keep_pixels=sheet is not None)
                 r.add_start(started)
                 progress.close()
-                _warn(r.warning)
-                if sheet is not None:
-                    contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
-                if json_out:
-                    dump(r.to_dict())
-                else:
-                    typer.echo(format_result(r))
-                if sheet is not None:
-                    err.print(f"contact sheet: {sheet}", highlight=False, markup=False)
-            else:
-                _ask_batch(asker, questions, video_path, progress, option=option, frames=frames, method=method)
-    except (KeyboardInterrupt, TspoError, MemoryError) as e:
-        if progress is not None:
-            progress.close()
-        if new_index and batch is None:
-            _remove_if_empty(db)  # a failed first ask leaves no empty index behind
-        if isinstance(e, KeyboardInterrupt):
-            interrupted("interrupted: nothing was changed by the question in flight")
-        if isinstance(e, MemoryError):  # a memory cap below what the models and frames need
-            bad("out of memory while answering (the index is unchanged); ask for fewer --frames or use a smaller model")
-        fail(e)
+                _print_answer(r, sheet, json_out)
+    if questions is not None and failed:  # exit 1 when some lines failed, 2 when all did
+        say(f"{failed} of {questions.lines} questions failed")
+        raise typer.Exit(2 if failed == questions.lines else 1)
     cache_onnx(models, runtime)
 
 
-def _remove_if_empty(db: Path) -> None:
-    try:
-        with Store(db, readonly=True) as store:
-            if store.videos():
-                return
-    except TspoError:
-        return
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        p.unlink(missing_ok=True)
+def _ask_inputs(video_path: Optional[Path], question: Optional[str], *, option, frames, method, sheet, batch):
+    """The ask's input checked before a model loads or the index is touched: the --batch file
+    loaded (returned), or the one question and its video (an unreadable video fails here)."""
+    if method not in METHODS:
+        raise InputError(f"--method {method}: choose from {METHOD_HELP}")
+    if sheet is not None and sheet.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        raise InputError(f"{sheet}: --sheet writes .jpg, .jpeg or .png")
+    if batch is not None:
+        if sheet is not None:
+            raise InputError("--sheet works with one question, not with --batch")
+        return load_batch(batch)
+    if video_path is None or question is None:
+        raise InputError("give VIDEO and QUESTION (or --batch questions.jsonl)")
+    check_inputs(video_path, question, frames=frames, method=method, options=option)
+    video.probe(video_path)
+    return None
+
+
+def _print_answer(r, sheet: Optional[Path], json_out: bool) -> None:
+    _warn(r.warning)
+    if sheet is not None:
+        contact_sheet(r.pixels, [k.time for k in r.frames], sheet, scores=[k.score for k in r.frames])
+    if json_out:
+        dump(r.to_dict())
+    else:
+        typer.echo(format_result(r))
+    if sheet is not None:
+        say(f"contact sheet: {sheet}")
+
+
+def _print_batch(answers, progress) -> int:
+    """One JSON line per line of the batch file, in its order; the failed ones also on stderr.
+    Returns how many failed."""
+    failed = 0
+    for a in answers:
+        progress.close()
+        if a.error is not None:
+            failed += 1
+            say(f"{'skipped' if a.skipped else 'failed'} {printable(a.error)}")
+        else:
+            _warn(a.warning, f"{a.where}: ")
+        typer.echo(json.dumps(json_safe(a.record), allow_nan=False))
+    return failed
 
 
 def _warn(warning: Optional[str], where: str = "") -> None:
     if warning:
         err.print(f"warning: {where}{printable(warning)}", highlight=False, markup=False, soft_wrap=True,
                   style="yellow")
-
-
-def _ask_batch(asker: Asker, questions, video_path: Optional[Path], progress, *, option, frames, method) -> None:
-    """One JSON line per line of the file, in its order: the answer, or the line's error naming
-    file:line (a bad line costs only itself); exit 1 when some failed, 2 when all did."""
-    failed = 0
-    for line, it in questions.entries:
-        where = f"{questions.path}:{line}"
-        if isinstance(it, str):  # a line that is no question
-            failed += 1
-            err.print(f"skipped {printable(it)}", highlight=False, markup=False, soft_wrap=True)
-            typer.echo(json.dumps({"line": line, "error": it}))
-            continue
-        rid = it.get("id", line)
-        target = it.get("video") or video_path
-        try:
-            if target is None:
-                raise InputError(f"{where}: no \"video\" on this line, and no VIDEO argument")
-            r = asker.ask(target, it["question"], options=it.get("options") or option or None,
-                          frames=it.get("frames", frames), method=it.get("method", method))
-            progress.close()
-            _warn(r.warning, f"{where}: ")
-            typer.echo(json.dumps(json_safe({"id": rid, **r.to_dict()}), allow_nan=False))
-        except (TspoError, OSError) as e:  # OSError: a path the system refuses (too long, say)
-            progress.close()
-            failed += 1
-            e = getattr(e, "strerror", None) or e
-            msg = str(e) if str(e).startswith(where + ":") else f"{where}: {e}"
-            err.print(f"failed {printable(msg)}", highlight=False, markup=False, soft_wrap=True)
-            typer.echo(json.dumps({"id": rid, "line": line, "video": None if target is None else str(target),
-                                   "question": it["question"], "error": msg}))
-    total = questions.lines
-    if failed:
-        err.print(f"{failed} of {total} questions failed", highlight=False)
-        raise typer.Exit(2 if failed == total else 1)
 
 
 def _ask_remote(server: str, video_path: Optional[Path], question: Optional[str], *, option, frames, method, mllm,
@@ -696,72 +540,34 @@ def search_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Search every indexed video: the best moments (video, time, score) and the videos that match best."""
-    within(top, "--top", 1, L.MAX_TOP, integer=True)
-    within(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
-    within(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
-    if not math.isfinite(min_score):
-        bad(f"--min-score must be a finite number, got {min_score}")
+    check_range(top, "--top", 1, L.MAX_TOP, integer=True)
+    check_range(per_video, "--per-video", 1, L.MAX_TOP, integer=True)
+    check_range(nms_seconds, "--nms-seconds", 0, L.MAX_SECONDS)
     if paths_out and json_out:
-        bad("--paths and --json: choose one")
-    if not question.strip():
-        bad("the question is empty")
-    for folder in in_dirs or ():
-        if not folder.expanduser().exists():
-            bad(f"{folder}: --in: no such folder")
-    try:
-        filters = make_filters(in_dirs, since, until, min_score)
-    except TspoError as e:
-        fail(e)
-    if not db.exists():
-        bad(f"{db}: no such index (run `tspo-edge index` first)")
-    spec = model_spec(encoder, None, runtime, model_dir, device, default="auto")
-    try:
-        models = load_models(spec)
-        with Store(db) as store:  # writable: videos indexed since the last search are brought in first
-            store.check_encoder(models.encoder.id)
-            res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
-                         nms_seconds=nms_seconds, filters=filters)
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
+        raise InputError("--paths and --json: choose one")
+    filters = filters_from_options(question, in_dirs, since, until, min_score)
+    existing_index(db, " (run `tspo-edge index` first)")
+    models = load_models(ModelSpec.from_options(encoder, None, runtime, model_dir, device, default="auto"))
+    with Store(db) as store:  # writable: videos indexed since the last search are brought in first
+        store.check_encoder(models.encoder.id)
+        res = search(store, models.encoder.encode_texts([question]), top=top, per_video=per_video,
+                     nms_seconds=nms_seconds, filters=filters)
     for line in res.warnings:  # a damaged video skipped, a cache rebuilt or read around: one line each
-        err.print(f"warning: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
+        say(f"warning: {printable(line)}")
     waited = process_seconds()  # start-up and the text encoder included
     if json_out:
-        d = res.to_dict()
-        for m in d["moments"]:
-            m["timestamp"] = mmss(m["time"])
-        dump({"question": question, **d, "seconds_since_start": round(waited, 3)})
-        cache_onnx(models, runtime)
-        return
-    err.print(printable(search_header(question, res, db)), highlight=False, markup=False, soft_wrap=True)
-    if paths_out:  # exact paths for a pipe; escaped on a terminal, as every other listing
-        for v in res.videos:
-            typer.echo(printable(v.path) if out.is_terminal else v.path)
-        cache_onnx(models, runtime)
-        return
-    for rank, m in enumerate(res.moments, 1):
-        typer.echo(f"{rank:3d}  {mmss(m.time):>8s}  s={m.score:6.1f}  {printable(m.path)}")
-    if res.moments:
-        err.print(f"{res.frames} frames searched in {res.timings.get('total_ms', 0):.1f} ms; "
-                  f"{waited:.2f} s in all (start-up and the text encoder included)", highlight=False, markup=False)
+        dump(search_view.to_json(question, res, waited))
+    else:
+        say(printable(search_view.header(question, res, db)))
+        if paths_out:  # exact paths for a pipe; escaped on a terminal, as every other listing
+            for v in res.videos:
+                typer.echo(printable(v.path) if out.is_terminal else v.path)
+        else:
+            for line in search_view.moment_lines(res):
+                typer.echo(line)
+            if search_view.timing(res, waited):
+                say(search_view.timing(res, waited))
     cache_onnx(models, runtime)
-
-
-def search_header(question: str, res, db: Path) -> str:
-    """One line before the list: what was found where, or why nothing was."""
-    f = res.filters
-    where = "; ".join(part for part in f.describe().split("; ") if not part.startswith("floor"))
-    if not res.searched:
-        return (f"no moments: no indexed video matches ({where})" if f.narrows
-                else f"no moments: nothing is indexed in {db}")
-    if not res.moments:
-        return (f'no moments for "{question}" score s>={f.min_score:g} in {res.searched} videos'
-                + (f" ({where})" if f.narrows else "") + " (--min-score lowers the floor)")
-    n = len(res.moments)
-    return (f'{n} moment{"s" * (n != 1)} in {len({m.video_id for m in res.moments})} of {res.searched} videos '
-            f'for "{question}" ({f.describe()})')
 
 
 @app.command("serve", epilog=examples(
@@ -837,30 +643,21 @@ def export_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
-    within(opset, "--opset", 17, L.MAX_OPSET, integer=True)
-    needs_torch("tspo-edge export", ("torch", "onnx"))
+    check_range(opset, "--opset", 17, L.MAX_OPSET, integer=True)
+    require_torch("tspo-edge export", ("torch", "onnx"))
     from tspo_edge.export import export_model  # torch (see the note at the top)
+    from tspo_edge.export.manifest import manifest_lines
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
-        bad("--encoder none exports the agent alone: give the AGENT checkpoint")
-    spec = model_spec(encoder if with_encoder else None, ckpt, "torch", None, "cpu")  # traced on the CPU in fp32
-    try:
-        with err.status("exporting…"):
-            manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
-                                    tensorrt=tensorrt, opset=opset,
-                                    log=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
-    for part, entry in manifest["models"].items():
-        shapes = ", ".join(f"{v['name']}{v['shape']}" for v in entry["inputs"])
-        err.print(f"{part:6s} {out_dir / entry['file']}  ({entry['bytes'] / 1e6:.1f} MB; {shapes})", markup=False, highlight=False, soft_wrap=True)
-    for part, eng in ((manifest.get("tensorrt") or {}).get("engines") or {}).items():
-        err.print(f"{part:6s} {out_dir / eng['file']}  (TensorRT, {eng['bytes'] / 1e6:.1f} MB)", markup=False, highlight=False, soft_wrap=True)
-    err.print(f"agent  {manifest['agent']['id']} ({manifest['agent'].get('source')})", markup=False, highlight=False, soft_wrap=True)
-    err.print(f"manifest {out_dir / 'manifest.json'}", markup=False, highlight=False, soft_wrap=True)
+        raise InputError("--encoder none exports the agent alone: give the AGENT checkpoint")
+    # traced on the CPU in fp32
+    spec = ModelSpec.from_options(encoder if with_encoder else None, ckpt, "torch", None, "cpu")
+    with err.status("exporting…"):
+        manifest = export_model(load_models(spec), out_dir, with_encoder=with_encoder, fp16=fp16,
+                                tensorrt=tensorrt, opset=opset, log=say)
+    for line in manifest_lines(manifest, out_dir):
+        say(line)
     if json_out:
         dump(manifest)
 
@@ -868,13 +665,6 @@ def export_cmd(
 eval_app = typer.Typer(help="Measure keyframe selection: the generated needle benchmark, and frame_idx files for the paper's benchmarks.",
                        no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(eval_app, name="eval")
-
-
-def _csv(value: str, flag: str, kind=str) -> list:
-    try:
-        return [kind(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError:
-        bad(f"{flag} {value!r}: expected a comma-separated list")
 
 
 def _step_progress(progress, description: str):
@@ -911,37 +701,22 @@ def eval_needle_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Needle-in-a-haystack benchmark: hit rate, needle recall and accuracy per method and frame budget."""
-    frame_list, method_list = _csv(frames, "--frames", int), _csv(methods, "--methods")
-    for n in frame_list:
-        within(n, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    within(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
-    within(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
-    within(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
-    within(video_fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
-    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
-    spec = model_spec(encoder, agent, runtime, model_dir, device)
-    try:
-        check_methods(method_list, frame_list)
-        cfg = BenchConfig(videos=videos, minutes=minutes, seed=seed, fps=video_fps, needles=needles)
-        cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*cols, console=err) as p:
-            bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
-        with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
-            result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
-                                     models=load_models(spec), mllm=mllm, index_progress=ip,
-                                     progress=_step_progress(ip.progress, "questions"))
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
-    report.write_json(out_dir / "needle.json", result)
-    report.plot(result, out_dir / "needle.png")
-    (out_dir / "needle.md").write_text(report.markdown_table(result) + "\n")
+    frame_list, method_list = budgets_from_options(frames, methods)
+    cfg = BenchConfig.from_options(videos=videos, minutes=minutes, seed=seed, needles=needles, fps=video_fps)
+    spec = ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
+    cols = (TextColumn("[bold]{task.description}"), *bar(err), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*cols, console=err) as p:
+        bench = generate(out_dir / "bench", cfg, progress=_step_progress(p, "generate frames"))
+    with IndexProgress(err) as ip:  # one live display: the question bar joins the index bars
+        result = run_needle_eval(bench, db=db or out_dir / "index.db", methods=method_list, frames=frame_list,
+                                 models=load_models(spec), mllm=mllm, index_progress=ip,
+                                 progress=_step_progress(ip.progress, "questions"))
+    files = report.write_reports(result, out_dir)
     print_table(err, report.summary_table(result))
     for e in result["errors"]:
         err.print(f"[red]failed[/] {e}", highlight=False, markup=True)
-    err.print(f"results: {out_dir / 'needle.json'}, {out_dir / 'needle.png'}, {out_dir / 'needle.md'} "
-              f"({result['seconds']['total']:.0f} s)", highlight=False, markup=False)
+    err.print(f"results: {', '.join(map(str, files))} ({result['seconds']['total']:.0f} s)", highlight=False,
+              markup=False)
     if json_out:
         dump({k: v for k, v in result.items() if k != "questions"})
     raise typer.Exit(1 if result["errors"] else 0)
@@ -968,19 +743,14 @@ def eval_frames_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Choose keyframes for every question of a benchmark and write the paper's frame_idx JSON."""
-    within(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
-    s, spec = sampling(fps, max_frames), model_spec(encoder, agent, runtime, model_dir, device)
+    check_range(frames, "--frames", 1, L.MAX_ASK_FRAMES, integer=True)
+    s, spec = Sampling.from_options(fps, max_frames), ModelSpec.from_options(encoder, agent, runtime, model_dir, device)
     if method is not None and method not in METHODS:
-        bad(f"--method {method}: choose from {METHOD_HELP}")
-    try:
-        with IndexProgress(err) as ip:
-            r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
-                                 method=method, models=load_models(spec), sampling=s,
-                                 index_progress=ip, progress=_step_progress(ip.progress, "questions"))
-    except KeyboardInterrupt:
-        interrupted()
-    except TspoError as e:
-        fail(e)
+        raise InputError(f"--method {method}: choose from {METHOD_HELP}")
+    with IndexProgress(err) as ip:
+        r = export_frame_idx(annotations, benchmark, out_file, db=db, video_root=video_root, frames=frames,
+                             method=method, models=load_models(spec), sampling=s,
+                             index_progress=ip, progress=_step_progress(ip.progress, "questions"))
     for v in r.missing_videos:
         err.print(f"[yellow]missing video[/] {v}", highlight=False, markup=True)
     for v in r.failed_videos:
@@ -1023,45 +793,27 @@ def train_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
-    needs_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
+    require_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
     from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
-    from tspo_edge.train.progress import TrainProgress, format_step
+    from tspo_edge.train.progress import TrainProgress, summary_text
     from tspo_edge.train.run import RunOptions, train_from_options
     from tspo_edge.train.toy import toy_options
 
-    within(steps, "--steps", 1, L.MAX_STEPS, integer=True)
-    within(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
-    within(lr, "--lr", 1e-12, L.MAX_LR)
-    within(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
-    within(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
-    within(seed, "--seed", 0, L.MAX_SEED, integer=True)
-    if group < 2:
-        bad(f"--group must be at least 2 (advantages are relative to the group), got {group}")
-    within(group, "--group", 2, L.MAX_GROUP, integer=True)
-    log = lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-    try:
-        if toy:
-            opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
-                               save_every=save_every, resume=resume, device=device or "cpu")
-        else:
-            if data is None or (videos is None and features is None):
-                bad("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
-            opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db, models=model_spec(encoder, agent, runtime, model_dir, device),
-                              mllm=mllm, mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device,
-                              cfg=TrainConfig(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
-                                              save_every=save_every, seed=seed))
-        with TrainProgress(err) as progress:
-            summary = train_from_options(opts, log=log, on_step=progress)
-    except KeyboardInterrupt:
-        interrupted("interrupted: run the same command with --resume to continue from the last checkpoint")
-    except TspoError as e:
-        fail(e)
-    last = summary.get("last") or {}
-    if summary.get("plot"):
-        err.print(f"{summary['steps']} steps; last step: {format_step(last)}\n"
-                  f"agent  {summary.get('agent')}\nplot   {summary['plot']}"
-                  + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""),
-                  highlight=False, markup=False)
+    cfg = TrainConfig.from_options(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
+                                   save_every=save_every, seed=seed)
+    if toy:
+        opts = toy_options(out_dir, steps=steps or 30, group=group, lr=lr, seed=seed,
+                           save_every=save_every, resume=resume, device=device or "cpu")
+    else:
+        if data is None or (videos is None and features is None):
+            raise InputError("give DATA.jsonl and --videos DIR or --features FILE.npz (or --toy)")
+        opts = RunOptions(data=data, videos=videos or Path("."), features=features, db=db,
+                          models=ModelSpec.from_options(encoder, agent, runtime, model_dir, device), mllm=mllm,
+                          mllm_model=mllm_model, out=out_dir, strict=strict, resume=resume, device=device, cfg=cfg)
+    with TrainProgress(err) as progress:
+        summary = train_from_options(opts, log=say, on_step=progress)
+    if summary_text(summary):
+        err.print(summary_text(summary), highlight=False, markup=False)
     if json_out:
         dump(summary)
     raise typer.Exit(1 if summary.get("missing_videos") or summary.get("failed_videos") else 0)

@@ -59,3 +59,17 @@ def write_manifest(out_dir: Path, *, models: dict[str, dict], agent: dict | None
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def manifest_lines(manifest: dict, out_dir: str | Path) -> list[str]:
+    """What `tspo-edge export` prints of what it wrote: each ONNX file with its size and input
+    shapes, each TensorRT engine, the agent, the manifest."""
+    out_dir = Path(out_dir)
+    lines = []
+    for part, entry in manifest["models"].items():
+        shapes = ", ".join(f"{v['name']}{v['shape']}" for v in entry["inputs"])
+        lines.append(f"{part:6s} {out_dir / entry['file']}  ({entry['bytes'] / 1e6:.1f} MB; {shapes})")
+    for part, eng in ((manifest.get("tensorrt") or {}).get("engines") or {}).items():
+        lines.append(f"{part:6s} {out_dir / eng['file']}  (TensorRT, {eng['bytes'] / 1e6:.1f} MB)")
+    return [*lines, f"agent  {manifest['agent']['id']} ({manifest['agent'].get('source')})",
+            f"manifest {out_dir / 'manifest.json'}"]

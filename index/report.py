@@ -192,3 +192,9 @@ class IndexingProgress:
             self._bar(IndexEvent("done"))
             self._bar.__exit__(None, None, None)
             self._bar = None
+
+
+def watch_line(r) -> str:
+    """`index --watch`'s line for one file's result: status, path, and frames and time or the error."""
+    what = f"{r.frames} frames, {r.seconds:.1f} s" if r.status in ("indexed", "events", "restored") else r.error
+    return f"{r.status} {printable(r.path)}" + (f" ({printable(what)})" if what else "")

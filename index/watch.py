@@ -24,6 +24,7 @@ videos: the video in flight is finished and committed first. The watch opens its
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ class WatchSummary:
     def to_dict(self) -> dict:
         return {"db": self.db, "seconds": self.seconds,
                 **{s: self.count(s) for s in ("indexed", "events", "failed", "missing", "restored")}}
+
+    def stopped_line(self) -> str:
+        """The watch's last line: "stopped: 2 indexed, 0 failed, 1 missing, 0 restored"."""
+        return "stopped: " + ", ".join(f"{self.count(k)} {k}" for k in ("indexed", "failed", "missing", "restored"))
 
 
 class _Pending:
@@ -250,6 +255,29 @@ def watch(paths, *, db, models: Models, sampling: Sampling = Sampling(), settle:
             watcher.close()
     w.summary.seconds = time.monotonic() - t0
     return w.summary
+
+
+def watch_until_signal(paths, **kw) -> tuple[WatchSummary, int | None]:
+    """`watch` in the main thread of a command, until SIGTERM or Ctrl-C (SIGINT); either stops
+    between videos (the video in flight is finished first). A second Ctrl-C raises
+    KeyboardInterrupt at once (the video in flight is not saved). Returns the summary and the
+    signal that stopped the watch (None: none did); the handlers before are restored.
+    Keywords: those of `watch`."""
+    stop, got = threading.Event(), []
+
+    def on_signal(signum, frame) -> None:
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        got.append(signum)
+        stop.set()
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = watch(paths, stop=stop, **kw)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return summary, (got[0] if got else None)
 
 
 class WatchService:

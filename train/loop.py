@@ -18,7 +18,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from tspo_edge.errors import CheckpointError, TspoError
+from tspo_edge import limits as L
+from tspo_edge.checks import check_range
+from tspo_edge.errors import CheckpointError, InputError, TspoError
 
 from tspo_edge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tspo_edge.train.data import Row
@@ -48,6 +50,23 @@ class TrainConfig:
     bf16: bool = True                 # autocast on CUDA only
     placebo: bool = False             # control run: each group learns from the previous group's rewards
     spec: SampleSpec = field(default_factory=SampleSpec)
+
+    @classmethod
+    def from_options(cls, *, steps: int | None, epochs: float, group: int, lr: float, grad_accum: int,
+                     save_every: int, seed: int) -> "TrainConfig":
+        """`tspo-edge train`'s numbers, each within its bound (tspo_edge/limits.py) before anything
+        loads (InputError naming the option)."""
+        check_range(steps, "--steps", 1, L.MAX_STEPS, integer=True)
+        check_range(epochs, "--epochs", 1e-6, L.MAX_EPOCHS)
+        check_range(lr, "--lr", 1e-12, L.MAX_LR)
+        check_range(grad_accum, "--grad-accum", 1, L.MAX_GRAD_ACCUM, integer=True)
+        check_range(save_every, "--save-every", 0, L.MAX_STEPS, integer=True)
+        check_range(seed, "--seed", 0, L.MAX_SEED, integer=True)
+        if group < 2:
+            raise InputError(f"--group must be at least 2 (advantages are relative to the group), got {group}")
+        check_range(group, "--group", 2, L.MAX_GROUP, integer=True)
+        return cls(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum, save_every=save_every,
+                   seed=seed)
 
     def __post_init__(self):
         checks = [(self.group >= 2, f"--group must be at least 2 (advantages are relative to the group), got {self.group}"),

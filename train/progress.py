@@ -41,3 +41,13 @@ class TrainProgress:
         if self.task is None:
             self.task = self.progress.add_task("train", total=total, completed=rec["step"] - 1, info="")
         self.progress.update(self.task, completed=rec["step"], info=info)
+
+
+def summary_text(summary: dict) -> str | None:
+    """The lines `tspo-edge train` ends with: steps and the last step, the agent, the plot (and the
+    TSPO-0.4B layout when one was written); None when the run made no plot."""
+    if not summary.get("plot"):
+        return None
+    return (f"{summary['steps']} steps; last step: {format_step(summary.get('last') or {})}\n"
+            f"agent  {summary.get('agent')}\nplot   {summary['plot']}"
+            + (f"\nTSPO-0.4B layout {summary['official']}" if summary.get("official") else ""))

@@ -10,9 +10,8 @@ from typing import Callable
 import numpy as np
 
 from tspo_edge.models.agent import save_agent
-from tspo_edge.models.encoders.memo import MemoEncoder
 from tspo_edge.errors import TspoError
-from tspo_edge.models.mllm import load_answerer
+from tspo_edge.models.mllm import answerer_for, load_answerer
 from tspo_edge.models import ModelSpec, load_models
 
 from tspo_edge.train.checkpoint import latest_checkpoint
@@ -75,9 +74,7 @@ def build_env(ds: Dataset, o: RunOptions, dist: Dist, *, log: Callable[[str], No
     rows = [r for r in ds.rows if r.video not in set(failed)]
     if not rows:
         raise TspoError(f"{o.data}: no row's video could be indexed")
-    answer_kw = {"concurrency": o.cfg.group} if o.mllm.startswith("openai:") else {}
-    answerer = load_answerer(o.mllm, model=o.mllm_model, encoder=MemoEncoder(encoder) if o.mllm == "lite" else None,
-                             **answer_kw)
+    answerer = answerer_for(o.mllm, models, memo=True, model=o.mllm_model, concurrency=o.cfg.group)
     if not getattr(answerer, "needs_frames", True):
         raise TspoError(f"--mllm {o.mllm}: training needs an answerer that looks at the frames")
     pool = [v for v in (o.pool or [r.video for r in rows]) if v not in set(failed)]

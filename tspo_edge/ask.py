@@ -14,15 +14,15 @@ import os
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from tspo_edge.answers import AskResult, Keyframe
 from tspo_edge.media import video
-from tspo_edge.checks import in_range
-from tspo_edge.errors import AskError, VideoError
+from tspo_edge.checks import in_range, json_safe
+from tspo_edge.errors import AskError, InputError, TspoError, VideoError
 from tspo_edge.limits import MAX_ASK_FRAMES, MAX_QUESTION_CHARS
 from tspo_edge.models import Models
 from tspo_edge.pipeline import Sampling, agent_events, ensure_indexed
@@ -198,6 +198,43 @@ class Asker:
             models={"encoder": self.encoder.id, "agent": agent_id, "answerer": ans.model_id},
             note=ans.note, indexed_now=indexed_now, option_scores=ans.option_scores, warning=q.warning,
             pixels=pixels if keep_pixels else None)
+
+    def ask_batch(self, batch, video=None, *, options: Sequence[str] | None = None, frames: int | None = None,
+                  method: str = "topk") -> Iterator["BatchAnswer"]:
+        """Each line of a loaded batch file (tspo_edge.question_batch), in its order: the answer,
+        or the line's one-line error naming file:line. A bad line costs only itself; a line
+        without "video" asks about `video`; `options`, `frames`, `method` are the defaults of
+        the lines that do not give their own."""
+        for line, it in batch.entries:
+            where = f"{batch.path}:{line}"
+            if isinstance(it, str):  # a line that is no question
+                yield BatchAnswer(line, where, {"line": line, "error": it}, error=it, skipped=True)
+                continue
+            rid, target = it.get("id", line), it.get("video") or video
+            try:
+                if target is None:
+                    raise InputError(f"{where}: no \"video\" on this line, and no VIDEO argument")
+                r = self.ask(target, it["question"], options=it.get("options") or options or None,
+                             frames=it.get("frames", frames), method=it.get("method", method))
+            except (TspoError, OSError) as e:  # OSError: a path the system refuses (too long, say)
+                e = getattr(e, "strerror", None) or e
+                msg = str(e) if str(e).startswith(where + ":") else f"{where}: {e}"
+                failed = {"id": rid, "line": line, "video": None if target is None else str(target),
+                          "question": it["question"], "error": msg}
+                yield BatchAnswer(line, where, failed, error=msg)
+                continue
+            yield BatchAnswer(line, where, json_safe({"id": rid, **r.to_dict()}), warning=r.warning)
+
+
+@dataclasses.dataclass
+class BatchAnswer:
+    """One line of a batch file, answered or not."""
+    line: int
+    where: str                  # "<file>:<line>"
+    record: dict                # its JSON line: the answer with the line's id, or the error
+    error: str | None = None    # one line, when the line failed (or, `skipped`, is no question)
+    skipped: bool = False
+    warning: str | None = None  # the answer's warning (AskResult.warning)
 
 
 def ask(video_path, question: str, *, store, models: Models, answerer, agent: str | None = None,

@@ -28,7 +28,7 @@ from tspo_edge.media import video
 from tspo_edge.checks import check_positive, check_range
 from tspo_edge.errors import IndexMismatchError, InputError, TspoError
 from tspo_edge.freshness import Freshness, is_current, models_stamp, record_models, recorded_models
-from tspo_edge.limits import MAX_FPS, MAX_VIDEO_FRAMES
+from tspo_edge.limits import MAX_FPS, MAX_VIDEO_FRAMES, MIN_FPS
 from tspo_edge.models import Models
 from tspo_edge.storage.store import Store, StoreError, VideoRow, canonical_path, fingerprint
 
@@ -80,6 +80,16 @@ class Sampling:
         if self.decoder not in video.available_decoders():
             raise InputError(f"decoder {self.decoder!r} is not available here "
                              f"(available: {', '.join(video.available_decoders())})")
+
+    @classmethod
+    def from_options(cls, fps: float, max_frames: int | None = None, decoder: str = "pyav") -> "Sampling":
+        """A command's --fps, --max-frames and --decoder, checked (InputError naming the option)."""
+        check_range(fps, "--fps", MIN_FPS, MAX_FPS)
+        check_range(max_frames, "--max-frames", 1, MAX_VIDEO_FRAMES, integer=True)
+        if decoder not in video.available_decoders():
+            raise InputError(f"--decoder {decoder}: not available here "
+                             f"(available: {', '.join(video.available_decoders())})")
+        return cls(fps=fps, max_frames=max_frames, decoder=decoder)
 
     def expected_frames(self, duration: float | None) -> int | None:
         if not duration:

@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from tspo_edge import limits as L
+from tspo_edge.checks import check_range
 from tspo_edge.errors import BenchmarkError
 from tspo_edge.questions import option_letters
 from tspo_edge.media.video import write_video
@@ -70,6 +72,17 @@ class BenchConfig:
     needles: int = 2                     # per video
     needle_seconds: tuple[int, int] = (8, 20)
     codec: str = "libx264"
+
+    @classmethod
+    def from_options(cls, *, videos: int, minutes: float, seed: int, needles: int, fps: int) -> "BenchConfig":
+        """`eval needle`'s --videos, --minutes, --seed, --needles, --video-fps, checked before
+        anything is generated (InputError naming the option)."""
+        check_range(videos, "--videos", 1, L.MAX_BENCH_VIDEOS, integer=True)
+        check_range(needles, "--needles", 1, L.MAX_BENCH_VIDEOS, integer=True)
+        check_range(minutes, "--minutes", L.MIN_BENCH_MINUTES, L.MAX_BENCH_MINUTES)
+        check_range(fps, "--video-fps", 1, L.MAX_BENCH_FPS, integer=True)
+        check_range(seed, "--seed", 0, L.MAX_SEED, integer=True)
+        return cls(videos=videos, minutes=minutes, seed=seed, fps=fps, needles=needles)
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

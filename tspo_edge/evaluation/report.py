@@ -82,3 +82,12 @@ def plot(result: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_reports(result: dict, out_dir: str | Path) -> list[Path]:
+    """The run's files in `out_dir`: needle.json (the whole result), needle.png (the plot),
+    needle.md (the summary as markdown); returns their paths in that order."""
+    out = Path(out_dir)
+    files = [write_json(out / "needle.json", result), plot(result, out / "needle.png"), out / "needle.md"]
+    files[2].write_text(markdown_table(result) + "\n")
+    return files

@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tspo_edge.models.encoders.memo import MemoEncoder
-from tspo_edge.errors import EvalError
-from tspo_edge.models.mllm import load_answerer
+from tspo_edge.checks import check_range
+from tspo_edge.errors import EvalError, InputError
+from tspo_edge.limits import MAX_ASK_FRAMES
+from tspo_edge.models.mllm import answerer_for
 from tspo_edge.models import Models
 from tspo_edge.pipeline import index_videos
 from tspo_edge.selection import uniform_indices
@@ -41,6 +42,21 @@ def check_methods(methods: Sequence[str], frames: Sequence[int]) -> None:
         raise EvalError("give at least one method and frame budgets >= 1")
 
 
+def budgets_from_options(frames: str, methods: str) -> tuple[list[int], list[str]]:
+    """`eval needle`'s comma-separated --frames and --methods, parsed and checked (InputError
+    naming the option; EvalError for an unknown method)."""
+    parsed = []
+    for flag, value, kind in (("--frames", frames, int), ("--methods", methods, str)):
+        try:
+            parsed.append([kind(v.strip()) for v in value.split(",") if v.strip()])
+        except ValueError:
+            raise InputError(f"{flag} {value!r}: expected a comma-separated list") from None
+    for n in parsed[0]:
+        check_range(n, "--frames", 1, MAX_ASK_FRAMES, integer=True)
+    check_methods(parsed[1], parsed[0])
+    return parsed[0], parsed[1]
+
+
 def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str], frames: Sequence[int],
                     models: Models, mllm="lite", index_progress=None,
                     progress: Progress | None = None) -> dict:
@@ -49,7 +65,7 @@ def run_needle_eval(bench: Benchmark, *, db: str | Path, methods: Sequence[str],
     frames = sorted({int(n) for n in frames})
     t0 = time.perf_counter()
     enc = models.encoder
-    answerer = load_answerer(mllm, encoder=MemoEncoder(enc)) if isinstance(mllm, str) else mllm
+    answerer = answerer_for(mllm, models, memo=True) if isinstance(mllm, str) else mllm
     paths = [bench.video_path(v) for v in bench.videos]
     with Store(db) as store:
         results = index_videos(store, paths, models, progress=index_progress)

@@ -58,16 +58,18 @@ class Clip:
         return d
 
 
-def parse_time(text: str) -> float:
-    """'03:09', '3:09.5', '1:02:03', '189', '189.5' -> seconds (InputError for anything else)."""
+def parse_time(text: str, what: str = "") -> float:
+    """'03:09', '3:09.5', '1:02:03', '189', '189.5' -> seconds (InputError for anything else,
+    led by `what`, the name of the value when there is one)."""
+    lead = f"{what} " if what else ""
     m = _TIME.fullmatch(str(text).strip())
     if m is None:
-        raise InputError(f"{text!r}: not a time (write 03:09, 1:02:03, 189 or 189.5)")
+        raise InputError(f"{lead}{text!r}: not a time (write 03:09, 1:02:03, 189 or 189.5)")
     h, mins, secs = m.group(1), m.group(2), float(m.group(3))
     if mins is not None and secs >= 60:
-        raise InputError(f"{text!r}: seconds must be below 60 in mm:ss")
+        raise InputError(f"{lead}{text!r}: seconds must be below 60 in mm:ss")
     if h is not None and int(mins) >= 60:
-        raise InputError(f"{text!r}: minutes must be below 60 in h:mm:ss")
+        raise InputError(f"{lead}{text!r}: minutes must be below 60 in h:mm:ss")
     return int(h or 0) * 3600 + int(mins or 0) * 60 + secs
 
 

@@ -4,6 +4,7 @@
     available()     the names installed here
     get(name)       the backend, or a TspoError saying the name is unknown or what to install
     resolve(name)   the name to decode with on this machine, and why when it is not the one asked
+    choose(name)    resolve, with the one line a user reads when the decoder falls back
     status()        name -> "ok" or why not (tspo-edge doctor)
 """
 
@@ -39,6 +40,13 @@ def resolve(name: str) -> tuple[str, str | None]:
     if why is None:
         return name, None
     return decoder.fallback or "pyav", why
+
+
+def choose(name: str) -> tuple[str, str | None]:
+    """`resolve` for a user: (the decoder to use here, None), or (its fallback, the one line
+    saying why: "nvdec: <why>; decoding with PyAV")."""
+    used, why = resolve(name)
+    return used, None if why is None else f"{name}: {why}; decoding with {title(used)}"
 
 
 def title(name: str) -> str:

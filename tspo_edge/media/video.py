@@ -24,12 +24,13 @@ from tspo_edge.media.writer import write_video
 
 __all__ = [
     "VideoInfo", "FrameChunk", "VideoError", "VIDEO_EXTENSIONS", "EPS", "probe", "iter_frames",
-    "read_frames_at", "write_video", "available_decoders", "resolve_decoder", "decoder_title",
+    "read_frames_at", "write_video", "available_decoders", "resolve_decoder", "choose_decoder", "decoder_title",
     "output_size", "rotate_frames", "sample_times",
 ]
 
 available_decoders = registry.available   # names installed here
 resolve_decoder = registry.resolve        # name -> (name to decode with here, why not the one asked)
+choose_decoder = registry.choose          # name -> (name to decode with here, the line saying why not)
 decoder_title = registry.title            # "pyav" -> "PyAV"
 
 

@@ -21,6 +21,8 @@ The default agent, decided from what the user gave (never guessed from an object
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +72,27 @@ class ModelSpec:
         if self.runtime != "onnx" and self.model_dir is not None:
             raise InputError(f"{self.model_dir}: an export folder runs with the onnx runtime, not {self.runtime}")
 
+    @classmethod
+    def from_options(cls, encoder: str | None = None, agent: str | None = None, runtime: str | None = None,
+                     model_dir: str | Path | None = None, device: str | None = None, *,
+                     default: str = "torch") -> "ModelSpec":
+        """A command's --encoder/--agent/--runtime/--model-dir/--device as a spec, checked before
+        anything loads (InputError naming the option). The runtime when none is given: onnx with
+        --model-dir, else $TSPO_EDGE_RUNTIME, else `default`."""
+        runtime = runtime or ("onnx" if model_dir is not None else default_runtime(default))
+        if runtime not in RUNTIMES:
+            raise InputError(f"--runtime {runtime}: choose {', '.join(RUNTIMES)}")
+        if runtime == "onnx" and model_dir is None:
+            raise InputError("--runtime onnx needs --model-dir DIR (a folder written by `tspo-edge export`)")
+        if runtime != "onnx" and model_dir is not None:
+            raise InputError(f"--model-dir runs with --runtime onnx, not {runtime}")
+        if model_dir is not None and not Path(model_dir).is_dir():
+            raise InputError(f"{model_dir}: --model-dir is not a folder")
+        if device is not None and not re.fullmatch(r"cpu|mps|auto|(cuda|xpu)(:\d+)?", device):
+            raise InputError(f"--device {device}: expected cpu, cuda, cuda:N or mps")
+        return cls(encoder=encoder, agent=agent, runtime=runtime,
+                   model_dir=str(model_dir) if model_dir else None, device=device)
+
     @property
     def encoder_spec(self) -> str:
         """The encoder as the torch runtime loads it: 'lite', a hub id, or an absolute folder."""
@@ -80,6 +103,14 @@ class ModelSpec:
             spec = spec[3:]
         path = Path(spec).expanduser()
         return str(path.resolve()) if path.exists() else spec
+
+
+def default_runtime(default: str) -> str:
+    """$TSPO_EDGE_RUNTIME (torch or auto) when set, else `default` (the command's)."""
+    value = os.environ.get("TSPO_EDGE_RUNTIME", "").strip()
+    if value and value not in ("torch", "auto"):
+        raise InputError(f"$TSPO_EDGE_RUNTIME={value}: choose torch or auto")
+    return value or default
 
 
 def has_official_selector(folder: Path) -> bool:
@@ -165,6 +196,12 @@ class Models:
         if self.cache.state == "unkeyed":  # a hub id is local now that it has loaded
             self._cache = lookup(self.spec.encoder_spec)
         return None if self.cache.hit or self.cache.state == "unkeyed" else self.cache
+
+    def cache_wanted(self, runtime_given: bool = False) -> bool:
+        """Whether a command should write the per-user ONNX cache now (`cache_to_write`), unless
+        the user chose a runtime other than auto (`runtime_given`: a flag; or $TSPO_EDGE_RUNTIME)."""
+        chosen = runtime_given or bool(os.environ.get("TSPO_EDGE_RUNTIME", "").strip())
+        return not (chosen and self.spec.runtime != "auto") and self.cache_to_write() is not None
 
     @property
     def manifest(self) -> dict:

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tspo_edge.errors import SearchError, StoreDamagedError
+from tspo_edge.errors import SearchError, StoreDamagedError, TspoError
 from tspo_edge.paths import user_cache_dir
+from tspo_edge.storage.store import Store
 
 CACHE_FORMAT = 1       # bump when the files' layout changes: every cache is then rebuilt
 COMPACT_RATIO = 0.25   # rewrite the files when dead rows exceed this fraction of live rows
@@ -320,6 +321,23 @@ def _drop_old(folder: Path, keep_from: int) -> None:
         stem = p.stem.rsplit("-", 1)[-1]
         if stem.isdigit() and int(stem) < keep_from:
             p.unlink(missing_ok=True)
+
+
+def refresh_after_index(db) -> list[str]:
+    """After an index run: the search data of `db` brought up to date (or rebuilt); the lines to
+    show: what was rebuilt, damage read around, or why it failed (search then reads the index
+    directly). Nothing for a missing or read-only index."""
+    if not Path(db).is_file():
+        return []
+    try:
+        with Store(db) as store:
+            if store.readonly:
+                return []
+            done = refresh(store)
+    except TspoError as e:
+        return [f"search cache not updated: {e} (search reads the index directly meanwhile)"]
+    return ([f"search cache rebuilt ({done.rebuilt})"] if done.rebuilt else []) + \
+        [f"warning: {line}" for line in done.damaged]
 
 
 def refresh(store, *, batch_frames: int = 1 << 18, wait: float | None = None) -> RefreshSummary:

@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 from tspo_edge.errors import InputError
 from tspo_edge.storage.store import canonical_path
@@ -101,6 +102,20 @@ def make_filters(under=None, since=None, until=None, min_score: float | None = N
         if not math.isfinite(min_score):
             raise InputError(f"min_score {min_score}: not a finite number")
     return Filters(tuple(dict.fromkeys(folders)), t0, t1, min_score)
+
+
+def filters_from_options(question: str, in_dirs=None, since=None, until=None,
+                         min_score: float = DEFAULT_MIN_SCORE) -> Filters:
+    """A search command's question and its --in, --since, --until, --min-score, checked before
+    any model loads (InputError naming the option)."""
+    if not math.isfinite(min_score):
+        raise InputError(f"--min-score must be a finite number, got {min_score}")
+    if not question.strip():
+        raise InputError("the question is empty")
+    for folder in in_dirs or ():
+        if not Path(folder).expanduser().exists():
+            raise InputError(f"{folder}: --in: no such folder")
+    return make_filters(in_dirs, since, until, min_score)
 
 
 def allowed_videos(db, filters: Filters) -> set[int] | None:

@@ -53,9 +53,9 @@ import numpy as np
 import sqlite_utils
 
 from tspo_edge.checks import check_finite
-from tspo_edge.errors import (IndexMismatchError, NonFiniteError, NotAnIndexError, StoreDamagedError,
+from tspo_edge.errors import (IndexMismatchError, InputError, NonFiniteError, NotAnIndexError, StoreDamagedError,
                               StoreError, StoreFullError, StoreLockedError, StoreNonFiniteError,
-                              StoreReadOnlyError, StoreUnreadableError)
+                              StoreReadOnlyError, StoreUnreadableError, TspoError)
 
 __all__ = ["Store", "StoreError", "NotAnIndexError", "StoreLockedError", "StoreFullError",
            "StoreReadOnlyError", "StoreUnreadableError", "StoreNonFiniteError", "StoreDamagedError", "VideoRow",
@@ -534,6 +534,10 @@ class Store:
         times, x, z, xn, zn = _checked_arrays(video.path, row)
         return VideoFeatures(video=video, times=times.copy(), x=x, z=z, x_norm=xn.copy(), z_norm=zn.copy())
 
+    def described(self) -> dict:
+        """The index's own facts, as `tspo-edge info` shows them: schema version, encoder, last agent."""
+        return {k: self.meta(k) for k in ("schema_version", "encoder_id", "agent_id", "agent_source")}
+
     def check(self) -> "CheckReport":
         """Verify the whole index: SQLite's integrity check, then every video's stored arrays
         (the checks `load_features` makes). Reads only; a damaged index is reported, not raised."""
@@ -736,6 +740,49 @@ class CheckReport:
     def to_dict(self) -> dict:
         return {"db": self.path, "ok": self.ok, "videos": self.videos, "integrity": self.integrity,
                 "damaged": self.damaged}
+
+    def lines(self) -> list[str]:
+        """What `tspo-edge check` prints: a line per damage found, then the verdict."""
+        found = [f"damaged: {line}" for line in self.integrity] + [f"damaged: {d['problem']}" for d in self.damaged]
+        n = len(self.damaged)
+        state = "ok" if self.ok else f"{n} damaged video{'s' * (n != 1)}" + \
+            (", SQLite integrity check failed" if self.integrity else "")
+        return [*found, f"{self.path}: {self.videos} videos checked; {state}"]
+
+
+def existing_index(db: str | os.PathLike, hint: str = "") -> Path:
+    """`db` when it exists, else InputError "<db>: no such index<hint>" (before a command opens
+    it: opening would create it; a folder is refused by Store, naming it a folder)."""
+    if not Path(db).exists():
+        raise InputError(f"{db}: no such index{hint}")
+    return Path(db)
+
+
+def remove_if_empty(db: str | os.PathLike) -> bool:
+    """Delete an index that holds no video, with its -wal and -shm files (a failed first ask
+    leaves no empty index behind); an index that cannot be read is left alone."""
+    try:
+        with Store(db, readonly=True) as store:
+            if store.videos():
+                return False
+    except TspoError:
+        return False
+    for p in (Path(db), Path(f"{db}-wal"), Path(f"{db}-shm")):
+        p.unlink(missing_ok=True)
+    return True
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(db: str | os.PathLike, enabled: bool = True):
+    """Around work that may create `db`: when the work fails (or is interrupted) and `db` did not
+    exist before, an index it left without videos is removed (`remove_if_empty`)."""
+    new = enabled and not Path(db).exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            remove_if_empty(db)
+        raise
 
 
 def damaged(path: str, cause: str) -> StoreDamagedError:
