@@ -55,6 +55,7 @@ from tspo_edge.storage.search_filters import DEFAULT_MIN_SCORE, filters_from_opt
 from tspo_edge.selection import METHODS
 from tspo_edge.storage.store import Store, existing_index, removed_if_left_empty
 from tspo_edge.terminal import printable
+from tspo_edge.train.progress import TrainProgress, summary_text
 
 # What each command says when Ctrl-C stops it (exit 130): what was kept, how to go on.
 INTERRUPTED = {
@@ -163,7 +164,7 @@ def cache_onnx(models, runtime: Optional[str]) -> None:
     the user chose torch (--runtime torch, $TSPO_EDGE_RUNTIME=torch)."""
     if not models.cache_wanted(runtime_given=runtime is not None):
         return  # cheap: no torch import unless there is something to write
-    from tspo_edge.export.cache import describe, write_cache  # torch (see the note at the top)
+    from tspo_edge.export.cache import describe, write_cache  # optional: the [torch] extra (export/ traces with torch)
 
     on_interrupt("interrupted while caching the ONNX towers: nothing was cached; the command's work is done")
     with err.status("caching the ONNX towers (once)…"):
@@ -596,7 +597,7 @@ def serve_cmd(
 ) -> None:
     """Serve the index: a JSON API (/docs), a web page at /, models loaded once."""
     # fastapi and uvicorn take ~0.5 s to import: only this command pays for them
-    from tspo_edge.serving.serve import ServeOptions, serve
+    from tspo_edge.serving.serve import ServeOptions, serve  # deferred: fastapi + uvicorn, ~0.5 s; only serve needs them (tests/test_cli_startup.py)
 
     if not 0 < port < 65536:
         bad(f"--port {port}: must be 1 to 65535")
@@ -645,8 +646,8 @@ def export_cmd(
     """Export the agent's event encoder and the encoder's towers to ONNX (and TensorRT) for edge runtimes."""
     check_range(opset, "--opset", 17, L.MAX_OPSET, integer=True)
     require_torch("tspo-edge export", ("torch", "onnx"))
-    from tspo_edge.export import export_model  # torch (see the note at the top)
-    from tspo_edge.export.manifest import manifest_lines
+    from tspo_edge.export import export_model  # optional: the [torch] extra (export/ traces with torch)
+    from tspo_edge.export.manifest import manifest_lines  # optional: the [torch] extra (export/ imports torch)
 
     with_encoder = encoder.strip().lower() != "none"
     if not with_encoder and ckpt is None:
@@ -794,10 +795,9 @@ def train_cmd(
 ) -> None:
     """TSPO reinforcement learning of the temporal agent (GRPO-style; only the agent learns)."""
     require_torch("tspo-edge train", ("torch", "accelerate", "skvideo"))
-    from tspo_edge.train.loop import TrainConfig  # torch (see the note at the top)
-    from tspo_edge.train.progress import TrainProgress, summary_text
-    from tspo_edge.train.run import RunOptions, train_from_options
-    from tspo_edge.train.toy import toy_options
+    from tspo_edge.train.loop import TrainConfig  # optional: the [torch] extra (train/ needs torch)
+    from tspo_edge.train.run import RunOptions, train_from_options  # optional: the [torch] extra
+    from tspo_edge.train.toy import toy_options  # optional: the [torch] extra
 
     cfg = TrainConfig.from_options(steps=steps, epochs=epochs, group=group, lr=lr, grad_accum=grad_accum,
                                    save_every=save_every, seed=seed)

@@ -33,7 +33,7 @@ def index_with_engine(paths, *, db, models: Models, sampling: Sampling = Samplin
     decoding processes (default: the cores less one), or with one worker this process alone."""
     check_engine(engine, workers, ray_address)
     if engine == "ray":
-        from tspo_edge.index.ray_engine import index_paths_ray  # optional: Ray, imported when asked for
+        from tspo_edge.index.ray_engine import index_paths_ray  # optional: the [ray] extra
 
         return index_paths_ray(paths, db=db, models=models, sampling=sampling, address=ray_address, force=force,
                                retry_failed=retry_failed, progress=progress)

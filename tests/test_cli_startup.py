@@ -1,5 +1,5 @@
 """A torch-free ask (issue 10, item 4): `tspo-edge ask --model-dir DIR` imports neither torch nor transformers
-(nor the web stack of `serve`: fastapi, starlette, uvicorn).
+(nor the web stack of `serve`: fastapi, starlette, uvicorn; nor pydantic).
 
 The export folder is made once per module by `python -m tspo_edge export --out DIR` (the lite
 encoder's towers and its agent); a short generated video is indexed with it. The ask then runs
@@ -20,7 +20,8 @@ import pytest
 from conftest import write_test_video
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "fastapi", "starlette", "uvicorn")  # the web stack: `serve` alone pays for it
+HEAVY = ("torch", "transformers", "fastapi", "starlette", "uvicorn",  # the web stack: `serve` alone pays for it
+         "pydantic")  # typer 0.29 brings it to every command (+0.2 s): pyproject keeps typer below 0.29
 WRAPPER = """\
 import atexit, json, runpy, sys
 out = sys.argv.pop(1)

