@@ -27,7 +27,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHADOWS = ("index", "train", "export", "cli")
-MAPPED = ("index", "train", "export")  # top-level folders that install as tspo_edge.<name>
+MAPPED = ("index", "train", "export", "commands")  # top-level folders that install as tspo_edge.<name>
 DEPS_PTH = "_test_dependencies.pth"  # make_venv's pointer to the running environment's packages
 LIBRARY = ("from tspo_edge.ask import Asker; import tspo_edge, tspo_edge.index, tspo_edge.train, "
            "tspo_edge.export, tspo_edge.cli; from tspo_edge.cli import app; print(*tspo_edge.__path__); "
@@ -172,7 +172,7 @@ def test_sdist_keeps_the_layout_and_builds_the_same_wheel(sdist, sdist_wheel, wh
     files = {m.name.split("/", 1)[1] for m in members if m.isfile()}
     # the repository's own layout, once: no tspo_edge/cli.py, no tspo_edge/index/ beside index/
     assert {"pyproject.toml", "setup.py", "cli.py", "index/__init__.py", "train/__init__.py",
-            "export/__init__.py", "tspo_edge/__init__.py", "tspo_edge/__main__.py"} <= files
+            "export/__init__.py", "commands/__init__.py", "tspo_edge/__init__.py", "tspo_edge/__main__.py"} <= files
     assert not {f for f in files if f == "tspo_edge/cli.py" or f.split("/")[:2] in (["tspo_edge", m] for m in MAPPED)}
     with zipfile.ZipFile(wheel) as a, zipfile.ZipFile(sdist_wheel) as b:
         assert sorted(a.namelist()) == sorted(b.namelist())

@@ -21,8 +21,11 @@ from typing import Callable, Protocol, Sequence
 
 import uvicorn
 
+from tspo_edge import limits as L
+from tspo_edge.checks import check_range
+from tspo_edge.errors import InputError
 from tspo_edge.models import ModelSpec, load_models
-from tspo_edge.models.mllm import load_answerer
+from tspo_edge.models.mllm import answerer_for
 from tspo_edge.serving.app import create_app
 from tspo_edge.serving.listen import bind, check_bind
 from tspo_edge.storage.search import refresh as search_refresh
@@ -48,6 +51,23 @@ class ServeOptions:
     torch_threads: int = 1                # threads of one torch model call
     watch: Sequence[Path] = ()            # folders (or files) kept indexed beside the server
     settle: float | None = None           # the watch's settle seconds (None: the watcher's default)
+
+    def check(self) -> "ServeOptions":
+        """The options as `serve` flags give them, checked before anything binds or loads (InputError)."""
+        if not 0 < self.port < 65536:
+            raise InputError(f"--port {self.port}: must be 1 to 65535")
+        check_range(self.threads, "--threads", 1, L.MAX_WORKERS, integer=True)
+        check_range(self.torch_threads, "--torch-threads", 1, L.MAX_WORKERS, integer=True)
+        check_range(self.settle, "--settle", 0, L.MAX_SECONDS)
+        if not Path(self.db).is_file():
+            raise InputError(f"{self.db}: no such index (run `tspo-edge index` first)")
+        for root in self.index_roots:
+            if not Path(root).is_dir():
+                raise InputError(f"{root}: --index-root is not a folder")
+        for folder in self.watch:
+            if not Path(folder).exists():
+                raise InputError(f"{folder}: --watch needs an existing file or folder")
+        return self
 
 
 class Watcher(Protocol):
@@ -76,10 +96,7 @@ def serve(options: ServeOptions, *, watcher: WatcherFactory | None = None,
 
             torch.set_num_threads(o.torch_threads)
         models = load_models(o.spec)
-        if o.mllm.strip() in ("lite", ""):
-            answerer = load_answerer(o.mllm, encoder=models.encoder)
-        else:
-            answerer = load_answerer(o.mllm, model=o.mllm_model, trust_remote_code=o.trust_remote_code)
+        answerer = answerer_for(o.mllm, models, model=o.mllm_model, trust_remote_code=o.trust_remote_code)
         if o.watch:
             watch = _watch(o, watcher, stop, say)
         app = create_app(o.db, models, answerer, token=o.token, allow_index=bool(o.index_roots),
