@@ -3,6 +3,8 @@ checked, chose and printed, now callable (and tested) without it; and the one er
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -61,32 +63,30 @@ def test_a_decoder_that_cannot_run_here_falls_back_with_one_line(monkeypatch):
 
 # ---- the one error mapping -------------------------------------------------------------------
 
-def test_running_out_of_memory_in_any_command_is_one_line(tmp_path, monkeypatch):
-    """MemoryError outside ask was a traceback before the mapping moved into one place."""
+def _index_whose(method: str, raises: type[BaseException], tmp_path, monkeypatch) -> Path:
+    """An empty index whose Store.<method> raises `raises` (a fault the command did not expect)."""
     import tspo_edge.storage.store as store_mod
 
-    def no_memory(self, *a, **kw):
-        raise MemoryError
+    def fault(self, *a, **kw):
+        raise raises
 
     db = tmp_path / "i.db"
     with store_mod.Store(db):
         pass
-    monkeypatch.setattr(store_mod.Store, "check", no_memory)
+    monkeypatch.setattr(store_mod.Store, method, fault)
+    return db
+
+
+def test_running_out_of_memory_in_any_command_is_one_line(tmp_path, monkeypatch):
+    """MemoryError outside ask was a traceback before the mapping moved into one place."""
+    db = _index_whose("check", MemoryError, tmp_path, monkeypatch)
     r = CliRunner().invoke(app, ["check", "--db", str(db)])
     assert r.exit_code == 2, (r.output, r.exception)
     assert r.stderr.strip().splitlines()[-1] == "error: out of memory"
 
 
 def test_ctrl_c_prints_the_commands_own_line(tmp_path, monkeypatch):
-    import tspo_edge.storage.store as store_mod
-
-    def interrupt(self, *a, **kw):
-        raise KeyboardInterrupt
-
-    db = tmp_path / "i.db"
-    with store_mod.Store(db):
-        pass
-    monkeypatch.setattr(store_mod.Store, "videos", interrupt)
+    db = _index_whose("videos", KeyboardInterrupt, tmp_path, monkeypatch)
     r = CliRunner().invoke(app, ["prune", "--db", str(db)])
     assert r.exit_code == 130, (r.output, r.exception)
     assert r.stderr.strip().splitlines()[-1] == "interrupted: nothing was removed"
