@@ -182,3 +182,21 @@ def test_what_needs_torch_says_so_in_one_line(box, args):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "needs the [torch] extra" in r.stderr and "pip install 'tspo-edge[torch]'" in r.stderr
+
+
+def test_the_text_tower_opens_without_prepacking_and_the_image_tower_with_it():
+    """A cold ask opens the text tower for one question: its weights are not re-laid out
+    (session.disable_prepacking, about half the opening time); the image tower, which index and
+    the lite answerer run on many frames, keeps the faster kernels."""
+    from tspo_edge.models.encoders.onnx import OnnxEncoder
+
+    enc = OnnxEncoder(TINY_EXPORT, quiet=True)
+    def entry(part):
+        try:
+            return enc.session(part).get_session_options().get_session_config_entry("session.disable_prepacking")
+        except RuntimeError:  # ONNX Runtime: "does not have configuration with key"
+            return "unset"
+
+    assert entry("text") == "1"
+    assert entry("image") == "unset"
+    assert enc.encode_texts(["a colourful frame"]).shape == (1, enc.dim)

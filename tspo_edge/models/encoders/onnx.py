@@ -123,7 +123,7 @@ class OnnxEncoder:
             self._sessions[part] = make_session(
                 self.model_dir / self.manifest["models"][part]["file"], self.model_dir, providers=self.providers,
                 fp16=self.manifest["precision"] == "fp16", profile=profile, threads=self.threads,
-                quiet=self.quiet)
+                quiet=self.quiet, prepack=part != "text")  # the text tower: a question or a few per process
             self.device = "cpu" if self._sessions[part].get_providers()[0] == "CPUExecutionProvider" else "cuda"
         return self._sessions[part]
 
