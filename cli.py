@@ -38,7 +38,7 @@ from tspo_edge.commands.face import (AgentOpt, DbOpt, DeviceOpt, EncoderOpt, Fps
                                      examples, fail, interrupted, on_interrupt, out, say, say_escaped, warn_line)
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.index import check_engine, index_with_engine
-from tspo_edge.index.report import IndexingProgress, IndexProgress, print_summary, watch_line
+from tspo_edge.index.console import IndexingProgress, IndexProgress, print_summary, watch_line
 from tspo_edge.index.watch import DEFAULT_SETTLE, WatchService, watch_until_signal
 from tspo_edge.media import video
 from tspo_edge.models import ModelSpec, load_models

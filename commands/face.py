@@ -14,7 +14,7 @@ from typing import NoReturn, Optional
 import typer
 
 from tspo_edge.checks import json_safe
-from tspo_edge.index.report import OutputConsole
+from tspo_edge.index.console import OutputConsole
 from tspo_edge.paths import resolve_db
 from tspo_edge.selection import METHODS
 from tspo_edge.terminal import printable

@@ -19,7 +19,7 @@ from tspo_edge.evaluation.frames import export_frame_idx
 from tspo_edge.evaluation.needle import BenchConfig, generate
 from tspo_edge.evaluation.runner import budgets_from_options, run_needle_eval
 from tspo_edge.extras import require_torch
-from tspo_edge.index.report import IndexProgress, bar, print_table
+from tspo_edge.index.console import IndexProgress, bar, print_table
 from tspo_edge.models import ModelSpec, load_models
 from tspo_edge.pipeline import Sampling
 from tspo_edge.selection import METHODS

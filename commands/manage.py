@@ -10,7 +10,7 @@ import typer
 
 from tspo_edge import doctor
 from tspo_edge.errors import InputError
-from tspo_edge.index.report import print_table, videos_table
+from tspo_edge.index.console import print_table, videos_table
 from tspo_edge.media.clip import cut_clip, format_time, parse_time
 from tspo_edge.storage.removal import prune, remove
 from tspo_edge.storage.store import Store, existing_index

@@ -21,7 +21,7 @@ from conftest import pythonpath_with, write_test_video
 from tspo_edge.cli import app
 from tspo_edge.media.clip import parse_time
 from tspo_edge.errors import InputError
-from tspo_edge.index.report import OutputConsole, print_table
+from tspo_edge.index.console import OutputConsole, print_table
 from tspo_edge.pipeline import index_videos
 from tspo_edge.storage.store import Store
 

@@ -1,5 +1,5 @@
 """Which engine indexes a command's paths: Ray, decoding processes feeding one encoder, or the
-plain path in this process. The same index and summary whichever runs (index/engine.py)."""
+plain path in this process (index/engine.py). The same index and summary whichever runs."""
 
 from __future__ import annotations
 
