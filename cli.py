@@ -34,7 +34,7 @@ from tspo_edge.ask import Asker, check_inputs, contact_sheet, process_seconds
 from tspo_edge.checks import check_range, json_safe
 from tspo_edge.commands import learning, manage
 from tspo_edge.commands.face import (AgentOpt, DbOpt, DeviceOpt, EncoderOpt, FpsOpt, JsonOpt, MaxFramesOpt, METHOD_HELP,
-                                     ModelDirOpt, RuntimeOpt, ServerOpt, _interrupt_note, cache_onnx, dump, err,
+                                     ModelDirOpt, RuntimeOpt, ServerOpt, interrupt_note, cache_onnx, dump, err,
                                      examples, fail, interrupted, on_interrupt, out, say, say_escaped, warn_line)
 from tspo_edge.errors import InputError, TspoError
 from tspo_edge.index import check_engine, index_with_engine
@@ -73,7 +73,7 @@ class Edge(typer.core.TyperGroup):
     its exit_code, MemoryError exit 2, Ctrl-C exit 130 with the command's INTERRUPTED line."""
 
     def invoke(self, ctx):
-        _interrupt_note.clear()
+        interrupt_note.clear()
         try:
             return super().invoke(ctx)
         except TspoError as e:
@@ -81,7 +81,7 @@ class Edge(typer.core.TyperGroup):
         except MemoryError:
             fail(InputError(OUT_OF_MEMORY.get(ctx.invoked_subcommand, "out of memory")))
         except KeyboardInterrupt:
-            interrupted(next(iter(_interrupt_note), None) or INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"))
+            interrupted(next(iter(interrupt_note), None) or INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"))
 
 
 app = typer.Typer(

@@ -62,11 +62,11 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-_interrupt_note: list[str] = []  # a phase of the running command whose interrupt keeps something else
+interrupt_note: list[str] = []  # a phase of the running command whose interrupt keeps something else
 
 def on_interrupt(message: str) -> None:
     """From here on, Ctrl-C prints `message` (a phase whose interrupt keeps something else)."""
-    _interrupt_note[:] = [message]
+    interrupt_note[:] = [message]
 
 
 def fail(e: BaseException, code: int | None = None) -> NoReturn:
