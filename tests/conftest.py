@@ -59,6 +59,8 @@ TORCH_FREE_MODULES = frozenset({
     "test_cli_help.py",       # every command's --help
     "test_edge_install.py",   # index, ask, search, serve with an export folder (tests/data/tiny-export)
     "test_default_db.py",     # the per-user index, found from any folder
+    "test_client.py",         # ask --server's client: light, standard library and the result types
+    "test_imports_policy.py", # every function-local import says why (reads the code, runs none)
 })
 
 
