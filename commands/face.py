@@ -27,12 +27,14 @@ out = OutputConsole()
 
 METHOD_HELP = " | ".join(METHODS)
 
+
 def _db(value: Optional[Path]) -> Path:
     """--db, else $TSPO_EDGE_DB, else the per-user index (tspo_edge.paths); a note when it is ./tspo-edge.db."""
     choice = resolve_db(value)
     if choice.note:
         err.print("note: " + choice.note, highlight=False, soft_wrap=True, markup=False)
     return choice.path
+
 
 DbOpt = typer.Option(None, "--db", callback=_db, show_default=False,
                      help="SQLite index file (default: $TSPO_EDGE_DB, else one per user: "
@@ -57,12 +59,14 @@ FpsOpt = typer.Option(1.0, "--fps", help="Frames sampled per second of video (TS
 
 MaxFramesOpt = typer.Option(None, "--max-frames", help="At most this many frames per video, spread uniformly.")
 
+
 def examples(*lines: str) -> str:
     """A help epilog of examples, kept line by line."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 interrupt_note: list[str] = []  # a phase of the running command whose interrupt keeps something else
+
 
 def on_interrupt(message: str) -> None:
     """From here on, Ctrl-C prints `message` (a phase whose interrupt keeps something else)."""
@@ -75,9 +79,11 @@ def fail(e: BaseException, code: int | None = None) -> NoReturn:
     err.print("error: " + msg, highlight=False, soft_wrap=True, markup=False, style="bold red")
     raise typer.Exit(code if code is not None else getattr(e, "exit_code", 2))
 
+
 def interrupted(message: str = "interrupted") -> NoReturn:
     err.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(130)
+
 
 def cache_onnx(models, runtime: Optional[str]) -> None:
     """Write the per-user ONNX cache after a command that loaded its encoder with torch (once;
@@ -92,6 +98,7 @@ def cache_onnx(models, runtime: Optional[str]) -> None:
         w = write_cache(models)
     if w is not None:
         say(printable(describe(w)))
+
 
 def say(line: str) -> None:
     """One plain line on stderr (no markup, no wrapping)."""

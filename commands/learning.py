@@ -63,6 +63,7 @@ def export_cmd(
     if json_out:
         dump(manifest)
 
+
 @commands.command("train", epilog=examples(
     "tspo-edge train --toy",
     "tspo-edge train tspo10k.jsonl --videos videos/ --encoder openai/clip-vit-large-patch14 --mllm openai:http://localhost:8000/v1 --out runs/clip",
@@ -131,6 +132,7 @@ def _step_progress(progress, description: str):
 
     return update
 
+
 @eval_app.command("needle", epilog=examples(
     "tspo-edge eval needle --out tspo-edge-eval",
     "tspo-edge eval needle --videos 2 --minutes 5 --frames 8,16 --methods similarity,agent --mllm none",
@@ -174,6 +176,7 @@ def eval_needle_cmd(
     if json_out:
         dump({k: v for k, v in result.items() if k != "questions"})
     raise typer.Exit(1 if result["errors"] else 0)
+
 
 @eval_app.command("frames", epilog=examples(
     "tspo-edge eval frames lvb_val.json --benchmark lvb --video-root videos/ --encoder ./TSPO-0.4B --out TSPO_LongVideoBench_frameIdx.json",

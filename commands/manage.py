@@ -19,6 +19,7 @@ from tspo_edge.commands.face import DbOpt, JsonOpt, dump, err, examples, out, sa
 
 commands = typer.Typer(rich_markup_mode=None)
 
+
 @commands.command("info", epilog=examples("tspo-edge info", "tspo-edge info --db archive.db --json"))
 def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     """List the videos in an index: path, duration, frames, status, the agent of their event features."""
@@ -29,6 +30,7 @@ def info_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
     else:
         say(f"schema {meta['schema_version']}; last agent {meta['agent_id']}: {meta['agent_source']}")
         print_table(out, videos_table(rows, db=str(db), encoder_id=meta["encoder_id"]), note=err)
+
 
 @commands.command("check", epilog=examples("tspo-edge check", "tspo-edge check --db archive.db --json"))
 def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
@@ -41,6 +43,7 @@ def check_cmd(db: Path = DbOpt, json_out: bool = JsonOpt) -> None:
         for line in report.lines():
             say(printable(line))
     raise typer.Exit(0 if report.ok else 1)
+
 
 @commands.command("rm", epilog=examples(
     "tspo-edge rm ./dashcam/2026-11-01.mp4 ./dashcam/2026-11-02.mp4",
@@ -60,6 +63,7 @@ def rm_cmd(refs: List[str] = typer.Argument(..., metavar="PATH_OR_ID...", help="
             typer.echo(f"removed {printable(row.path)}")
     raise typer.Exit(1 if r.not_found else 0)
 
+
 @commands.command("prune", epilog=examples(
     "tspo-edge prune --dry-run          # list what would go, change nothing",
     "tspo-edge prune --db archive.db --json"))
@@ -75,6 +79,7 @@ def prune_cmd(db: Path = DbOpt,
         for row, why in r.videos:
             typer.echo(f"{'would remove' if dry_run else 'removed'} {printable(row.path)} ({why})")
     say(f"{len(r.videos)} videos {'would be removed' if dry_run else 'removed'} from {printable(db)}")
+
 
 @commands.command("clip", epilog=examples(
     "tspo-edge clip dashcam.mp4 --at 03:09 -o gate.mp4            # 10 s, stream copy",
@@ -100,6 +105,7 @@ def clip_cmd(
     how = "re-encoded" if c.reencoded else f"stream copy from the keyframe {c.at - c.start:.1f} s before {format_time(c.at)}"
     typer.echo(f"{printable(c.path)}: {format_time(c.start)} to {format_time(c.end)} of {printable(c.source)} "
                f"({c.duration:.1f} s, {how})")
+
 
 @commands.command("doctor", epilog=examples("tspo-edge doctor", "tspo-edge doctor --json > machine.json"))
 def doctor_cmd(json_out: bool = JsonOpt) -> None:
