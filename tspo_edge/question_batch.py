@@ -23,7 +23,6 @@ from tspo_edge.limits import MAX_ASK_FRAMES, MAX_OPTIONS, MAX_QUESTION_CHARS
 from tspo_edge.selection import METHODS
 
 
-
 @dataclass
 class Batch:
     path: Path

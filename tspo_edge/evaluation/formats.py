@@ -33,7 +33,6 @@ from tspo_edge.questions import parse_question
 from tspo_edge.media.video import VIDEO_EXTENSIONS
 
 
-
 @dataclass(frozen=True)
 class Spec:
     name: str                       # the paper's dataset name

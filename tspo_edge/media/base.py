@@ -130,4 +130,3 @@ def check_path(path: Path) -> None:
         raise VideoError(f"{path}: is a directory, not a video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
-

@@ -112,7 +112,6 @@ def _read_decord(path: Path, info: VideoInfo, times: np.ndarray, size: int | Non
     return _decord_batch(path, vr, uniq)[inverse]
 
 
-
 class DecordDecoder:
     name, title, fallback = "decord", "decord", None
 

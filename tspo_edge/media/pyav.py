@@ -165,7 +165,6 @@ def _creation_time(container, stream) -> float | None:
     return None
 
 
-
 # ---------------------------------------------------------------- decoding
 
 
@@ -196,7 +195,6 @@ class _Converter:
     def __call__(self, frame) -> np.ndarray:
         rgb = frame.reformat(width=self.w, height=self.h, format="rgb24").to_ndarray()
         return rotate_frames(rgb, self.rotation)
-
 
 
 def _truncation_check(path: Path, stream, clock: Clock, last_packet_t: float | None) -> None:
@@ -410,7 +408,6 @@ def _read_pyav(path: Path, times: np.ndarray, size: int | None) -> np.ndarray:
         except av.error.FFmpegError as e:
             raise VideoError(f"{path}: decoding failed ({e.strerror or e})") from e
     return np.stack(result)
-
 
 
 class PyAVDecoder:

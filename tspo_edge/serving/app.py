@@ -313,4 +313,3 @@ def _id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(404, "no such video in the index")
     return int(text)
-
