@@ -4,6 +4,8 @@ given times, bad files, decord. Videos are generated per test (small, a few seco
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -328,3 +330,24 @@ def test_decord_matches_pyav_sampling(make_video, real_clips):
     assert (info.width, info.height, info.frame_count) == (640, 272, 250)
     t, _ = collect(V.iter_frames(real_clips["bikes"], fps=1, max_frames=4, size=32, decoder="decord"))
     np.testing.assert_allclose(t, [0, 2.52, 5, 7.52], atol=1e-4)  # 25 fps: first frame at or after
+
+
+DECORD_THEN_TORCH = """
+import sys
+from tspo_edge.media import video
+video.read_frames_at(sys.argv[1], [1.0], size=32, decoder="decord")
+import torch
+print(tuple(torch.nn.Linear(64, 64)(torch.randn(4, 64)).shape))
+"""
+
+
+@needs_decord
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed: nothing to crash")
+def test_decoding_with_decord_leaves_torch_working(real_clips):
+    """decord2's NVBLAS, loaded before torch, crashed torch's next CPU matrix product (a
+    segmentation fault: `tspo-edge` tests that decoded with decord before the lite encoder ran
+    died that way); the decord backend loads torch first where it is installed."""
+    r = subprocess.run([sys.executable, "-c", DECORD_THEN_TORCH, str(real_clips["bikes"])],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-500:])
+    assert r.stdout.strip() == "(4, 64)"

@@ -2,6 +2,11 @@
 
 decord resizes while decoding and reads frames by index from its own frame table; a video with
 a display rotation is decoded by PyAV instead (with a warning), as decord gets rotation wrong.
+
+Where torch is installed it is imported before decord: the decord2 wheel loads NVIDIA's NVBLAS,
+and when that library is loaded first it takes over the process's BLAS calls, so torch's first
+CPU matrix product afterwards ends the process with a segmentation fault (`import decord, torch`
+then any nn.Linear: reproduced with decord2 3.4 and torch 2.14; tests/test_video.py checks it).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +39,8 @@ def _decord_errors(path: Path, doing: str):
 
 
 def _decord_reader(path: Path, width: int = -1, height: int = -1):
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401  # optional: the [torch] extra, loaded before decord's NVBLAS (see the top)
     import decord  # optional: the decord / decord2 wheel (missing() says so first)
 
     with _decord_errors(path, "to open it"):
